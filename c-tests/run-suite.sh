@@ -122,6 +122,16 @@ case "$MODE" in
     sandbox | sandbox-kernel) SANDBOX=("$NOSYSV") ;;
 esac
 
+# Show a failed test's output, at most 80 lines of it.
+show_output() {
+    local lines
+    lines=$(wc -l <"$out")
+    head -n 80 "$out" | sed 's/^/    /'
+    if [ "$lines" -gt 80 ]; then
+        echo "    ... ($((lines - 80)) more lines)"
+    fi
+}
+
 passed=0
 failed=0
 out=$(mktemp "${TMPDIR:-/tmp}/run-suite.XXXXXX")
@@ -144,7 +154,7 @@ for t in "${TESTS[@]}"; do
             passed=$((passed + 1))
         else
             echo "FAIL $t ($MODE: status $rc; it should have failed under nosysv)"
-            sed 's/^/    /' "$out"
+            show_output
             failed=$((failed + 1))
         fi
         continue
@@ -157,7 +167,7 @@ for t in "${TESTS[@]}"; do
         [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="timed out after ${TIMEOUT}s"
         [ $rc -gt 128 ] && [ $rc -ne 137 ] && why="killed by signal $((rc - 128))"
         echo "FAIL $t ($MODE): $why"
-        sed 's/^/    /' "$out"
+        show_output
         failed=$((failed + 1))
     fi
 done
