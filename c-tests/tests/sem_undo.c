@@ -1,0 +1,659 @@
+/* SEM_UNDO: adjustments applied when a process exits normally or is killed (waking a
+ * waiter), recorded for an operation that blocked and then completed, not recorded for
+ * calls that failed, were interrupted by death, or were reversed; not inherited by fork,
+ * shared by threads, kept across execve; cleared by SETVAL (one semaphore) and SETALL;
+ * the value clamped to [0, SEMVMX] when applied; ERANGE when an adjustment would leave
+ * [-32768, 32767]; undo on a removed set is skipped while the others still apply; GETPID
+ * names the exiting process after its undo. */
+#include "../common.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/ipc.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+
+union semun {
+    int val;
+    struct semid_ds *buf;
+    unsigned short *array;
+    struct seminfo *__buf;
+};
+
+#define SEMVMX 32767
+
+/* ---- bookkeeping: every set and child is cleaned up, also when the watchdog fires */
+#define MAXT 32
+static int w_sets[MAXT];
+static int w_nsets;
+static pid_t w_kids[MAXT];
+static int w_nkids;
+
+static void remove_all(void) {
+    for (int i = 0; i < w_nsets; i++)
+        semctl(w_sets[i], 0, IPC_RMID);
+    w_nsets = 0;
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL watchdog: timed out\n";
+    if (write(2, msg, sizeof msg - 1) < 0) {
+    }
+    for (int i = 0; i < w_nkids; i++)
+        kill(w_kids[i], SIGKILL);
+    remove_all();
+    _exit(3);
+}
+
+static int new_set(int nsems) {
+    int id = semget(IPC_PRIVATE, nsems, 0600);
+    if (id < 0 || w_nsets == MAXT) {
+        perror("semget");
+        remove_all();
+        exit(2);
+    }
+    w_sets[w_nsets++] = id;
+    return id;
+}
+
+static void rm_set(int id) {
+    semctl(id, 0, IPC_RMID);
+    for (int i = 0; i < w_nsets; i++)
+        if (w_sets[i] == id)
+            w_sets[i] = w_sets[--w_nsets];
+}
+
+/* A two-way channel between the parent and one child. */
+struct chan {
+    int up[2];   /* child -> parent */
+    int down[2]; /* parent -> child */
+};
+
+static void chan_open(struct chan *c) {
+    if (pipe(c->up) != 0 || pipe(c->down) != 0) {
+        perror("pipe");
+        exit(2);
+    }
+}
+
+static void chan_close(struct chan *c) {
+    close(c->up[0]);
+    close(c->up[1]);
+    close(c->down[0]);
+    close(c->down[1]);
+}
+
+/* Child side: tell the parent, wait for its go (the child's watchdog bounds it). */
+static void tell(struct chan *c) {
+    if (write(c->up[1], "u", 1) != 1)
+        _exit(4);
+}
+
+static void await_go(struct chan *c) {
+    char b;
+    if (read(c->down[0], &b, 1) != 1)
+        _exit(4);
+}
+
+/* Parent side: 1 if the child told within 5 s. */
+static int heard(struct chan *c) {
+    struct pollfd p = {c->up[0], POLLIN, 0};
+    char b;
+    if (poll(&p, 1, 5000) == 1 && read(c->up[0], &b, 1) == 1)
+        return 1;
+    fprintf(stderr, "  child did not report\n");
+    return 0;
+}
+
+static void go(struct chan *c) {
+    if (write(c->down[1], "d", 1) != 1)
+        perror("write");
+}
+
+/* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
+ * its checks count through its exit status. */
+static pid_t spawn(void (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        w_nsets = w_nkids = 0;
+        t_passed = t_failed = 0;
+        alarm(10);
+        fn(arg);
+        fflush(NULL);
+        _exit(t_failed ? 1 : 0);
+    }
+    if (w_nkids < MAXT)
+        w_kids[w_nkids++] = pid;
+    return pid;
+}
+
+static void forget_kid(pid_t pid) {
+    for (int i = 0; i < w_nkids; i++)
+        if (w_kids[i] == pid)
+            w_kids[i] = w_kids[--w_nkids];
+}
+
+/* Wait status of pid if it ends within ms; otherwise it is killed and -1 returned. */
+static int reap(pid_t pid, long ms) {
+    long long end = now_ms() + ms;
+    int st = 0;
+    if (pid <= 0)
+        return -1;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            forget_kid(pid);
+            return st;
+        }
+        if (r < 0 || now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            forget_kid(pid);
+            fprintf(stderr, "  child %d did not end in time\n", (int)pid);
+            return -1;
+        }
+        sleep_ms(2);
+    }
+}
+
+/* 1 if a wait status from reap() is a normal exit with status 0. */
+static int EXITED_OK(int st) {
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 1;
+    if (st != -1)
+        fprintf(stderr, "  child wait status 0x%x\n", st);
+    return 0;
+}
+
+static int wait_for(int id, int num, int cmd, int want) {
+    long long end = now_ms() + 5000;
+    int v = -1;
+    while (now_ms() < end) {
+        v = semctl(id, num, cmd);
+        if (v == want)
+            return 1;
+        sleep_ms(1);
+    }
+    fprintf(stderr, "  semctl(%d, %d, %d) is %d, want %d\n", id, num, cmd, v, want);
+    return 0;
+}
+
+static int op1(int id, unsigned short num, short op, short flg) {
+    struct sembuf b = {num, op, flg};
+    return semop(id, &b, 1);
+}
+
+static int getval(int id, int num) { return semctl(id, num, GETVAL); }
+
+static int setval(int id, int num, int v) {
+    union semun u;
+    u.val = v;
+    return semctl(id, num, SETVAL, u);
+}
+
+static int setall(int id, unsigned short *vals) {
+    union semun u;
+    u.array = vals;
+    return semctl(id, 0, SETALL, u);
+}
+
+/* ---- tests */
+struct ctx {
+    int id;
+    int id2;
+    struct chan ch;
+};
+
+static void child_exit_restores(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    CHECK(op1(c->id, 0, 1, SEM_UNDO) == 0);
+    struct sembuf two[2] = {{1, 3, SEM_UNDO}, {2, 1, 0}};
+    CHECK(semop(c->id, two, 2) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_exit_restores(void) {
+    struct ctx c = {new_set(3), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 5);
+    pid_t pid = spawn(child_exit_restores, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 3 && getval(c.id, 2) == 1);
+    /* Another process moves the values meanwhile: the adjustments are relative. */
+    CHECK(op1(c.id, 0, 10, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 15);
+    CHECK(getval(c.id, 1) == 0);
+    /* Semaphore 2 was changed without SEM_UNDO: it keeps the child's increment. */
+    CHECK(getval(c.id, 2) == 1);
+    /* The exiting process is the last to have changed the undone semaphores. */
+    CHECK(semctl(c.id, 0, GETPID) == pid);
+    CHECK(semctl(c.id, 1, GETPID) == pid);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* An operation that reverses an earlier one leaves a zero adjustment. */
+static void child_reversal(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    CHECK(op1(c->id, 0, 1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_reversal(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 3);
+    pid_t pid = spawn(child_reversal, &c);
+    CHECK(heard(&c.ch));
+    CHECK(op1(c.id, 0, -3, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 0);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* Failed calls record no adjustment. */
+static void child_failed_calls(void *arg) {
+    struct ctx *c = arg;
+    EXPECT_ERR(op1(c->id, 0, -1, SEM_UNDO | IPC_NOWAIT), EAGAIN);
+    struct sembuf two[2] = {{1, -1, SEM_UNDO}, {0, -1, SEM_UNDO | IPC_NOWAIT}};
+    EXPECT_ERR(semop(c->id, two, 2), EAGAIN);
+    EXPECT_ERR(op1(c->id, 2, 1, SEM_UNDO), ERANGE);
+    struct sembuf three[2] = {{1, -1, SEM_UNDO}, {2, 1, SEM_UNDO}};
+    EXPECT_ERR(semop(c->id, three, 2), ERANGE);
+    struct timespec ts = {0, 1000000L};
+    EXPECT_ERR(semtimedop(c->id, two, 2, &ts), EAGAIN);
+    struct sembuf far = {7, -1, SEM_UNDO};
+    EXPECT_ERR(semop(c->id, &far, 1), EFBIG);
+}
+
+static void test_failed_calls(void) {
+    struct ctx c = {new_set(3), -1, {{0}, {0}}};
+    unsigned short init[3] = {0, 4, SEMVMX};
+    setall(c.id, init);
+    pid_t pid = spawn(child_failed_calls, &c);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 0 && getval(c.id, 1) == 4 && getval(c.id, 2) == SEMVMX);
+    rm_set(c.id);
+}
+
+/* An operation that blocked and then completed records its adjustment; one that was
+ * still blocked when its process died records none. */
+static void child_blocked_undo(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void child_block_forever(void *arg) {
+    struct ctx *c = arg;
+    op1(c->id, 0, -1, SEM_UNDO);
+    CHECK(!"the blocked operation returned");
+}
+
+static void test_blocked_then_done(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    pid_t pid = spawn(child_blocked_undo, &c);
+    CHECK(wait_for(c.id, 0, GETNCNT, 1));
+    CHECK(op1(c.id, 0, 1, 0) == 0);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 1);
+
+    setval(c.id, 0, 0);
+    pid = spawn(child_block_forever, &c);
+    CHECK(wait_for(c.id, 0, GETNCNT, 1));
+    kill(pid, SIGKILL);
+    int st = reap(pid, 5000);
+    CHECK(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    CHECK(wait_for(c.id, 0, GETNCNT, 0));
+    CHECK(getval(c.id, 0) == 0);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* SIGKILL applies the undo, and a blocked waiter then gets the semaphore. */
+static void child_hold(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    pause();
+}
+
+static void child_p(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, 0) == 0);
+}
+
+static void test_sigkill(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 1);
+    pid_t holder = spawn(child_hold, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 0);
+    pid_t waiter = spawn(child_p, &c);
+    CHECK(wait_for(c.id, 0, GETNCNT, 1));
+    sleep_ms(50);
+    CHECK(semctl(c.id, 0, GETNCNT) == 1);
+    kill(holder, SIGKILL);
+    int st = reap(holder, 5000);
+    CHECK(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    CHECK(EXITED_OK(reap(waiter, 5000)));
+    CHECK(getval(c.id, 0) == 0);
+    CHECK(semctl(c.id, 0, GETNCNT) == 0);
+    CHECK(semctl(c.id, 0, GETPID) == waiter);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* fork: the child starts with no adjustments; the parent's stay. */
+static void child_forks(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    CHECK(getval(c->id, 0) == 0);
+    fflush(NULL);
+    pid_t g = fork();
+    if (g == 0)
+        _exit(0);
+    int st = 0;
+    CHECK(waitpid(g, &st, 0) == g && WIFEXITED(st));
+    /* The grandchild's exit applied nothing. */
+    CHECK(getval(c->id, 0) == 0);
+
+    /* A grandchild's own adjustment is its own. */
+    fflush(NULL);
+    g = fork();
+    if (g == 0)
+        _exit(op1(c->id, 0, 1, SEM_UNDO) == 0 ? 0 : 1);
+    CHECK(waitpid(g, &st, 0) == g && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(getval(c->id, 0) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_fork(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 1);
+    pid_t pid = spawn(child_forks, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 1);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* Threads share the process's adjustments: a thread's exit applies nothing. */
+static void *thread_undo(void *arg) {
+    struct ctx *c = arg;
+    long r = op1(c->id, 0, -1, SEM_UNDO);
+    return (void *)r;
+}
+
+static void child_threads(void *arg) {
+    struct ctx *c = arg;
+    pthread_t t;
+    void *res = (void *)1;
+    CHECK(pthread_create(&t, NULL, thread_undo, c) == 0);
+    pthread_join(t, &res);
+    CHECK(res == NULL);
+    CHECK(getval(c->id, 0) == 1);
+    /* The main thread's own adjustment adds to the thread's. */
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_threads(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 2);
+    pid_t pid = spawn(child_threads, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 2);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* execve keeps the adjustments; they apply when the new image exits. */
+static void child_execs(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    if (t_failed)
+        return;
+    char up[16], down[16];
+    snprintf(up, sizeof up, "%d", c->ch.up[1]);
+    snprintf(down, sizeof down, "%d", c->ch.down[0]);
+    execl("/proc/self/exe", "sem_undo", "--exec-child", up, down, (char *)NULL);
+    perror("execl");
+    CHECK(!"exec");
+}
+
+static int exec_child_main(int up, int down) {
+    char b;
+    if (write(up, "x", 1) != 1)
+        return 4;
+    if (read(down, &b, 1) != 1)
+        return 4;
+    return 0;
+}
+
+static void test_exec(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 1);
+    pid_t pid = spawn(child_execs, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 1);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* SETVAL clears every process's adjustment for that semaphore; SETALL for all. */
+static void child_two_undos(void *arg) {
+    struct ctx *c = arg;
+    struct sembuf two[2] = {{0, -1, SEM_UNDO}, {1, -1, SEM_UNDO}};
+    CHECK(semop(c->id, two, 2) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void child_undo_after_setval(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+    /* A new adjustment after SETVAL counts from zero again. */
+    CHECK(op1(c->id, 0, -2, SEM_UNDO) == 0);
+}
+
+static void test_setval_setall_clear(void) {
+    struct ctx c = {new_set(2), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    unsigned short five[2] = {5, 5};
+    setall(c.id, five);
+    pid_t pid = spawn(child_two_undos, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 4);
+    CHECK(setval(c.id, 0, 10) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 10);
+    CHECK(getval(c.id, 1) == 5);
+
+    setall(c.id, five);
+    pid = spawn(child_two_undos, &c);
+    CHECK(heard(&c.ch));
+    unsigned short seven[2] = {7, 7};
+    CHECK(setall(c.id, seven) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 7 && getval(c.id, 1) == 7);
+
+    setval(c.id, 0, 10);
+    pid = spawn(child_undo_after_setval, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 9);
+    CHECK(setval(c.id, 0, 20) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 20);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* Applying an adjustment clamps the value at 0 and at SEMVMX. */
+static void child_up5(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, 5, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void child_down5(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -5, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_clamp(void) {
+    struct ctx c = {new_set(1), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    pid_t pid = spawn(child_up5, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 5);
+    CHECK(op1(c.id, 0, -4, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == 0);
+    CHECK(semctl(c.id, 0, GETPID) == pid);
+
+    setval(c.id, 0, 10);
+    pid = spawn(child_down5, &c);
+    CHECK(heard(&c.ch));
+    CHECK(getval(c.id, 0) == 5);
+    CHECK(op1(c.id, 0, SEMVMX - 5, 0) == 0);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id, 0) == SEMVMX);
+    chan_close(&c.ch);
+    rm_set(c.id);
+}
+
+/* The adjustment must stay within [-32768, 32767]: ERANGE otherwise. */
+static void child_adj_negative(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, SEMVMX, SEM_UNDO) == 0); /* adj -32767 */
+    CHECK(op1(c->id, 0, -SEMVMX, 0) == 0);
+    CHECK(op1(c->id, 0, 1, SEM_UNDO) == 0); /* adj -32768 */
+    EXPECT_ERR(op1(c->id, 0, 1, SEM_UNDO), ERANGE);
+    CHECK(getval(c->id, 0) == 1);
+    struct sembuf two[2] = {{1, 1, SEM_UNDO}, {0, 1, SEM_UNDO}};
+    EXPECT_ERR(semop(c->id, two, 2), ERANGE);
+    CHECK(getval(c->id, 1) == 0);
+    /* Without SEM_UNDO the same increment is fine. */
+    CHECK(op1(c->id, 0, 1, 0) == 0);
+    CHECK(getval(c->id, 0) == 2);
+}
+
+static void child_adj_positive(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -SEMVMX, SEM_UNDO) == 0); /* adj 32767 */
+    CHECK(op1(c->id, 0, SEMVMX, 0) == 0);
+    EXPECT_ERR(op1(c->id, 0, -1, SEM_UNDO), ERANGE);
+    CHECK(getval(c->id, 0) == SEMVMX);
+    CHECK(op1(c->id, 0, -1, 0) == 0);
+}
+
+static void test_adj_range(void) {
+    struct ctx c = {new_set(2), -1, {{0}, {0}}};
+    pid_t pid = spawn(child_adj_negative, &c);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    /* 2 + (-32768), clamped. */
+    CHECK(getval(c.id, 0) == 0);
+    CHECK(getval(c.id, 1) == 0);
+
+    setval(c.id, 0, SEMVMX);
+    pid = spawn(child_adj_positive, &c);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    /* 32766 + 32767, clamped. */
+    CHECK(getval(c.id, 0) == SEMVMX);
+    rm_set(c.id);
+}
+
+/* Adjustments on a removed set are dropped; those on other sets still apply. */
+static void child_two_sets(void *arg) {
+    struct ctx *c = arg;
+    CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+    CHECK(op1(c->id2, 0, -1, SEM_UNDO) == 0);
+    tell(&c->ch);
+    await_go(&c->ch);
+}
+
+static void test_removed_set(void) {
+    struct ctx c = {new_set(1), new_set(1), {{0}, {0}}};
+    chan_open(&c.ch);
+    setval(c.id, 0, 1);
+    setval(c.id2, 0, 1);
+    pid_t pid = spawn(child_two_sets, &c);
+    CHECK(heard(&c.ch));
+    rm_set(c.id);
+    go(&c.ch);
+    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(getval(c.id2, 0) == 1);
+    EXPECT_ERR(getval(c.id, 0), EINVAL);
+    chan_close(&c.ch);
+    rm_set(c.id2);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "--exec-child") == 0)
+        return exec_child_main(atoi(argv[2]), atoi(argv[3]));
+    signal(SIGALRM, on_alarm);
+    alarm(14);
+
+    test_exit_restores();
+    test_reversal();
+    test_failed_calls();
+    test_blocked_then_done();
+    test_sigkill();
+    test_fork();
+    test_threads();
+    test_exec();
+    test_setval_setall_clear();
+    test_clamp();
+    test_adj_range();
+    test_removed_set();
+
+    remove_all();
+    return TEST_DONE();
+}
