@@ -1,0 +1,16 @@
+//! Generates the C header from the Rust source with cbindgen, into OUT_DIR; the checked-in
+//! copy is include/ipcshim.h (`make header` refreshes it, a test fails when it is stale).
+
+fn main() {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("ipcshim.h");
+    println!("cargo:rerun-if-changed=src/abi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml")).expect("cbindgen.toml");
+    match cbindgen::Builder::new().with_crate(&crate_dir).with_config(config).generate() {
+        Ok(b) => {
+            b.write_to_file(&out);
+        }
+        Err(e) => panic!("cbindgen: {e}"),
+    }
+}

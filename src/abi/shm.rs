@@ -1,0 +1,120 @@
+//! shmget, shmat, shmdt, shmctl.
+
+use super::call;
+use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::shm::{attach, SHM_INFO, SHM_LOCK, SHM_STAT, SHM_STAT_ANY, SHM_UNLOCK};
+use crate::wire::Op;
+
+#[no_mangle]
+pub extern "C" fn shmget(key: libc::key_t, size: libc::size_t, shmflg: libc::c_int) -> libc::c_int {
+    call(-1, || attach::shmget(key, size, shmflg))
+}
+
+#[no_mangle]
+pub extern "C" fn shmat(shmid: libc::c_int, shmaddr: *const libc::c_void, shmflg: libc::c_int) -> *mut libc::c_void {
+    call(usize::MAX as *mut libc::c_void, || attach::shmat(shmid, shmaddr as usize, shmflg).map(|a| a as *mut libc::c_void))
+}
+
+#[no_mangle]
+pub extern "C" fn shmdt(shmaddr: *const libc::c_void) -> libc::c_int {
+    call(-1, || attach::shmdt(shmaddr as usize).map(|_| 0))
+}
+
+/// glibc's `struct shminfo` (IPC_INFO).
+#[repr(C)]
+pub struct ShmInfoLimits {
+    pub shmmax: libc::c_ulong,
+    pub shmmin: libc::c_ulong,
+    pub shmmni: libc::c_ulong,
+    pub shmseg: libc::c_ulong,
+    pub shmall: libc::c_ulong,
+    pub unused: [libc::c_ulong; 4],
+}
+
+/// glibc's `struct shm_info` (SHM_INFO).
+#[repr(C)]
+pub struct ShmInfoUsage {
+    pub used_ids: libc::c_int,
+    pub shm_tot: libc::c_ulong,
+    pub shm_rss: libc::c_ulong,
+    pub shm_swp: libc::c_ulong,
+    pub swap_attempts: libc::c_ulong,
+    pub swap_successes: libc::c_ulong,
+}
+
+/// Fills an `ipc_perm` from the broker's words: key, uid, gid, cuid, cgid, mode, seq.
+pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
+    p.__key = w[0] as i32;
+    p.uid = w[1] as u32;
+    p.gid = w[2] as u32;
+    p.cuid = w[3] as u32;
+    p.cgid = w[4] as u32;
+    p.mode = w[5] as u16;
+    p.__seq = w[6] as u16;
+}
+
+/// # Safety
+/// `buf` must be NULL or point to the structure `cmd` reads or writes.
+#[no_mangle]
+pub unsafe extern "C" fn shmctl(shmid: libc::c_int, cmd: libc::c_int, buf: *mut libc::shmid_ds) -> libc::c_int {
+    call(-1, || {
+        if cmd < 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        let cmd = cmd & !IPC_64;
+        let mut req = vec![Op::Ctl as i64, Family::Shm as i64, shmid as i64, cmd as i64];
+        let needs_buf = matches!(cmd, IPC_STAT | IPC_SET | IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY);
+        if needs_buf && buf.is_null() && shmid >= 0 {
+            return Err(Errno(libc::EFAULT));
+        }
+        if cmd == IPC_SET {
+            let ds = &*buf;
+            req.extend([ds.shm_perm.uid as i64, ds.shm_perm.gid as i64, ds.shm_perm.mode as i64]);
+        }
+        if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY | SHM_LOCK | SHM_UNLOCK) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let reply = crate::client::client().request(&req)?;
+        // The reply is [return value, fields…].
+        let ret = reply.word(0)?;
+        let f = &reply.words[1..];
+        match cmd {
+            IPC_STAT | SHM_STAT | SHM_STAT_ANY if f.len() >= 14 => {
+                if buf.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let ds = &mut *buf;
+                *ds = std::mem::zeroed();
+                fill_perm(&mut ds.shm_perm, f);
+                ds.shm_segsz = f[7] as usize;
+                ds.shm_atime = f[8];
+                ds.shm_dtime = f[9];
+                ds.shm_ctime = f[10];
+                ds.shm_cpid = f[11] as i32;
+                ds.shm_lpid = f[12] as i32;
+                ds.shm_nattch = f[13] as _;
+            }
+            IPC_INFO if f.len() >= 5 => {
+                if buf.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let info = &mut *(buf as *mut ShmInfoLimits);
+                *info = std::mem::zeroed();
+                (info.shmmax, info.shmmin, info.shmmni, info.shmseg, info.shmall) =
+                    (f[0] as _, f[1] as _, f[2] as _, f[3] as _, f[4] as _);
+            }
+            SHM_INFO if f.len() >= 6 => {
+                if buf.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let info = &mut *(buf as *mut ShmInfoUsage);
+                *info = std::mem::zeroed();
+                info.used_ids = f[0] as i32;
+                (info.shm_tot, info.shm_rss, info.shm_swp, info.swap_attempts, info.swap_successes) =
+                    (f[1] as _, f[2] as _, f[3] as _, f[4] as _, f[5] as _);
+            }
+            _ => {}
+        }
+        Ok(ret as libc::c_int)
+    })
+}

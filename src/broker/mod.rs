@@ -1,0 +1,458 @@
+//! The broker: one process per namespace that owns the registry of all objects, holds
+//! their memfds, checks every control request against the caller's real credentials, and
+//! learns of every client process's death from a pidfd.
+//!
+//! It is single-threaded: an epoll loop over the listening socket, the client connections
+//! and the pidfds. Requests are handled in an order that respects causality: in each batch
+//! of ready descriptors the broker first reads everything, applies the one-way notices
+//! (shm attach/detach, which clients send without waiting), then the deaths, then answers
+//! the requests. A client that learned something (a peer attached, a child died) before
+//! asking therefore always gets an answer that includes it.
+
+pub mod process;
+pub mod registry;
+
+use crate::ipc::limits::Limits;
+use crate::ipc::perm::{Creds, S_IRUGO, S_IWUGO, S_IXUGO};
+use crate::ipc::table::{Entry, TableWriter, TABLE_SIZE};
+use crate::ipc::{Errno, Family, Result};
+use crate::shm::segment::{Change, Segments};
+use crate::sys::{self, Mapping};
+use crate::wire::{self, Frame, Op};
+use process::{peer_creds, Process};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Everything the namespace holds.
+pub struct Namespace {
+    pub limits: Limits,
+    pub shm: Segments,
+    table_fd: OwnedFd,
+    _table_map: Mapping,
+    table: TableWriter,
+    /// Makes memfd names unique for this broker's life.
+    serial: u64,
+}
+
+impl Namespace {
+    pub fn new(limits: Limits) -> Result<Namespace> {
+        let table_fd = sys::sealed_memfd("ipcshim-table", TABLE_SIZE as u64)?;
+        let table_map = Mapping::map(table_fd.as_raw_fd(), TABLE_SIZE, true)?;
+        let table = unsafe { TableWriter::new(table_map.as_ptr()) };
+        Ok(Namespace { limits, shm: Segments::default(), table_fd, _table_map: table_map, table, serial: 0 })
+    }
+
+    fn next_memfd_name(&mut self, family: Family) -> String {
+        self.serial += 1;
+        format!("ipcshim.{}.{}.{}", std::process::id(), family.name(), self.serial)
+    }
+
+    /// Mirrors a change of the registry into the namespace table.
+    fn publish(&self, family: Family, change: Change) {
+        match change {
+            Change::None => {}
+            Change::Removed(index) => self.table.clear(family, index),
+            Change::Updated(index) => {
+                let found = match family {
+                    Family::Shm => self.shm.registry.by_index(index).map(|o| (o.seq, o.perm, o.data.size)),
+                    _ => None,
+                };
+                match found {
+                    Some((seq, perm, size)) => self.table.publish(family, &Entry { index, seq, perm, size }),
+                    None => self.table.clear(family, index),
+                }
+            }
+        }
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.shm.registry.in_use()
+    }
+}
+
+struct Conn {
+    /// Owns the socket: dropping the connection closes it.
+    _socket: OwnedFd,
+    creds: Creds,
+}
+
+const LISTENER: u64 = 0;
+const CONN: u64 = 1 << 32;
+const PIDFD: u64 = 2 << 32;
+
+pub struct Broker {
+    listener: OwnedFd,
+    epoll: OwnedFd,
+    ns: Namespace,
+    conns: HashMap<RawFd, Conn>,
+    procs: HashMap<i32, Process>,
+    pidfds: HashMap<RawFd, i32>,
+    socket_path: PathBuf,
+    stop: bool,
+}
+
+fn check(r: libc::c_int) -> Result<libc::c_int> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Binds a SOCK_SEQPACKET listener at `path`, replacing a stale socket file.
+pub fn bind_listener(path: &Path) -> Result<OwnedFd> {
+    let fd = check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (addr, len) = sockaddr(path)?;
+    let _ = std::fs::remove_file(path);
+    check(unsafe { libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) })?;
+    // Everyone may connect: each request is checked against the caller's credentials.
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno(libc::EINVAL))?;
+    unsafe { libc::chmod(cpath.as_ptr(), 0o777) };
+    check(unsafe { libc::listen(fd.as_raw_fd(), 1024) })?;
+    Ok(fd)
+}
+
+pub fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Ok((addr, std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t))
+}
+
+impl Broker {
+    pub fn new(listener: OwnedFd, socket_path: PathBuf, limits: Limits) -> Result<Broker> {
+        let epoll = unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        let b = Broker {
+            listener,
+            epoll,
+            ns: Namespace::new(limits)?,
+            conns: HashMap::new(),
+            procs: HashMap::new(),
+            pidfds: HashMap::new(),
+            socket_path,
+            stop: false,
+        };
+        b.watch(b.listener.as_raw_fd(), LISTENER)?;
+        Ok(b)
+    }
+
+    fn watch(&self, fd: RawFd, token: u64) -> Result<()> {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token | fd as u32 as u64 };
+        check(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    fn unwatch(&self, fd: RawFd) {
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    /// Serves until a Stop request.
+    pub fn run(&mut self) -> Result<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 4096];
+        while !self.stop {
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
+            if n < 0 {
+                let e = Errno::last();
+                if e.0 == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut requests: Vec<(RawFd, Frame)> = Vec::new();
+            let mut closed: Vec<RawFd> = Vec::new();
+            let mut deaths: Vec<i32> = Vec::new();
+            for ev in &events[..n as usize] {
+                let fd = (ev.u64 & 0xffff_ffff) as RawFd;
+                match ev.u64 & !0xffff_ffff {
+                    LISTENER => self.accept_all(),
+                    CONN => self.read_all(fd, &mut requests, &mut closed),
+                    PIDFD => deaths.extend(self.pidfds.get(&fd).copied()),
+                    _ => {}
+                }
+            }
+            for pid in deaths {
+                self.process_died(pid);
+            }
+            for fd in closed {
+                self.connection_closed(fd);
+            }
+            for (fd, frame) in requests {
+                self.answer(fd, frame);
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let fd = unsafe {
+                libc::accept4(self.listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            };
+            if fd < 0 {
+                return;
+            }
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let Ok(creds) = peer_creds(fd.as_raw_fd()) else { continue };
+            if self.watch(fd.as_raw_fd(), CONN).is_ok() {
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds });
+            }
+        }
+    }
+
+    /// Reads every queued message of one connection: notices are applied at once, requests
+    /// are kept for after this batch's deaths (see the module comment).
+    fn read_all(&mut self, fd: RawFd, requests: &mut Vec<(RawFd, Frame)>, closed: &mut Vec<RawFd>) {
+        loop {
+            match wire::recv(fd, libc::MSG_DONTWAIT) {
+                Ok(Some(frame)) => {
+                    let op = frame.words.first().copied().and_then(Op::from_i64);
+                    match op {
+                        Some(op) if op.is_one_way() => self.notice(fd, op, &frame),
+                        _ => requests.push((fd, frame)),
+                    }
+                }
+                Ok(None) => {
+                    closed.push(fd);
+                    return;
+                }
+                Err(Errno(libc::EAGAIN)) => return,
+                Err(Errno(libc::EINVAL)) => requests.push((fd, Frame::default())),
+                Err(_) => {
+                    closed.push(fd);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn creds(&self, fd: RawFd) -> Option<Creds> {
+        self.conns.get(&fd).map(|c| c.creds.clone())
+    }
+
+    /// The process record of a pid, made (with its pidfd) on first sight. None when the
+    /// process is already gone.
+    fn process(&mut self, pid: i32) -> Option<&mut Process> {
+        if !self.procs.contains_key(&pid) {
+            let pidfd = sys::pidfd_open(pid).ok()?;
+            self.watch(pidfd.as_raw_fd(), PIDFD).ok()?;
+            self.pidfds.insert(pidfd.as_raw_fd(), pid);
+            self.procs.insert(
+                pid,
+                Process { pid, pidfd, attachments: HashMap::new(), inherited_counted: false, connections: 0 },
+            );
+        }
+        self.procs.get_mut(&pid)
+    }
+
+    fn attach(&mut self, pid: i32, id: i32) {
+        if self.ns.shm.attached(id, pid) {
+            if let Some(p) = self.process(pid) {
+                *p.attachments.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn detach(&mut self, pid: i32, id: i32, count: u32) {
+        let change = self.ns.shm.detached(id, pid, count as u64);
+        self.ns.publish(Family::Shm, change);
+    }
+
+    fn notice(&mut self, fd: RawFd, op: Op, frame: &Frame) {
+        let Some(creds) = self.creds(fd) else { return };
+        let pid = creds.pid;
+        match op {
+            Op::ShmAttached => {
+                if let Ok(id) = frame.int(1) {
+                    self.attach(pid, id);
+                }
+            }
+            Op::ShmDetached => {
+                let Ok(id) = frame.int(1) else { return };
+                let held = self.procs.get_mut(&pid).and_then(|p| p.attachments.get_mut(&id));
+                if let Some(n) = held {
+                    if *n > 0 {
+                        *n -= 1;
+                        self.detach(pid, id, 1);
+                    }
+                }
+            }
+            Op::ShmInherited => {
+                let (Ok(child), Ok(ids)) = (frame.int(1), frame.tail(2, wire::MAX_WORDS)) else { return };
+                let ids: Vec<i32> = ids.iter().map(|&v| v as i32).collect();
+                // Only a parent may speak for its child.
+                if parent_of(child) != Some(pid) {
+                    return;
+                }
+                self.count_inherited(child, &ids);
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts the attachments a child inherited by fork, once (the parent's notice and
+    /// the child's hello both carry them).
+    fn count_inherited(&mut self, child: i32, ids: &[i32]) {
+        let Some(p) = self.process(child) else { return };
+        if p.inherited_counted {
+            return;
+        }
+        p.inherited_counted = true;
+        for &id in ids {
+            self.attach(child, id);
+        }
+    }
+
+    fn process_died(&mut self, pid: i32) {
+        let Some(p) = self.procs.remove(&pid) else { return };
+        self.unwatch(p.pidfd.as_raw_fd());
+        self.pidfds.remove(&p.pidfd.as_raw_fd());
+        for (id, count) in p.attachments {
+            if count > 0 {
+                self.detach(pid, id, count);
+            }
+        }
+    }
+
+    /// A connection closed: not a death (the pidfd says that). The process exec'd (and lost
+    /// its mappings) or closed its descriptors (and kept them): /proc/PID/maps tells which.
+    fn connection_closed(&mut self, fd: RawFd) {
+        self.unwatch(fd);
+        let Some(conn) = self.conns.remove(&fd) else { return };
+        let pid = conn.creds.pid;
+        let Some(p) = self.procs.get(&pid) else { return };
+        let names: Vec<(i32, String)> = p
+            .attachments
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .filter_map(|(&id, _)| {
+                self.ns.shm.registry.by_id(id).ok().map(|o| (id, format!("/memfd:{}", o.data.memfd_name)))
+            })
+            .collect();
+        let Some(seen) = process::count_mappings(pid, &names) else { return };
+        for (id, _) in names {
+            let held = self.procs.get(&pid).and_then(|p| p.attachments.get(&id)).copied().unwrap_or(0);
+            let now = seen.get(&id).copied().unwrap_or(0).min(held);
+            if now < held {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.attachments.insert(id, now);
+                }
+                self.detach(pid, id, held - now);
+            }
+        }
+    }
+
+    fn answer(&mut self, fd: RawFd, frame: Frame) {
+        let Some(creds) = self.creds(fd) else { return };
+        let (words, out_fd) = match self.request(&creds, &frame) {
+            Ok((words, out_fd)) => (words, out_fd),
+            Err(Errno(e)) => (vec![-(e as i64)], None),
+        };
+        if wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
+            // The client is gone or does not read: the pidfd, not this, decides its fate.
+            self.connection_closed(fd);
+        }
+    }
+
+    fn request(&mut self, creds: &Creds, frame: &Frame) -> Result<(Vec<i64>, Option<OwnedFd>)> {
+        let op = Op::from_i64(frame.word(0)?).ok_or(Errno(libc::EINVAL))?;
+        match op {
+            Op::Hello => {
+                let inherited: Vec<i32> = frame.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
+                if let Some(p) = self.process(creds.pid) {
+                    p.connections += 1;
+                }
+                self.count_inherited(creds.pid, &inherited);
+                let ro = sys::reopen_read_only(self.ns.table_fd.as_raw_fd())?;
+                Ok((vec![0, crate::ipc::table::VERSION as i64, TABLE_SIZE as i64], Some(ro)))
+            }
+            Op::Get => {
+                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (key, flags, size) = (frame.int(2)?, frame.int(3)?, frame.word(4)?);
+                match family {
+                    Family::Shm => {
+                        let name = self.ns.next_memfd_name(family);
+                        let limits = self.ns.limits.clone();
+                        let (id, change) = self.ns.shm.get(key, size as u64, flags, creds, &limits, name)?;
+                        self.ns.publish(family, change);
+                        Ok((vec![id as i64], None))
+                    }
+                    _ => Err(Errno(libc::ENOSYS)),
+                }
+            }
+            Op::Open => {
+                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (id, access) = (frame.int(2)?, frame.word(3)? as u32 & (S_IRUGO | S_IWUGO | S_IXUGO));
+                match family {
+                    Family::Shm => {
+                        let obj = self.ns.shm.registry.by_id(id)?;
+                        if !obj.perm.allows(creds, access) {
+                            return Err(Errno(libc::EACCES));
+                        }
+                        let fd = if access & S_IWUGO != 0 {
+                            obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?
+                        } else {
+                            sys::reopen_read_only(obj.data.memfd.as_raw_fd())?
+                        };
+                        Ok((vec![0, obj.data.size as i64], Some(fd)))
+                    }
+                    _ => Err(Errno(libc::ENOSYS)),
+                }
+            }
+            Op::Ctl => {
+                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (id, cmd) = (frame.int(2)?, frame.int(3)?);
+                let args = &frame.words[4..];
+                match family {
+                    Family::Shm => {
+                        let limits = self.ns.limits.clone();
+                        let (ret, mut fields, change) = self.ns.shm.ctl(id, cmd, args, creds, &limits)?;
+                        self.ns.publish(family, change);
+                        fields.insert(0, ret);
+                        Ok((fields, None))
+                    }
+                    _ => Err(Errno(libc::ENOSYS)),
+                }
+            }
+            Op::Status => Ok((
+                vec![
+                    0,
+                    std::process::id() as i64,
+                    self.ns.object_count() as i64,
+                    self.procs.len() as i64,
+                    self.conns.len() as i64,
+                ],
+                None,
+            )),
+            Op::Stop => {
+                let me = unsafe { libc::geteuid() };
+                if creds.uid != 0 && creds.uid != me {
+                    return Err(Errno(libc::EPERM));
+                }
+                if frame.word(1).unwrap_or(0) == 0 && self.ns.object_count() > 0 {
+                    return Err(Errno(libc::EBUSY));
+                }
+                self.stop = true;
+                Ok((vec![0], None))
+            }
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+}
+
+/// The parent pid of `pid` (from /proc/PID/stat), if it can be read.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}

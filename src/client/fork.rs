@@ -1,0 +1,39 @@
+//! fork: a child inherits shm attachments (the kernel counts them in nattch at once) but not
+//! the parent's connection, and not its SEM_UNDO adjustments (those are per pid anyway).
+//!
+//! The `fork` wrapper (src/abi/process.rs) tells the broker which attachments the new child
+//! holds before fork returns in the parent; the atfork child handler forgets the parent's
+//! connection and, if the child holds attachments, says hello at once with the same list, so
+//! that the broker also sees the child's connection close when it execs (and its mappings go).
+
+use super::client;
+use parking_lot::Mutex;
+
+/// Attachments this process inherited and has not yet reported in a hello.
+static INHERITED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+pub fn install_handlers() {
+    unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+}
+
+extern "C" fn in_child() {
+    if INHERITED.is_locked() {
+        unsafe { INHERITED.force_unlock() };
+    }
+    super::creds::after_fork();
+    client().forget_connection_after_fork();
+    let ids = crate::shm::attach::attached_ids_after_fork();
+    if !ids.is_empty() {
+        *INHERITED.lock() = ids;
+        // Best effort: without a broker the child still has its mappings.
+        let _ = client().table();
+    }
+}
+
+pub(crate) fn inherited_attachments() -> Vec<i32> {
+    INHERITED.lock().clone()
+}
+
+pub(crate) fn hello_done() {
+    INHERITED.lock().clear();
+}

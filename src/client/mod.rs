@@ -1,0 +1,189 @@
+//! The in-process side: the connection to the broker (made on first use, verified before
+//! every use, remade after fork or when a program closed it), the namespace table mapping,
+//! and the process's own credentials.
+
+pub mod creds;
+pub mod fork;
+pub mod get;
+pub mod log;
+pub mod namespace;
+pub mod spawn;
+
+use crate::ipc::table::{Table, TABLE_SIZE};
+use crate::ipc::{Errno, Result};
+use crate::sys::{fd_identity, Mapping};
+use crate::wire::{self, Frame, Op};
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// Our socket to the broker. Held as a raw descriptor with its identity: if a program
+/// closed it or dup2'ed something else onto its number, we notice, never write protocol
+/// bytes into the program's file, and never close what is now the program's descriptor.
+struct Conn {
+    fd: RawFd,
+    identity: (u64, u64),
+}
+
+impl Conn {
+    fn is_ours(&self) -> bool {
+        fd_identity(self.fd) == Some(self.identity)
+    }
+
+    fn close(self) {
+        if self.is_ours() {
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+struct TableMap {
+    _map: Mapping,
+    table: Table,
+}
+
+pub struct Client {
+    conn: Mutex<Option<Conn>>,
+    /// The current broker's namespace table. Replaced (the old mapping leaked on purpose:
+    /// lock-free readers may still use it) only if the broker was restarted.
+    table: AtomicPtr<TableMap>,
+    table_identity: Mutex<Option<(u64, u64)>>,
+}
+
+static CLIENT: Lazy<Client> = Lazy::new(|| {
+    fork::install_handlers();
+    Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None) }
+});
+
+pub fn client() -> &'static Client {
+    &CLIENT
+}
+
+impl Client {
+    /// A request and its reply. `Err` is the broker's errno, or the connection's failure.
+    pub fn request(&self, words: &[i64]) -> Result<Frame> {
+        let mut guard = self.conn.lock();
+        let fd = self.ensure_connected(&mut guard)?;
+        if let Err(e) = wire::send(fd, words, None) {
+            // The broker went away before reading the request: reconnect and send again.
+            log::warn(&format!("connection to the broker lost ({}), reconnecting", e.0));
+            guard.take().map(Conn::close);
+            let fd = self.ensure_connected(&mut guard)?;
+            wire::send(fd, words, None)?;
+        }
+        let reply = match wire::recv(fd, 0) {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => {
+                guard.take().map(Conn::close);
+                log::warn("the broker closed the connection during a request");
+                return Err(Errno(libc::EIDRM));
+            }
+        };
+        let status = reply.word(0)?;
+        if status < 0 {
+            return Err(Errno((-status) as i32));
+        }
+        Ok(reply)
+    }
+
+    /// A one-way notice: sent, not answered.
+    pub fn notify(&self, words: &[i64]) -> Result<()> {
+        let mut guard = self.conn.lock();
+        let fd = self.ensure_connected(&mut guard)?;
+        wire::send(fd, words, None)
+    }
+
+    /// The namespace table, connecting first if needed.
+    pub fn table(&self) -> Result<&'static Table> {
+        let p = self.table.load(Ordering::Acquire);
+        if !p.is_null() {
+            return Ok(unsafe { &(*p).table });
+        }
+        let mut guard = self.conn.lock();
+        self.ensure_connected(&mut guard)?;
+        let p = self.table.load(Ordering::Acquire);
+        if p.is_null() {
+            return Err(Errno(libc::EIO));
+        }
+        Ok(unsafe { &(*p).table })
+    }
+
+    /// Makes sure this process has a working connection (and has said hello), and returns it.
+    fn ensure_connected(&self, guard: &mut Option<Conn>) -> Result<RawFd> {
+        if let Some(c) = guard.as_ref() {
+            if c.is_ours() {
+                return Ok(c.fd);
+            }
+            // Closed or replaced by the program: forget it without touching the descriptor.
+            *guard = None;
+        }
+        let sock = spawn::connect()?;
+        let inherited = fork::inherited_attachments();
+        let mut hello = vec![Op::Hello as i64, inherited.len() as i64];
+        hello.extend(inherited.iter().map(|&id| id as i64));
+        wire::send(sock.as_raw_fd(), &hello, None)?;
+        let reply = wire::recv(sock.as_raw_fd(), 0)?.ok_or(Errno(libc::ECONNREFUSED))?;
+        if reply.word(0)? < 0 || reply.word(1)? != crate::ipc::table::VERSION as i64 {
+            log::warn("the broker speaks another protocol version");
+            return Err(Errno(libc::EPROTO));
+        }
+        let table_fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
+        self.adopt_table(table_fd)?;
+        fork::hello_done();
+        let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
+        let fd = sock.into_raw_fd();
+        *guard = Some(Conn { fd, identity });
+        Ok(fd)
+    }
+
+    fn adopt_table(&self, fd: OwnedFd) -> Result<()> {
+        let identity = fd_identity(fd.as_raw_fd());
+        let mut current = self.table_identity.lock();
+        if *current == identity && !self.table.load(Ordering::Acquire).is_null() {
+            return Ok(());
+        }
+        let map = Mapping::map(fd.as_raw_fd(), TABLE_SIZE, false)?;
+        let table = unsafe { Table::new(map.as_ptr()) };
+        if !table.is_valid() {
+            return Err(Errno(libc::EPROTO));
+        }
+        let boxed = Box::into_raw(Box::new(TableMap { _map: map, table }));
+        self.table.store(boxed, Ordering::Release);
+        *current = identity;
+        Ok(())
+    }
+
+    /// In a forked child: the inherited socket is the parent's; let it go (closing our copy
+    /// does not affect the parent) so the child opens its own.
+    pub(crate) fn forget_connection_after_fork(&self) {
+        // The lock may have been held by another thread of the parent at fork time; the
+        // child has only this thread, so take the state over without waiting.
+        let slot = unsafe { &mut *self.conn.data_ptr() };
+        if let Some(c) = slot.take() {
+            c.close();
+        }
+        if self.conn.is_locked() {
+            unsafe { self.conn.force_unlock() };
+        }
+    }
+}
+
+/// Descriptors the library holds are created close-on-exec; this builds an OwnedFd from a
+/// raw descriptor returned by a system call.
+pub(crate) fn owned(fd: RawFd) -> Result<OwnedFd> {
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// After setuid and friends: re-read our credentials, and reconnect so the broker sees
+/// the new ones.
+pub fn creds_changed() {
+    creds::invalidate();
+    let mut guard = CLIENT.conn.lock();
+    if let Some(c) = guard.take() {
+        c.close();
+    }
+}

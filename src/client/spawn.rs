@@ -1,0 +1,143 @@
+//! Finding the namespace's broker, and starting one when none answers: no set-up step.
+
+use super::log;
+use super::namespace::socket_paths;
+use crate::broker::sockaddr;
+use crate::ipc::{Errno, Result};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a client waits for a broker it started to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn try_connect(path: &Path) -> Result<OwnedFd> {
+    let fd = super::owned(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
+    let (addr, len) = sockaddr(path)?;
+    loop {
+        let r = unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
+        if r == 0 {
+            return Ok(fd);
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// The uid the broker at the other end runs as.
+fn server_uid(fd: &OwnedFd) -> Option<u32> {
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+/// A connection to the namespace's broker: the shared one if it answers and is run by root
+/// or by us, else the per-user one; started on demand.
+pub fn connect() -> Result<OwnedFd> {
+    let me = unsafe { libc::geteuid() };
+    let (shared, personal) = socket_paths(me);
+    let mut last = Errno(libc::ECONNREFUSED);
+    for path in [&shared, &personal] {
+        match connect_or_start(path) {
+            Ok(fd) => match server_uid(&fd) {
+                Some(uid) if uid == 0 || uid == me => return Ok(fd),
+                other => {
+                    log::warn(&format!("not trusting the broker at {} run by uid {:?}", path.display(), other));
+                    last = Errno(libc::EACCES);
+                }
+            },
+            Err(e) => last = e,
+        }
+        if shared == personal {
+            break;
+        }
+    }
+    Err(last)
+}
+
+fn connect_or_start(path: &Path) -> Result<OwnedFd> {
+    match try_connect(path) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno(libc::ECONNREFUSED)) | Err(Errno(libc::ENOENT)) => {}
+        Err(e) => return Err(e),
+    }
+    start_broker(path)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match try_connect(path) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if Instant::now() >= deadline => {
+                log::warn(&format!("the broker at {} does not answer ({})", path.display(), e.0));
+                return Err(Errno(libc::ECONNREFUSED));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// The `ipcshim` command: `IPCSHIM_BROKER`, else next to this library, else on PATH.
+pub fn broker_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IPCSHIM_BROKER") {
+        return Some(PathBuf::from(p));
+    }
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    if unsafe { libc::dladdr(broker_binary as *const libc::c_void, &mut info) } != 0 && !info.dli_fname.is_null() {
+        let me = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+        let me = Path::new(std::ffi::OsStr::new(std::str::from_utf8(me.to_bytes()).unwrap_or("")));
+        for dir in [me.parent().map(Path::to_path_buf), me.parent().and_then(Path::parent).map(|d| d.join("bin"))].into_iter().flatten() {
+            let candidate = dir.join("ipcshim");
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("ipcshim")).find(|p| p.is_file()))
+}
+
+fn start_broker(path: &Path) -> Result<()> {
+    let Some(bin) = broker_binary() else {
+        log::warn("cannot start a broker: no ipcshim command (set IPCSHIM_BROKER or put it on PATH)");
+        return Err(Errno(libc::ENOSYS));
+    };
+    if let Some(dir) = path.parent() {
+        make_socket_dir(dir);
+    }
+    let status = std::process::Command::new(&bin)
+        .arg("broker")
+        .arg("--daemon")
+        .arg("--socket")
+        .arg(path)
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(if log::enabled() { std::process::Stdio::inherit() } else { std::process::Stdio::null() })
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        // ECHILD (the program ignores SIGCHLD) leaves the outcome to the connect loop.
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(()),
+        other => {
+            log::warn(&format!("cannot start the broker {}: {:?}", bin.display(), other));
+            Err(Errno(libc::ECONNREFUSED))
+        }
+    }
+}
+
+/// The socket directory: sticky and world-writable for the shared namespaces (like /tmp),
+/// private for a per-user one.
+pub fn make_socket_dir(dir: &Path) {
+    let shared = !dir.file_name().map(|n| n.to_string_lossy().starts_with("ipcshim-")).unwrap_or(false);
+    if dir.exists() {
+        return;
+    }
+    if std::fs::create_dir_all(dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if shared { 0o1777 } else { 0o700 };
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+    }
+}

@@ -1,0 +1,1 @@
+//! System V message queues (not yet implemented).

@@ -1,0 +1,1 @@
+//! System V semaphore sets (not yet implemented).

@@ -1,0 +1,205 @@
+//! The broker's side of shared memory: segments, their statistics, and shmget/shmctl.
+
+use super::*;
+use crate::broker::registry::{Lookup, Registry};
+use crate::ipc::limits::Limits;
+use crate::ipc::perm::{Creds, Perm, CAP_IPC_LOCK, S_IRUGO};
+use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::sys::{page_size, round_up_to_page, sealed_memfd};
+use std::os::fd::OwnedFd;
+
+#[derive(Debug)]
+pub struct Segment {
+    pub size: u64,
+    pub memfd: OwnedFd,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub nattch: u64,
+    /// The memfd's name, unique in the broker's life: how the segment shows in
+    /// /proc/PID/maps ("/memfd:NAME (deleted)").
+    pub memfd_name: String,
+}
+
+impl Segment {
+    fn pages(&self) -> u64 {
+        round_up_to_page(self.size).unwrap_or(0) / page_size() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Segments {
+    pub registry: Registry<Segment>,
+    /// Pages held by all segments (the kernel's `shm_tot`), checked against SHMALL.
+    pub total_pages: u64,
+}
+
+/// What a control call changed, so the broker can update the namespace table.
+pub enum Change {
+    None,
+    /// The object at this index changed (perm, key or mode): republish it.
+    Updated(usize),
+    /// The object at this index is gone.
+    Removed(usize),
+}
+
+impl Segments {
+    /// shmget.
+    pub fn get(&mut self, key: i32, size: u64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+        let found = self.registry.get(key, flags, creds, |seg| {
+            if seg.data.size < size {
+                Err(Errno(libc::EINVAL))
+            } else {
+                Ok(())
+            }
+        })?;
+        if let Lookup::Found(id) = found {
+            return Ok((id, Change::None));
+        }
+        // newseg()
+        if size < limits.shmmin || size > limits.shmmax {
+            return Err(Errno(libc::EINVAL));
+        }
+        let bytes = round_up_to_page(size).ok_or(Errno(libc::ENOSPC))?;
+        let pages = bytes / page_size() as u64;
+        match self.total_pages.checked_add(pages) {
+            Some(t) if t <= limits.shmall => {}
+            _ => return Err(Errno(libc::ENOSPC)),
+        }
+        if self.registry.in_use() >= limits.shmmni as usize {
+            return Err(Errno(libc::ENOSPC));
+        }
+        let memfd = sealed_memfd(&memfd_name, bytes).map_err(|_| Errno(libc::ENOMEM))?;
+        let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, memfd_name };
+        let (index, id) = self.registry.insert(limits.shmmni as usize, Perm::new(key, flags as u32, creds), seg)?;
+        self.total_pages += pages;
+        Ok((id, Change::Updated(index)))
+    }
+
+    /// Destroys the segment at `index` (its memory lives on in whoever still maps it).
+    fn destroy(&mut self, index: usize) -> Change {
+        if let Some(obj) = self.registry.remove(index) {
+            self.total_pages -= obj.data.pages();
+        }
+        Change::Removed(index)
+    }
+
+    /// A process attached (`pid`) or detached: nattch and times as `shm_open`/`shm_close`.
+    pub fn attached(&mut self, id: i32, pid: i32) -> bool {
+        let Ok(seg) = self.registry.by_id_mut(id) else { return false };
+        seg.data.nattch += 1;
+        seg.data.atime = now_secs();
+        seg.data.lpid = pid;
+        true
+    }
+
+    /// Drops `count` attachments of `pid`; destroys the segment if it was removed and this
+    /// was the last attachment.
+    pub fn detached(&mut self, id: i32, pid: i32, count: u64) -> Change {
+        let Ok(seg) = self.registry.by_id_mut(id) else { return Change::None };
+        seg.data.nattch = seg.data.nattch.saturating_sub(count);
+        seg.data.dtime = now_secs();
+        seg.data.lpid = pid;
+        if seg.data.nattch == 0 && seg.perm.mode & SHM_DEST != 0 {
+            let (index, _) = crate::ipc::ids::split_id(id).unwrap();
+            return self.destroy(index);
+        }
+        Change::None
+    }
+
+    /// shmctl. `args` are IPC_SET's uid, gid, mode. Returns the reply words after the status.
+    pub fn ctl(&mut self, id: i32, cmd: i32, args: &[i64], creds: &Creds, limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
+        if id < 0 && !matches!(cmd, IPC_INFO | SHM_INFO) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let max_index = self.registry.max_index().max(0) as i64;
+        match cmd {
+            IPC_INFO => Ok((
+                max_index,
+                vec![limits.shmmax as i64, limits.shmmin as i64, limits.shmmni as i64, limits.shmseg as i64, limits.shmall as i64],
+                Change::None,
+            )),
+            SHM_INFO => Ok((
+                max_index,
+                vec![self.registry.in_use() as i64, self.total_pages as i64, self.total_pages as i64, 0, 0, 0],
+                Change::None,
+            )),
+            IPC_STAT | SHM_STAT | SHM_STAT_ANY => {
+                let (index, obj) = if cmd == IPC_STAT {
+                    let obj = self.registry.by_id(id)?;
+                    (crate::ipc::ids::split_id(id).unwrap().0, obj)
+                } else {
+                    let index = id as usize;
+                    (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
+                };
+                if cmd != SHM_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
+                    return Err(Errno(libc::EACCES));
+                }
+                let ret = if cmd == IPC_STAT { 0 } else { crate::ipc::ids::make_id(index, obj.seq) as i64 };
+                let p = &obj.perm;
+                let s = &obj.data;
+                Ok((
+                    ret,
+                    vec![
+                        p.key as i64, p.uid as i64, p.gid as i64, p.cuid as i64, p.cgid as i64, p.mode as i64,
+                        obj.seq as i64, s.size as i64, s.atime, s.dtime, s.ctime, s.cpid as i64, s.lpid as i64,
+                        s.nattch as i64,
+                    ],
+                    Change::None,
+                ))
+            }
+            IPC_SET | IPC_RMID => {
+                let obj = self.registry.by_id_mut(id)?;
+                if !obj.perm.may_control(creds) {
+                    return Err(Errno(libc::EPERM));
+                }
+                let index = crate::ipc::ids::split_id(id).unwrap().0;
+                if cmd == IPC_SET {
+                    let (uid, gid, mode) = (args.first(), args.get(1), args.get(2));
+                    let (Some(&uid), Some(&gid), Some(&mode)) = (uid, gid, mode) else { return Err(Errno(libc::EINVAL)) };
+                    // The kernel rejects ids that do not map into the user namespace: -1.
+                    if uid as u32 == u32::MAX || gid as u32 == u32::MAX {
+                        return Err(Errno(libc::EINVAL));
+                    }
+                    obj.perm.set(uid as u32, gid as u32, mode as u32);
+                    obj.data.ctime = now_secs();
+                    return Ok((0, vec![], Change::Updated(index)));
+                }
+                if obj.data.nattch > 0 {
+                    obj.perm.mode |= SHM_DEST;
+                    self.registry.make_private(index);
+                    return Ok((0, vec![], Change::Updated(index)));
+                }
+                Ok((0, vec![], self.destroy(index)))
+            }
+            SHM_LOCK | SHM_UNLOCK => {
+                let obj = self.registry.by_id_mut(id)?;
+                if !creds.has_cap(CAP_IPC_LOCK) {
+                    if creds.uid != obj.perm.uid && creds.uid != obj.perm.cuid {
+                        return Err(Errno(libc::EPERM));
+                    }
+                    if cmd == SHM_LOCK && memlock_limit_is_zero() {
+                        return Err(Errno(libc::EPERM));
+                    }
+                }
+                if cmd == SHM_LOCK {
+                    obj.perm.mode |= SHM_LOCKED;
+                } else {
+                    obj.perm.mode &= !SHM_LOCKED;
+                }
+                let index = crate::ipc::ids::split_id(id).unwrap().0;
+                Ok((0, vec![], Change::Updated(index)))
+            }
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+}
+
+/// The kernel refuses SHM_LOCK to an unprivileged owner whose RLIMIT_MEMLOCK is 0. The
+/// broker can only see its own limit; a divergence listed in the README.
+fn memlock_limit_is_zero() -> bool {
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 && r.rlim_cur == 0 }
+}

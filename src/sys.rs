@@ -1,0 +1,107 @@
+//! Small safe wrappers over the system calls the rest of the crate uses in several places.
+
+use crate::ipc::{Errno, Result};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A shared mapping of (part of) a file; unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// The mapping is plain memory; users synchronise access through atomics and locks in it.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` from offset 0, shared, read-only or read-write.
+    pub fn map(fd: RawFd, len: usize, writable: bool) -> Result<Mapping> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(Mapping { ptr: ptr as *mut u8, len })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+pub fn page_size() -> usize {
+    static PAGE: once_cell::sync::Lazy<usize> =
+        once_cell::sync::Lazy::new(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize });
+    *PAGE
+}
+
+pub fn round_up_to_page(n: u64) -> Option<u64> {
+    let p = page_size() as u64;
+    n.checked_add(p - 1).map(|v| v & !(p - 1))
+}
+
+/// A sealed memfd of `len` bytes: it can never shrink (so nobody's mapping can fault with
+/// SIGBUS) nor grow.
+pub fn sealed_memfd(name: &str, len: u64) -> Result<OwnedFd> {
+    let mfd = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .allow_sealing(true)
+        .create(name)
+        .map_err(|_| Errno(libc::ENOMEM))?;
+    mfd.as_file().set_len(len).map_err(|_| Errno(libc::ENOMEM))?;
+    mfd.add_seals(&[memfd::FileSeal::SealShrink, memfd::FileSeal::SealGrow, memfd::FileSeal::SealSeal])
+        .map_err(|_| Errno(libc::EPERM))?;
+    Ok(mfd.into_file().into())
+}
+
+/// A second, read-only open file description of `fd` (through /proc/self/fd): a mapping made
+/// from it can never be made writable, not even with mprotect.
+pub fn reopen_read_only(fd: RawFd) -> Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+    let r = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// (device, inode) of an open descriptor: what we compare to know a cached descriptor is
+/// still the one we opened, after a program may have closed or dup2'ed over it.
+pub fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+pub fn getpid() -> i32 {
+    unsafe { libc::getpid() }
+}
+
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}

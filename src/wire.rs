@@ -1,0 +1,202 @@
+//! The client–broker protocol: one SOCK_SEQPACKET message per request or reply, each a
+//! little-endian sequence of i64 words, optionally carrying one descriptor (SCM_RIGHTS).
+//!
+//! Request: `[op, args…]`. Reply: `[status, values…]` where status is >= 0 on success and
+//! `-errno` on failure. Notices (ops marked one-way) get no reply. The broker treats every
+//! message as untrusted: `Frame` accessors bound-check and a malformed request gets EINVAL.
+
+use crate::ipc::{Errno, Result};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// The most words a message may hold (semaphore arrays travel in shared memory, not here).
+pub const MAX_WORDS: usize = 1024;
+
+/// Request opcodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Op {
+    /// `[inherited_count, ids…]` → `[0]` + the namespace table (read-only). First message
+    /// of every connection; lists the shm attachments the process inherited by fork.
+    Hello = 1,
+    /// `[family, key, flags, size]` → `[id]`: the `*get` calls that may create.
+    Get = 2,
+    /// `[family, id, read_only]` → `[0, size]` + the object's memfd.
+    Open = 3,
+    /// One-way `[id]`: this process mapped the segment (shmat).
+    ShmAttached = 4,
+    /// One-way `[id]`: this process unmapped one attachment (shmdt).
+    ShmDetached = 5,
+    /// One-way `[child_pid, count, ids…]`: a child forked with these attachments.
+    ShmInherited = 6,
+    /// `[family, id, cmd, args…]` → `[ret, fields…]`: the `*ctl` calls the broker serves.
+    Ctl = 7,
+    /// `[force]` → `[0]`: stop the broker.
+    Stop = 8,
+    /// `[]` → `[pid, objects, processes, connections]`.
+    Status = 9,
+}
+
+impl Op {
+    pub fn from_i64(v: i64) -> Option<Op> {
+        Some(match v {
+            1 => Op::Hello,
+            2 => Op::Get,
+            3 => Op::Open,
+            4 => Op::ShmAttached,
+            5 => Op::ShmDetached,
+            6 => Op::ShmInherited,
+            7 => Op::Ctl,
+            8 => Op::Stop,
+            9 => Op::Status,
+            _ => return None,
+        })
+    }
+
+    /// Notices the client does not wait for.
+    pub fn is_one_way(self) -> bool {
+        matches!(self, Op::ShmAttached | Op::ShmDetached | Op::ShmInherited)
+    }
+}
+
+/// A received message: its words and perhaps a descriptor.
+#[derive(Debug, Default)]
+pub struct Frame {
+    pub words: Vec<i64>,
+    pub fd: Option<OwnedFd>,
+}
+
+impl Frame {
+    /// Word `i`, or EINVAL if the message is too short.
+    pub fn word(&self, i: usize) -> Result<i64> {
+        self.words.get(i).copied().ok_or(Errno(libc::EINVAL))
+    }
+
+    /// Word `i` as an i32, EINVAL when out of range.
+    pub fn int(&self, i: usize) -> Result<i32> {
+        i32::try_from(self.word(i)?).map_err(|_| Errno(libc::EINVAL))
+    }
+
+    /// Words from `i` on, at most `max`, checked against the count stored at word `i - 1`.
+    pub fn tail(&self, count_at: usize, max: usize) -> Result<&[i64]> {
+        let n = usize::try_from(self.word(count_at)?).map_err(|_| Errno(libc::EINVAL))?;
+        if n > max || count_at + 1 + n > self.words.len() {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(&self.words[count_at + 1..count_at + 1 + n])
+    }
+}
+
+/// Sends one message. `MSG_NOSIGNAL`: a broken connection is an error, never SIGPIPE.
+pub fn send(sock: RawFd, words: &[i64], fd: Option<RawFd>) -> Result<()> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let mut cmsg_buf = [0u64; 4];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        unsafe {
+            msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        }
+    }
+    loop {
+        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives one message. `Ok(None)` on end of stream; EAGAIN when non-blocking and empty.
+/// A message that is truncated or not a whole number of words is EINVAL (and any descriptor
+/// it carried is closed).
+pub fn recv(sock: RawFd, flags: i32) -> Result<Option<Frame>> {
+    let mut buf = vec![0u8; MAX_WORDS * 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut cmsg_buf = [0u64; 8];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cmsg_buf) as _;
+    let n = loop {
+        let r = unsafe { libc::recvmsg(sock, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if n == 0 && fds.is_empty() && msg.msg_flags & libc::MSG_TRUNC == 0 {
+        // A zero-length SEQPACKET read is the end of the stream.
+        return Ok(None);
+    }
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n % 8 != 0 || fds.len() > 1 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let words = buf[..n].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    Ok(Some(Frame { words, fd: fds.pop() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) }, 0);
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn words_and_descriptor_round_trip() {
+        let (a, b) = pair();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        send(a.as_raw_fd(), &[7, -1, i64::MAX], Some(file.as_raw_fd())).unwrap();
+        let f = recv(b.as_raw_fd(), 0).unwrap().unwrap();
+        assert_eq!(f.words, vec![7, -1, i64::MAX]);
+        assert!(f.fd.is_some());
+        assert_eq!(f.int(2), Err(Errno(libc::EINVAL)));
+        assert_eq!(f.word(3), Err(Errno(libc::EINVAL)));
+        drop(a);
+        assert!(recv(b.as_raw_fd(), 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_frames_are_rejected() {
+        let (a, b) = pair();
+        unsafe { libc::send(a.as_raw_fd(), b"abc".as_ptr() as *const libc::c_void, 3, 0) };
+        assert_eq!(recv(b.as_raw_fd(), 0).unwrap_err(), Errno(libc::EINVAL));
+        let f = Frame { words: vec![1, 2, 5, 6], fd: None };
+        assert_eq!(f.tail(1, 10).unwrap(), &[5, 6]);
+        assert!(f.tail(0, 10).is_err());
+        assert!(f.tail(1, 1).is_err());
+    }
+}
