@@ -6,7 +6,9 @@
  * returns the exit status (0 only when nothing failed). */
 #ifndef IPCSHIM_TEST_COMMON_H
 #define IPCSHIM_TEST_COMMON_H
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
