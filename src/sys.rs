@@ -56,17 +56,23 @@ pub fn round_up_to_page(n: u64) -> Option<u64> {
 }
 
 /// A sealed memfd of `len` bytes: it can never shrink (so nobody's mapping can fault with
-/// SIGBUS) nor grow.
-pub fn sealed_memfd(name: &str, len: u64) -> Result<OwnedFd> {
-    let mfd = memfd::MemfdOptions::default()
-        .close_on_exec(true)
-        .allow_sealing(true)
-        .create(name)
-        .map_err(|_| Errno(libc::ENOMEM))?;
-    mfd.as_file().set_len(len).map_err(|_| Errno(libc::ENOMEM))?;
-    mfd.add_seals(&[memfd::FileSeal::SealShrink, memfd::FileSeal::SealGrow, memfd::FileSeal::SealSeal])
-        .map_err(|_| Errno(libc::EPERM))?;
-    Ok(mfd.into_file().into())
+/// SIGBUS) nor grow. `extra_flags` may ask for huge pages (MFD_HUGETLB and a size).
+pub fn sealed_memfd(name: &str, len: u64, extra_flags: u32) -> Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | extra_flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = i64::try_from(len).map_err(|_| Errno(libc::ENOMEM))?;
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
+        return Err(Errno::last());
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(fd)
 }
 
 /// A second, read-only open file description of `fd` (through /proc/self/fd): a mapping made

@@ -38,7 +38,7 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn new(limits: Limits) -> Result<Namespace> {
-        let table_fd = sys::sealed_memfd("ipcshim-table", TABLE_SIZE as u64)?;
+        let table_fd = sys::sealed_memfd("ipcshim-table", TABLE_SIZE as u64, 0)?;
         let table_map = Mapping::map(table_fd.as_raw_fd(), TABLE_SIZE, true)?;
         let table = unsafe { TableWriter::new(table_map.as_ptr()) };
         Ok(Namespace { limits, shm: Segments::default(), table_fd, _table_map: table_map, table, serial: 0 })
@@ -254,8 +254,10 @@ impl Broker {
         self.procs.get_mut(&pid)
     }
 
-    fn attach(&mut self, pid: i32, id: i32) {
-        if self.ns.shm.attached(id, pid) {
+    /// Counts an attachment held by `pid`; `lpid` is who made it (the parent, for an
+    /// attachment inherited by fork, as the kernel does it during fork).
+    fn attach(&mut self, pid: i32, id: i32, lpid: i32) {
+        if self.ns.shm.attached(id, lpid) {
             if let Some(p) = self.process(pid) {
                 *p.attachments.entry(id).or_insert(0) += 1;
             }
@@ -273,7 +275,7 @@ impl Broker {
         match op {
             Op::ShmAttached => {
                 if let Ok(id) = frame.int(1) {
-                    self.attach(pid, id);
+                    self.attach(pid, id, pid);
                 }
             }
             Op::ShmDetached => {
@@ -307,8 +309,9 @@ impl Broker {
             return;
         }
         p.inherited_counted = true;
+        let parent = parent_of(child).unwrap_or(child);
         for &id in ids {
-            self.attach(child, id);
+            self.attach(child, id, parent);
         }
     }
 

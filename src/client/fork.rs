@@ -26,7 +26,7 @@ extern "C" fn in_child() {
     if !ids.is_empty() {
         *INHERITED.lock() = ids;
         // Best effort: without a broker the child still has its mappings.
-        let _ = client().table();
+        let _ = client().connect_now();
     }
 }
 

@@ -94,6 +94,13 @@ impl Client {
         wire::send(fd, words, None)
     }
 
+    /// Connects now if this process has no connection (a forked child with attachments
+    /// says hello at once).
+    pub fn connect_now(&self) -> Result<()> {
+        let mut guard = self.conn.lock();
+        self.ensure_connected(&mut guard).map(|_| ())
+    }
+
     /// The namespace table, connecting first if needed.
     pub fn table(&self) -> Result<&'static Table> {
         let p = self.table.load(Ordering::Acquire);

@@ -9,7 +9,7 @@ use super::*;
 use crate::client::{client, creds};
 use crate::ipc::perm::{S_IRUGO, S_IWUGO, S_IXUGO};
 use crate::ipc::{Errno, Family, Result};
-use crate::sys::{fd_identity, page_size, round_up_to_page};
+use crate::sys::{fd_identity, page_size};
 use crate::wire::Op;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +18,8 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 struct CachedFd {
     fd: RawFd,
     identity: (u64, u64),
+    /// The segment's page size (st_blksize: larger for hugetlb segments).
+    page: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -55,34 +57,43 @@ pub(crate) fn attached_ids() -> Vec<i32> {
 
 /// A descriptor for the segment with at least the access asked for: the cached one if it
 /// is still ours, else a fresh one from the broker (which checks the caller's rights).
-fn descriptor(id: i32, access: u32) -> Result<RawFd> {
+fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
     let writable = access & S_IWUGO != 0;
     // A read-only attach must map a read-only descriptor (so mprotect cannot make it
     // writable): descriptors are cached per access kind.
     let cached = with_state(|s| {
         let c = s.fds.get(&(id, writable))?;
         if fd_identity(c.fd) == Some(c.identity) {
-            return Some(c.fd);
+            return Some((c.fd, c.page));
         }
         // Closed or replaced by the program: forget it, never close it.
         s.fds.remove(&(id, writable));
         None
     });
-    if let Some(fd) = cached {
-        return Ok(fd);
+    if let Some(found) = cached {
+        return Ok(found);
     }
     let reply = client().request(&[Op::Open as i64, Family::Shm as i64, id as i64, access as i64])?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
     let identity = fd_identity(fd.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
+    let page = block_size(fd.as_raw_fd()).max(page_size());
     let raw = fd.into_raw_fd();
     with_state(|s| {
-        if let Some(old) = s.fds.insert((id, writable), CachedFd { fd: raw, identity }) {
+        if let Some(old) = s.fds.insert((id, writable), CachedFd { fd: raw, identity, page }) {
             if fd_identity(old.fd) == Some(old.identity) {
                 unsafe { libc::close(old.fd) };
             }
         }
     });
-    Ok(raw)
+    Ok((raw, page))
+}
+
+fn block_size(fd: RawFd) -> usize {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return 0;
+    }
+    st.st_blksize as usize
 }
 
 /// shmat.
@@ -120,12 +131,14 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
     if !entry.perm.allows(&creds::own(), access) {
         return Err(Errno(libc::EACCES));
     }
-    let len = round_up_to_page(entry.size).ok_or(Errno(libc::EINVAL))? as usize;
+    let (fd, page) = descriptor(id, access)?;
+    let len = (entry.size.checked_add(page as u64 - 1).ok_or(Errno(libc::EINVAL))? / page as u64 * page as u64) as usize;
     if addr != 0 && addr.checked_add(len).is_none() {
         return Err(Errno(libc::EINVAL));
     }
-    let fd = descriptor(id, access)?;
-    let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, map_flags, fd, 0) };
+    // MAP_NORESERVE: a hugetlb segment's pages were reserved (or not, SHM_NORESERVE) when
+    // it was made; the flag means nothing for ordinary memory.
+    let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, map_flags | libc::MAP_NORESERVE, fd, 0) };
     if p == libc::MAP_FAILED {
         return Err(match Errno::last() {
             Errno(libc::EEXIST) => Errno(libc::EINVAL),

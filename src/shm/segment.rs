@@ -68,10 +68,14 @@ impl Segments {
             Some(t) if t <= limits.shmall => {}
             _ => return Err(Errno(libc::ENOSPC)),
         }
+        let memfd = if flags & SHM_HUGETLB != 0 {
+            huge_segment(&memfd_name, size, flags, creds)?
+        } else {
+            sealed_memfd(&memfd_name, bytes, 0).map_err(|_| Errno(libc::ENOMEM))?
+        };
         if self.registry.in_use() >= limits.shmmni as usize {
             return Err(Errno(libc::ENOSPC));
         }
-        let memfd = sealed_memfd(&memfd_name, bytes).map_err(|_| Errno(libc::ENOMEM))?;
         let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, memfd_name };
         let (index, id) = self.registry.insert(limits.shmmni as usize, Perm::new(key, flags as u32, creds), seg)?;
         self.total_pages += pages;
@@ -180,7 +184,7 @@ impl Segments {
                     if creds.uid != obj.perm.uid && creds.uid != obj.perm.cuid {
                         return Err(Errno(libc::EPERM));
                     }
-                    if cmd == SHM_LOCK && memlock_limit_is_zero() {
+                    if cmd == SHM_LOCK && memlock_limit_is_zero(creds.pid) {
                         return Err(Errno(libc::EPERM));
                     }
                 }
@@ -197,9 +201,54 @@ impl Segments {
     }
 }
 
-/// The kernel refuses SHM_LOCK to an unprivileged owner whose RLIMIT_MEMLOCK is 0. The
-/// broker can only see its own limit; a divergence listed in the README.
-fn memlock_limit_is_zero() -> bool {
-    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 && r.rlim_cur == 0 }
+/// The kernel refuses SHM_LOCK to an unprivileged owner whose RLIMIT_MEMLOCK is 0: the
+/// caller's soft limit, from /proc/PID/limits.
+fn memlock_limit_is_zero(pid: i32) -> bool {
+    let Ok(limits) = std::fs::read_to_string(format!("/proc/{pid}/limits")) else { return false };
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max locked memory"))
+        .and_then(|rest| rest.split_whitespace().next().map(|soft| soft == "0"))
+        .unwrap_or(false)
+}
+
+const SHM_HUGE_SHIFT: i32 = 26;
+const SHM_HUGE_MASK: i32 = 0x3f;
+
+/// A hugetlb segment as `newseg` makes one: EINVAL for a huge page size the machine does
+/// not have, EPERM without CAP_IPC_LOCK or membership of vm.hugetlb_shm_group, ENOMEM when
+/// the pages cannot be reserved (unless SHM_NORESERVE).
+fn huge_segment(name: &str, size: u64, flags: i32, creds: &Creds) -> Result<OwnedFd> {
+    let log = (flags >> SHM_HUGE_SHIFT) & SHM_HUGE_MASK;
+    let page_kb = if log == 0 {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("Hugepagesize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or(Errno(libc::EINVAL))?
+    } else {
+        (1u64 << log) / 1024
+    };
+    if !std::path::Path::new(&format!("/sys/kernel/mm/hugepages/hugepages-{page_kb}kB")).exists() {
+        return Err(Errno(libc::EINVAL));
+    }
+    let group = std::fs::read_to_string("/proc/sys/vm/hugetlb_shm_group").ok().and_then(|g| g.trim().parse().ok());
+    if !creds.has_cap(CAP_IPC_LOCK) && !group.map(|g| creds.in_group(g)).unwrap_or(false) {
+        return Err(Errno(libc::EPERM));
+    }
+    let page = page_kb * 1024;
+    let bytes = size.checked_add(page - 1).ok_or(Errno(libc::EINVAL))? / page * page;
+    let fd = sealed_memfd(name, bytes, libc::MFD_HUGETLB | ((log as u32) << SHM_HUGE_SHIFT)).map_err(|_| Errno(libc::ENOMEM))?;
+    if flags & SHM_NORESERVE == 0 {
+        // Mapping a hugetlb file reserves its pages for the file's life, as shmget does.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), bytes as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&fd), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno(libc::ENOMEM));
+        }
+        unsafe { libc::munmap(p, bytes as usize) };
+    }
+    Ok(fd)
 }
