@@ -10,3 +10,14 @@ pub mod sem;
 pub mod shm;
 pub mod sys;
 pub mod wire;
+
+/// At load time: the fork handlers must be in place before the program's first fork, so
+/// that a child never mistakes its parent's connection or pid for its own.
+#[used]
+#[link_section = ".init_array"]
+static INSTALL_FORK_HANDLERS: extern "C" fn() = {
+    extern "C" fn install() {
+        client::fork::install_handlers();
+    }
+    install
+};

@@ -16,7 +16,10 @@ use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, S_IRUGO, S_IWUGO, S_IXUGO};
 use crate::ipc::table::{Entry, TableWriter, TABLE_SIZE};
 use crate::ipc::{Errno, Family, Result};
-use crate::shm::segment::{Change, Segments};
+use crate::msg::queue::Queues;
+use crate::sem::set::SemSets;
+use crate::shm::segment::Segments;
+use registry::Change;
 use crate::sys::{self, Mapping};
 use crate::wire::{self, Frame, Op};
 use process::{peer_creds, Process};
@@ -28,6 +31,8 @@ use std::path::{Path, PathBuf};
 /// Everything the namespace holds.
 pub struct Namespace {
     pub limits: Limits,
+    pub msg: Queues,
+    pub sem: SemSets,
     pub shm: Segments,
     table_fd: OwnedFd,
     _table_map: Mapping,
@@ -41,7 +46,7 @@ impl Namespace {
         let table_fd = sys::sealed_memfd("ipcshim-table", TABLE_SIZE as u64, 0)?;
         let table_map = Mapping::map(table_fd.as_raw_fd(), TABLE_SIZE, true)?;
         let table = unsafe { TableWriter::new(table_map.as_ptr()) };
-        Ok(Namespace { limits, shm: Segments::default(), table_fd, _table_map: table_map, table, serial: 0 })
+        Ok(Namespace { limits, msg: Queues::default(), sem: SemSets::default(), shm: Segments::default(), table_fd, _table_map: table_map, table, serial: 0 })
     }
 
     fn next_memfd_name(&mut self, family: Family) -> String {
@@ -57,7 +62,8 @@ impl Namespace {
             Change::Updated(index) => {
                 let found = match family {
                     Family::Shm => self.shm.registry.by_index(index).map(|o| (o.seq, o.perm, o.data.size)),
-                    _ => None,
+                    Family::Sem => self.sem.table_entry(index),
+                    Family::Msg => self.msg.table_entry(index),
                 };
                 match found {
                     Some((seq, perm, size)) => self.table.publish(family, &Entry { index, seq, perm, size }),
@@ -68,7 +74,7 @@ impl Namespace {
     }
 
     pub fn object_count(&self) -> usize {
-        self.shm.registry.in_use()
+        self.shm.registry.in_use() + self.sem.registry.in_use() + self.msg.registry.in_use()
     }
 }
 
@@ -324,6 +330,9 @@ impl Broker {
                 self.detach(pid, id, count);
             }
         }
+        for change in self.ns.sem.process_died(pid) {
+            self.ns.publish(Family::Sem, change);
+        }
     }
 
     /// A connection closed: not a death (the pidfd says that). The process exec'd (and lost
@@ -381,16 +390,15 @@ impl Broker {
             Op::Get => {
                 let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
                 let (key, flags, size) = (frame.int(2)?, frame.int(3)?, frame.word(4)?);
-                match family {
-                    Family::Shm => {
-                        let name = self.ns.next_memfd_name(family);
-                        let limits = self.ns.limits.clone();
-                        let (id, change) = self.ns.shm.get(key, size as u64, flags, creds, &limits, name)?;
-                        self.ns.publish(family, change);
-                        Ok((vec![id as i64], None))
-                    }
-                    _ => Err(Errno(libc::ENOSYS)),
-                }
+                let name = self.ns.next_memfd_name(family);
+                let limits = &self.ns.limits;
+                let (id, change) = match family {
+                    Family::Shm => self.ns.shm.get(key, size as u64, flags, creds, limits, name)?,
+                    Family::Sem => self.ns.sem.get(key, size, flags, creds, limits, name)?,
+                    Family::Msg => self.ns.msg.get(key, size, flags, creds, limits, name)?,
+                };
+                self.ns.publish(family, change);
+                Ok((vec![id as i64], None))
             }
             Op::Open => {
                 let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
@@ -408,23 +416,31 @@ impl Broker {
                         };
                         Ok((vec![0, obj.data.size as i64], Some(fd)))
                     }
-                    _ => Err(Errno(libc::ENOSYS)),
+                    Family::Sem => self.ns.sem.open(id, access, creds).map(|(mut w, fd)| {
+                        w.insert(0, 0);
+                        (w, Some(fd))
+                    }),
+                    Family::Msg => self.ns.msg.open(id, access, creds).map(|(mut w, fd)| {
+                        w.insert(0, 0);
+                        (w, Some(fd))
+                    }),
                 }
             }
             Op::Ctl => {
                 let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
                 let (id, cmd) = (frame.int(2)?, frame.int(3)?);
                 let args = &frame.words[4..];
-                match family {
-                    Family::Shm => {
-                        let limits = self.ns.limits.clone();
-                        let (ret, mut fields, change) = self.ns.shm.ctl(id, cmd, args, creds, &limits)?;
-                        self.ns.publish(family, change);
-                        fields.insert(0, ret);
-                        Ok((fields, None))
-                    }
-                    _ => Err(Errno(libc::ENOSYS)),
-                }
+                let limits = &self.ns.limits;
+                let (ret, mut fields, change) = match family {
+                    Family::Shm => self.ns.shm.ctl(id, cmd, args, creds, limits)?,
+                    Family::Sem => self.ns.sem.ctl(id, cmd, args, creds, limits)?,
+                    Family::Msg => self.ns.msg.ctl(id, cmd, args, creds, limits)?,
+                };
+                self.ns.publish(family, change);
+                // The reply is [return value, fields…]; a negative return value would read
+                // as an errno.
+                fields.insert(0, ret.max(0));
+                Ok((fields, None))
             }
             Op::Status => Ok((
                 vec![

@@ -28,6 +28,16 @@ impl<T> Default for Registry<T> {
     }
 }
 
+/// What a request changed, so the broker can mirror it into the namespace table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// The object at this index changed (perm, key or mode) or is new: republish it.
+    Updated(usize),
+    /// The object at this index is gone.
+    Removed(usize),
+}
+
 /// What `ipcget` decided.
 pub enum Lookup {
     /// An existing object's id (checks passed).

@@ -7,6 +7,19 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+/// This process's pid, kept current by the fork handler (glibc no longer caches it, and
+/// getpid is a system call).
+static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+pub fn own_pid() -> i32 {
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    let pid = unsafe { libc::getpid() };
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
 static CACHE: Mutex<Option<(u64, Creds)>> = Mutex::new(None);
 
 /// Changes whenever the credentials may have changed.
@@ -71,6 +84,7 @@ fn effective_caps() -> u64 {
 /// In a forked child: the pid changed; the lock may be held by a thread that does not
 /// exist here.
 pub(crate) fn after_fork() {
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     if CACHE.is_locked() {
         unsafe { CACHE.force_unlock() };
     }

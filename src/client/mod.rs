@@ -51,10 +51,10 @@ pub struct Client {
     table_identity: Mutex<Option<(u64, u64)>>,
 }
 
-static CLIENT: Lazy<Client> = Lazy::new(|| {
-    fork::install_handlers();
-    Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None) }
-});
+/// The pid whose hello the broker has seen (0 before the first, and in a forked child).
+static REGISTERED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+static CLIENT: Lazy<Client> = Lazy::new(|| Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None) });
 
 pub fn client() -> &'static Client {
     &CLIENT
@@ -99,6 +99,18 @@ impl Client {
     pub fn connect_now(&self) -> Result<()> {
         let mut guard = self.conn.lock();
         self.ensure_connected(&mut guard).map(|_| ())
+    }
+
+    /// Makes sure the broker knows this process (and so will see it die) before it records
+    /// anything the broker must undo at its death, such as SEM_UNDO adjustments. Cheap
+    /// after the first call in a process.
+    pub fn ensure_registered(&self) -> Result<()> {
+        if REGISTERED_PID.load(Ordering::Acquire) == crate::client::creds::own_pid() {
+            return Ok(());
+        }
+        self.connect_now()?;
+        REGISTERED_PID.store(crate::client::creds::own_pid(), Ordering::Release);
+        Ok(())
     }
 
     /// The namespace table, connecting first if needed.

@@ -4,6 +4,7 @@
 pub mod ids;
 pub mod limits;
 pub mod perm;
+pub mod sync;
 pub mod table;
 
 /// An errno value. Every fallible operation in the core returns `Result<T>`; the C shims

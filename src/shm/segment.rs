@@ -1,7 +1,7 @@
 //! The broker's side of shared memory: segments, their statistics, and shmget/shmctl.
 
 use super::*;
-use crate::broker::registry::{Lookup, Registry};
+use crate::broker::registry::{Change, Lookup, Registry};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_IPC_LOCK, S_IRUGO};
 use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
@@ -34,15 +34,6 @@ pub struct Segments {
     pub registry: Registry<Segment>,
     /// Pages held by all segments (the kernel's `shm_tot`), checked against SHMALL.
     pub total_pages: u64,
-}
-
-/// What a control call changed, so the broker can update the namespace table.
-pub enum Change {
-    None,
-    /// The object at this index changed (perm, key or mode): republish it.
-    Updated(usize),
-    /// The object at this index is gone.
-    Removed(usize),
 }
 
 impl Segments {

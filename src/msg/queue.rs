@@ -1,0 +1,46 @@
+//! The broker's side of message queues: msgget and the msgctl commands the broker serves.
+//! Not implemented yet: every call fails with ENOSYS.
+
+use crate::broker::registry::{Change, Registry};
+use crate::ipc::limits::Limits;
+use crate::ipc::perm::Creds;
+use crate::ipc::{Errno, Result};
+use std::os::fd::OwnedFd;
+
+#[derive(Debug)]
+pub struct Queue {
+    pub qbytes: u64,
+    pub memfd: OwnedFd,
+}
+
+#[derive(Debug, Default)]
+pub struct Queues {
+    pub registry: Registry<Queue>,
+}
+
+impl Queues {
+    /// msgget. `memfd_name` a unique name for a new queue.
+    pub fn get(&mut self, _key: i32, _arg: i64, _flags: i32, _creds: &Creds, _limits: &Limits, _memfd_name: String) -> Result<(i32, Change)> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// The queue's memfd for a client that may read or alter it. Reply words after status.
+    pub fn open(&self, _id: i32, _access: u32, _creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// msgctl commands served by the broker. Returns (return value, fields, change).
+    pub fn ctl(&mut self, _id: i32, _cmd: i32, _args: &[i64], _creds: &Creds, _limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
+        Err(Errno(libc::ENOSYS))
+    }
+
+    /// A client process died.
+    pub fn process_died(&mut self, _pid: i32) -> Vec<Change> {
+        Vec::new()
+    }
+
+    /// (seq, perm, size) of the queue at `index`, for the namespace table (size unused: 0).
+    pub fn table_entry(&self, index: usize) -> Option<(u32, crate::ipc::perm::Perm, u64)> {
+        self.registry.by_index(index).map(|o| (o.seq, o.perm, 0))
+    }
+}
