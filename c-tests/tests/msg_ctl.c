@@ -292,11 +292,11 @@ static void test_info(void) {
         CHECK(ds.msg_qnum == 1 && ds.msg_cbytes == 17 && ds.msg_perm.mode == ref.msg_perm.mode);
         EXPECT_ERR(msgctl(found, MSG_STAT, NULL), EFAULT);
     }
-    /* indexes that cannot be in use */
+    /* negative indexes.  (Large ones are not tested: the kernel masks the index to its
+     * low bits, so 1 << 20 may name slot 0 of some other program's queue.) */
     EXPECT_ERR(msgctl(-1, MSG_STAT, &ds), EINVAL);
     EXPECT_ERR(msgctl(-1, MSG_STAT_ANY, &ds), EINVAL);
-    EXPECT_ERR(msgctl(1 << 20, MSG_STAT, &ds), EINVAL);
-    EXPECT_ERR(msgctl(INT_MAX, MSG_STAT_ANY, &ds), EINVAL);
+    EXPECT_ERR(msgctl(INT_MIN, MSG_STAT, &ds), EINVAL);
     /* the highest index reported by IPC_INFO covers our queue */
     CHECK(found <= maxidx);
 
