@@ -5,11 +5,14 @@ fn main() {
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("ipcshim.h");
     println!("cargo:rerun-if-changed=src/abi");
+    println!("cargo:rerun-if-changed=src/lib.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml")).expect("cbindgen.toml");
     match cbindgen::Builder::new().with_crate(&crate_dir).with_config(config).generate() {
         Ok(b) => {
             b.write_to_file(&out);
+            // The header test (src/abi/mod.rs) compares this with include/ipcshim.h.
+            println!("cargo:rustc-env=IPCSHIM_GENERATED_HEADER={}", out.display());
         }
         Err(e) => panic!("cbindgen: {e}"),
     }

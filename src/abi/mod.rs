@@ -28,3 +28,19 @@ pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// include/ipcshim.h is checked in; it must be what cbindgen makes of the source now.
+    /// `make header` (IPCSHIM_UPDATE_HEADER=1) rewrites it.
+    #[test]
+    fn header_is_current() {
+        let generated = include_str!(env!("IPCSHIM_GENERATED_HEADER"));
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/ipcshim.h");
+        if std::env::var_os("IPCSHIM_UPDATE_HEADER").is_some() {
+            std::fs::write(path, generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(checked_in == generated, "include/ipcshim.h is stale: run `make header`");
+    }
+}
