@@ -287,7 +287,7 @@ int main(void) {
         }
         CHECK(log->attempted - log->confirmed <= 1);
     }
-    printf("msg_chaos: %d sender instances, %d receiver instances, %d/%d sender/receiver kills, "
+    printf("# %d sender instances, %d receiver instances, %d/%d sender/receiver kills, "
            "%ld confirmed, %ld received, %ld drained, %ld in doubt (%ld of them arrived)\n",
            next_sinst, next_rinst, skills, rkills, confirmed, received, drained, in_doubt, doubt_arrived);
 
