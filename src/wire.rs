@@ -34,6 +34,8 @@ pub enum Op {
     Stop = 8,
     /// `[]` → `[pid, objects, processes, connections]`.
     Status = 9,
+    /// `[]` → `[0]` + this connection's notice ring (see `ring`).
+    Ring = 10,
 }
 
 impl Op {
@@ -48,6 +50,7 @@ impl Op {
             7 => Op::Ctl,
             8 => Op::Stop,
             9 => Op::Status,
+            10 => Op::Ring,
             _ => return None,
         })
     }
@@ -198,5 +201,116 @@ mod tests {
         assert_eq!(f.tail(1, 10).unwrap(), &[5, 6]);
         assert!(f.tail(0, 10).is_err());
         assert!(f.tail(1, 1).is_err());
+    }
+}
+
+/// One-way notices through shared memory: each connection has a ring the client appends
+/// to and the broker drains, so a notice (shmat, shmdt) costs a few stores instead of a
+/// system call and a wake-up of the broker. The broker drains every ring before it answers
+/// any request, so anything a client did before another client asks is seen in the answer.
+/// The ring is written by the client: the broker bounds-checks it like any other input.
+pub mod ring {
+    use crate::ipc::Result;
+    use crate::sys::Mapping;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
+
+    pub const CAPACITY: usize = 1024;
+
+    #[repr(C)]
+    struct Layout {
+        /// Next entry the broker will read (written by the broker).
+        head: AtomicU64,
+        _pad1: [u64; 7],
+        /// Next entry the client will write (written by the client).
+        tail: AtomicU64,
+        _pad2: [u64; 7],
+        entries: [[AtomicI64; 2]; CAPACITY],
+    }
+
+    pub const SIZE: usize = std::mem::size_of::<Layout>();
+
+    #[derive(Debug)]
+    pub struct Ring {
+        map: Mapping,
+    }
+
+    impl Ring {
+        pub fn map(fd: RawFd) -> Result<Ring> {
+            Ok(Ring { map: Mapping::map(fd, SIZE, true)? })
+        }
+
+        fn layout(&self) -> &Layout {
+            unsafe { &*(self.map.as_ptr() as *const Layout) }
+        }
+
+        /// Appends `[op, arg]`; false when the ring is full (send on the socket instead).
+        pub fn push(&self, op: i64, arg: i64) -> bool {
+            let l = self.layout();
+            let tail = l.tail.load(Relaxed);
+            if tail.wrapping_sub(l.head.load(Acquire)) >= CAPACITY as u64 {
+                return false;
+            }
+            let e = &l.entries[(tail % CAPACITY as u64) as usize];
+            e[0].store(op, Relaxed);
+            e[1].store(arg, Relaxed);
+            l.tail.store(tail.wrapping_add(1), Release);
+            true
+        }
+
+        /// Hands every pending entry to `f`, oldest first. A ring whose indexes make no
+        /// sense (a client scribbled on it) is emptied.
+        pub fn drain(&self, mut f: impl FnMut(i64, i64)) {
+            let l = self.layout();
+            let head = l.head.load(Relaxed);
+            let tail = l.tail.load(Acquire);
+            let pending = tail.wrapping_sub(head);
+            if pending as usize > CAPACITY {
+                l.head.store(tail, Release);
+                return;
+            }
+            for i in 0..pending {
+                let e = &l.entries[(head.wrapping_add(i) % CAPACITY as u64) as usize];
+                f(e[0].load(Relaxed), e[1].load(Relaxed));
+            }
+            l.head.store(tail, Release);
+        }
+
+        pub fn is_empty(&self) -> bool {
+            let l = self.layout();
+            l.tail.load(Acquire) == l.head.load(Relaxed)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::os::fd::AsRawFd;
+
+        #[test]
+        fn push_drain_full_and_corrupt() {
+            let fd = crate::sys::sealed_memfd("ring-test", SIZE as u64, 0).unwrap();
+            let client = Ring::map(fd.as_raw_fd()).unwrap();
+            let broker = Ring::map(fd.as_raw_fd()).unwrap();
+            assert!(broker.is_empty());
+            for i in 0..CAPACITY as i64 {
+                assert!(client.push(4, i));
+            }
+            assert!(!client.push(4, -1), "full");
+            let mut seen = Vec::new();
+            broker.drain(|op, arg| seen.push((op, arg)));
+            assert_eq!(seen.len(), CAPACITY);
+            assert_eq!(seen[7], (4, 7));
+            assert!(client.push(5, 99));
+            seen.clear();
+            broker.drain(|op, arg| seen.push((op, arg)));
+            assert_eq!(seen, vec![(5, 99)]);
+            // A scribbled tail far ahead: the broker reads nothing and resets.
+            client.layout().tail.store(u64::MAX / 2, Relaxed);
+            let mut n = 0;
+            broker.drain(|_, _| n += 1);
+            assert_eq!(n, 0);
+            assert!(broker.is_empty());
+        }
     }
 }

@@ -21,6 +21,7 @@ use crate::sem::set::SemSets;
 use crate::shm::segment::Segments;
 use registry::Change;
 use crate::sys::{self, Mapping};
+use crate::wire::ring::{self, Ring};
 use crate::wire::{self, Frame, Op};
 use process::{peer_creds, Process};
 use std::collections::HashMap;
@@ -82,7 +83,12 @@ struct Conn {
     /// Owns the socket: dropping the connection closes it.
     _socket: OwnedFd,
     creds: Creds,
+    /// The connection's notice ring, once the client asked for it.
+    ring: Option<Ring>,
 }
+
+/// How often notices waiting in rings are applied when no request arrives.
+const RING_POLL_MS: i32 = 100;
 
 const LISTENER: u64 = 0;
 const CONN: u64 = 1 << 32;
@@ -165,7 +171,9 @@ impl Broker {
     pub fn run(&mut self) -> Result<()> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 4096];
         while !self.stop {
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
+            // Notices left in rings are applied within RING_POLL even if nobody asks.
+            let timeout = if self.rings_pending() { RING_POLL_MS } else { -1 };
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
             if n < 0 {
                 let e = Errno::last();
                 if e.0 == libc::EINTR {
@@ -185,6 +193,8 @@ impl Broker {
                     _ => {}
                 }
             }
+            // Everything clients noted before this batch, before deaths and answers.
+            self.drain_rings();
             for pid in deaths {
                 self.process_died(pid);
             }
@@ -210,7 +220,7 @@ impl Broker {
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let Ok(creds) = peer_creds(fd.as_raw_fd()) else { continue };
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
-                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds });
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
             }
         }
     }
@@ -223,7 +233,13 @@ impl Broker {
                 Ok(Some(frame)) => {
                     let op = frame.words.first().copied().and_then(Op::from_i64);
                     match op {
-                        Some(op) if op.is_one_way() => self.notice(fd, op, &frame),
+                        Some(op) if op.is_one_way() => {
+                            // The ring holds this connection's older notices.
+                            self.drain_ring(fd);
+                            if let Some(pid) = self.conns.get(&fd).map(|c| c.creds.pid) {
+                                self.notice(pid, op, &frame);
+                            }
+                        }
                         _ => requests.push((fd, frame)),
                     }
                 }
@@ -241,6 +257,54 @@ impl Broker {
         }
     }
 
+    /// Applies the notices waiting in one connection's ring.
+    fn drain_ring(&mut self, fd: RawFd) {
+        let Some(conn) = self.conns.get(&fd) else { return };
+        let pid = conn.creds.pid;
+        let mut notices = Vec::new();
+        if let Some(ring) = conn.ring.as_ref() {
+            ring.drain(|op, arg| notices.push([op, arg]));
+        }
+        self.apply_ring_notices(pid, notices);
+    }
+
+    /// Applies the notices waiting in a process's orphaned rings.
+    fn drain_orphan_rings(&mut self, pid: i32) {
+        let mut notices = Vec::new();
+        if let Some(p) = self.procs.get(&pid) {
+            for ring in &p.orphan_rings {
+                ring.drain(|op, arg| notices.push([op, arg]));
+            }
+        }
+        self.apply_ring_notices(pid, notices);
+    }
+
+    fn apply_ring_notices(&mut self, pid: i32, notices: Vec<[i64; 2]>) {
+        for words in notices {
+            if let Some(op) = Op::from_i64(words[0]).filter(|op| op.is_one_way()) {
+                self.notice(pid, op, &Frame { words: words.to_vec(), fd: None });
+            }
+        }
+    }
+
+    fn drain_rings(&mut self) {
+        let fds: Vec<RawFd> =
+            self.conns.iter().filter(|(_, c)| c.ring.as_ref().is_some_and(|r| !r.is_empty())).map(|(&fd, _)| fd).collect();
+        for fd in fds {
+            self.drain_ring(fd);
+        }
+        let pids: Vec<i32> =
+            self.procs.iter().filter(|(_, p)| p.orphan_rings.iter().any(|r| !r.is_empty())).map(|(&pid, _)| pid).collect();
+        for pid in pids {
+            self.drain_orphan_rings(pid);
+        }
+    }
+
+    fn rings_pending(&self) -> bool {
+        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| !r.is_empty()))
+            || self.procs.values().any(|p| p.orphan_rings.iter().any(|r| !r.is_empty()))
+    }
+
     fn creds(&self, fd: RawFd) -> Option<Creds> {
         self.conns.get(&fd).map(|c| c.creds.clone())
     }
@@ -254,7 +318,14 @@ impl Broker {
             self.pidfds.insert(pidfd.as_raw_fd(), pid);
             self.procs.insert(
                 pid,
-                Process { pid, pidfd, attachments: HashMap::new(), inherited_counted: false, connections: 0 },
+                Process {
+                    pid,
+                    pidfd,
+                    attachments: HashMap::new(),
+                    inherited_counted: false,
+                    connections: 0,
+                    orphan_rings: Vec::new(),
+                },
             );
         }
         self.procs.get_mut(&pid)
@@ -263,10 +334,12 @@ impl Broker {
     /// Counts an attachment held by `pid`; `lpid` is who made it (the parent, for an
     /// attachment inherited by fork, as the kernel does it during fork).
     fn attach(&mut self, pid: i32, id: i32, lpid: i32) {
-        if self.ns.shm.attached(id, lpid) {
-            if let Some(p) = self.process(pid) {
-                *p.attachments.entry(id).or_insert(0) += 1;
-            }
+        // A process already gone holds nothing: count only for a live one.
+        if self.process(pid).is_none() || !self.ns.shm.attached(id, lpid) {
+            return;
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            *p.attachments.entry(id).or_insert(0) += 1;
         }
     }
 
@@ -275,9 +348,8 @@ impl Broker {
         self.ns.publish(Family::Shm, change);
     }
 
-    fn notice(&mut self, fd: RawFd, op: Op, frame: &Frame) {
-        let Some(creds) = self.creds(fd) else { return };
-        let pid = creds.pid;
+    /// A one-way notice from process `pid`.
+    fn notice(&mut self, pid: i32, op: Op, frame: &Frame) {
         match op {
             Op::ShmAttached => {
                 if let Ok(id) = frame.int(1) {
@@ -322,6 +394,7 @@ impl Broker {
     }
 
     fn process_died(&mut self, pid: i32) {
+        self.drain_orphan_rings(pid);
         let Some(p) = self.procs.remove(&pid) else { return };
         self.unwatch(p.pidfd.as_raw_fd());
         self.pidfds.remove(&p.pidfd.as_raw_fd());
@@ -338,10 +411,15 @@ impl Broker {
     /// A connection closed: not a death (the pidfd says that). The process exec'd (and lost
     /// its mappings) or closed its descriptors (and kept them): /proc/PID/maps tells which.
     fn connection_closed(&mut self, fd: RawFd) {
+        self.drain_ring(fd);
         self.unwatch(fd);
         let Some(conn) = self.conns.remove(&fd) else { return };
         let pid = conn.creds.pid;
-        let Some(p) = self.procs.get(&pid) else { return };
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        if let Some(ring) = conn.ring {
+            p.orphan_rings.push(ring);
+        }
+        let p = &*p;
         let names: Vec<(i32, String)> = p
             .attachments
             .iter()
@@ -365,12 +443,32 @@ impl Broker {
 
     fn answer(&mut self, fd: RawFd, frame: Frame) {
         let Some(creds) = self.creds(fd) else { return };
+        if frame.words.first() == Some(&(Op::Ring as i64)) {
+            return self.give_ring(fd);
+        }
         let (words, out_fd) = match self.request(&creds, &frame) {
             Ok((words, out_fd)) => (words, out_fd),
             Err(Errno(e)) => (vec![-(e as i64)], None),
         };
         if wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
             // The client is gone or does not read: the pidfd, not this, decides its fate.
+            self.connection_closed(fd);
+        }
+    }
+
+    /// Makes the connection's notice ring and hands the client its descriptor.
+    fn give_ring(&mut self, fd: RawFd) {
+        let made = sys::sealed_memfd("ipcshim-ring", ring::SIZE as u64, 0).and_then(|memfd| Ok((Ring::map(memfd.as_raw_fd())?, memfd)));
+        let sent = match made {
+            Ok((r, memfd)) => {
+                if let Some(c) = self.conns.get_mut(&fd) {
+                    c.ring = Some(r);
+                }
+                wire::send(fd, &[0], Some(memfd.as_raw_fd()))
+            }
+            Err(Errno(e)) => wire::send(fd, &[-(e as i64)], None),
+        };
+        if sent.is_err() {
             self.connection_closed(fd);
         }
     }

@@ -18,6 +18,9 @@ pub struct Process {
     /// the child's hello, whichever came first).
     pub inherited_counted: bool,
     pub connections: usize,
+    /// Notice rings of connections that closed while the process lives on: it may still
+    /// append to them (a program that closed our socket keeps our mapping of its ring).
+    pub orphan_rings: Vec<crate::wire::ring::Ring>,
 }
 
 /// The credentials of the process at the other end of a connected socket: uid, gid and pid

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 struct Conn {
     fd: RawFd,
     identity: (u64, u64),
+    /// Where notices go without a system call (None if the broker gave no ring).
+    ring: Option<wire::ring::Ring>,
 }
 
 impl Conn {
@@ -90,6 +92,22 @@ impl Client {
     /// A one-way notice: sent, not answered.
     pub fn notify(&self, words: &[i64]) -> Result<()> {
         let mut guard = self.conn.lock();
+        // The ring is memory, not a descriptor: no need to check the socket first, and the
+        // broker drains it even after a program closed our socket.
+        if let (Some(ring), [op, arg]) = (guard.as_ref().and_then(|c| c.ring.as_ref()), words) {
+            if ring.push(*op, *arg) {
+                return Ok(());
+            }
+        }
+        let fd = self.ensure_connected(&mut guard)?;
+        wire::send(fd, words, None)
+    }
+
+    /// A notice the broker must act on at once (it frees memory): the socket wakes it.
+    /// Sent after any ring entries of this connection, and the broker drains the ring
+    /// before applying it, so order is kept.
+    pub fn notify_now(&self, words: &[i64]) -> Result<()> {
+        let mut guard = self.conn.lock();
         let fd = self.ensure_connected(&mut guard)?;
         wire::send(fd, words, None)
     }
@@ -150,9 +168,14 @@ impl Client {
         let table_fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
         self.adopt_table(table_fd)?;
         fork::hello_done();
+        wire::send(sock.as_raw_fd(), &[Op::Ring as i64], None)?;
+        let ring = match wire::recv(sock.as_raw_fd(), 0)? {
+            Some(Frame { fd: Some(ring_fd), .. }) => wire::ring::Ring::map(ring_fd.as_raw_fd()).ok(),
+            _ => None,
+        };
         let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
         let fd = sock.into_raw_fd();
-        *guard = Some(Conn { fd, identity });
+        *guard = Some(Conn { fd, identity, ring });
         Ok(fd)
     }
 

@@ -173,7 +173,10 @@ pub fn shmdt(addr: usize) -> Result<()> {
     }
     let at = with_state(|s| s.attachments.remove(&addr)).ok_or(Errno(libc::EINVAL))?;
     unsafe { libc::munmap(addr as *mut libc::c_void, at.len) };
-    let _ = client().notify(&[Op::ShmDetached as i64, at.id as i64]);
+    let notice = [Op::ShmDetached as i64, at.id as i64];
+    // The last detach of a removed segment frees it: tell the broker at once.
+    let removed = client().table()?.by_id(Family::Shm, at.id).ok().flatten().map(|e| e.perm.mode & SHM_DEST != 0);
+    let _ = if removed != Some(false) { client().notify_now(&notice) } else { client().notify(&notice) };
     Ok(())
 }
 

@@ -1,0 +1,644 @@
+//! The shared-memory layout of one message queue (the kernel's `struct msg_queue` and its
+//! `msg_msg` list), and the operations on it. Every process using the queue maps the
+//! queue's memfd; the broker only maps the header.
+//!
+//! ```text
+//! [ header (one page) | slots: capacity × Slot | block_next: capacity × u32 | blocks: capacity × BLOCK bytes ]
+//! ```
+//! A message is a slot (type, size, link to the next message) and a chain of data blocks.
+//! `msg_qbytes` caps both the bytes and the number of queued messages, so `capacity` slots
+//! and `capacity` blocks hold any queue whose msg_qbytes is at most `capacity` (a message
+//! of n ≥ 1 bytes uses at most n blocks; an empty message uses none).
+//!
+//! Crash safety: a process may die anywhere, even holding the lock. Only the message list
+//! (head and the slots' `next` links) and each queued message's block chain matter; each
+//! insert and each removal becomes visible with one store (linking the fully written slot
+//! behind the last message; unlinking it from its predecessor). The free lists, `tail`
+//! and the counters are derived data: `recover` rebuilds them from the list.
+//!
+//! The memory is shared with processes we do not trust: every index read from it is
+//! bounds-checked and every walk is bounded, so corruption gives EIDRM, never a wild access
+//! or an endless loop. Links are stored as index + 1 (0 = none).
+
+use crate::ipc::sync::RobustMutex;
+use crate::ipc::{Errno, Result};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+
+pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
+pub const VERSION: u32 = 1;
+/// Bytes of message text per data block.
+pub const BLOCK: usize = 256;
+/// The header occupies the first page (the broker maps just this much).
+pub const HEADER_SIZE: usize = 4096;
+const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
+
+/// What shared memory that makes no sense yields.
+const CORRUPT: Errno = Errno(libc::EIDRM);
+
+#[repr(C)]
+pub struct Header {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    /// Set by the broker at IPC_RMID: waiters fail with EIDRM.
+    pub removed: AtomicU32,
+    /// Slots and blocks the memfd holds (fixed at creation).
+    pub capacity: AtomicU32,
+    _pad0: u32,
+    pub lock: RobustMutex,
+    /// msg_qbytes: written by the broker (IPC_SET), read under the lock.
+    pub qbytes: AtomicU64,
+    pub qnum: AtomicU64,
+    pub cbytes: AtomicU64,
+    pub lspid: AtomicI32,
+    pub lrpid: AtomicI32,
+    pub stime: AtomicI64,
+    pub rtime: AtomicI64,
+    /// Futex word of blocked senders: bumped when space may have freed.
+    pub space_seq: AtomicU32,
+    /// Senders waiting (a hint: reset to 0 by whoever wakes them all).
+    pub space_waiters: AtomicU32,
+    /// Futex word of blocked receivers: bumped when a message arrived.
+    pub msg_seq: AtomicU32,
+    pub msg_waiters: AtomicU32,
+    /// First and last queued message (slot + 1).
+    pub head: AtomicU32,
+    pub tail: AtomicU32,
+    /// Free slots and blocks (index + 1, chained through `next` / `block_next`).
+    free_slot: AtomicU32,
+    free_block: AtomicU32,
+    /// Slots and blocks ever handed out: beyond these the memory is untouched (zero), so
+    /// a new queue needs no initialised free list.
+    slot_hwm: AtomicU32,
+    block_hwm: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+#[repr(C)]
+pub struct Slot {
+    mtype: AtomicI64,
+    size: AtomicU64,
+    next: AtomicU32,
+    first_block: AtomicU32,
+}
+
+fn offsets(capacity: u32) -> (usize, usize, usize, usize) {
+    let c = capacity as usize;
+    let slots = HEADER_SIZE;
+    let block_next = slots + c * SLOT_SIZE;
+    let blocks = (block_next + c * 4 + 63) & !63;
+    let end = blocks + c * BLOCK;
+    (slots, block_next, blocks, end)
+}
+
+/// Bytes of memfd a queue of `capacity` needs.
+pub fn memfd_len(capacity: u32) -> usize {
+    (offsets(capacity).3 + 4095) & !4095
+}
+
+/// Blocks a message of `size` bytes uses.
+fn blocks_for(size: u64) -> u64 {
+    size.div_ceil(BLOCK as u64)
+}
+
+/// How msgrcv picks a message (the kernel's `convert_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Search {
+    Any,
+    Equal(i64),
+    NotEqual(i64),
+    /// The lowest type ≤ this.
+    LessEqual(i64),
+    /// MSG_COPY: the message at this position.
+    Number(i64),
+}
+
+/// A message found by `find`: where it is and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    prev: u32,
+    slot: u32,
+    pub mtype: i64,
+    pub size: u64,
+}
+
+/// A view of a mapped queue. All operations but `header`'s atomics need the lock.
+pub struct Queue {
+    base: *mut u8,
+    capacity: u32,
+}
+
+unsafe impl Send for Queue {}
+unsafe impl Sync for Queue {}
+
+impl Queue {
+    /// Lays out a fresh queue in zero-filled memory (the broker, once).
+    ///
+    /// # Safety
+    /// `base` must point to `memfd_len(capacity)` writable, zeroed, page-aligned bytes.
+    pub unsafe fn init(base: *mut u8, capacity: u32, qbytes: u64) -> Result<()> {
+        let h = &*(base as *const Header);
+        RobustMutex::init(&h.lock as *const RobustMutex as *mut RobustMutex)?;
+        h.capacity.store(capacity, Relaxed);
+        h.qbytes.store(qbytes, Relaxed);
+        h.version.store(VERSION, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok(())
+    }
+
+    /// A view of a mapped queue of `len` bytes; EIDRM if it is not a queue of this
+    /// version or does not fit in the mapping.
+    ///
+    /// # Safety
+    /// `base` must point to `len` mapped, writable, page-aligned bytes that outlive the view.
+    pub unsafe fn new(base: *mut u8, len: usize) -> Result<Queue> {
+        if len < HEADER_SIZE {
+            return Err(CORRUPT);
+        }
+        let h = &*(base as *const Header);
+        if h.magic.load(Acquire) != MAGIC || h.version.load(Relaxed) != VERSION {
+            return Err(CORRUPT);
+        }
+        // Read once: a later change of the header's capacity cannot widen our bounds.
+        let capacity = h.capacity.load(Relaxed);
+        if capacity == 0 || memfd_len(capacity) > len {
+            return Err(CORRUPT);
+        }
+        Ok(Queue { base, capacity })
+    }
+
+    pub fn header(&self) -> &Header {
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The slot of link `link` (index + 1).
+    fn slot(&self, link: u32) -> Result<&Slot> {
+        if link == 0 || link > self.capacity {
+            return Err(CORRUPT);
+        }
+        let off = offsets(self.capacity).0 + (link as usize - 1) * SLOT_SIZE;
+        Ok(unsafe { &*(self.base.add(off) as *const Slot) })
+    }
+
+    fn block_next(&self, link: u32) -> Result<&AtomicU32> {
+        if link == 0 || link > self.capacity {
+            return Err(CORRUPT);
+        }
+        let off = offsets(self.capacity).1 + (link as usize - 1) * 4;
+        Ok(unsafe { &*(self.base.add(off) as *const AtomicU32) })
+    }
+
+    fn block(&self, link: u32) -> Result<*mut u8> {
+        if link == 0 || link > self.capacity {
+            return Err(CORRUPT);
+        }
+        Ok(unsafe { self.base.add(offsets(self.capacity).2 + (link as usize - 1) * BLOCK) })
+    }
+
+    /// `msg_fits_inqueue`: bytes and count both bounded by msg_qbytes.
+    pub fn fits(&self, size: u64) -> bool {
+        let h = self.header();
+        let qbytes = h.qbytes.load(Relaxed);
+        size.saturating_add(h.cbytes.load(Relaxed)) <= qbytes && h.qnum.load(Relaxed).saturating_add(1) <= qbytes
+    }
+
+    fn pop(&self, free: &AtomicU32, hwm: &AtomicU32, next_of: impl Fn(u32) -> Result<u32>) -> Result<Option<u32>> {
+        let head = free.load(Relaxed);
+        if head != 0 {
+            let next = next_of(head)?;
+            free.store(next, Relaxed);
+            return Ok(Some(head));
+        }
+        let used = hwm.load(Relaxed);
+        if used >= self.capacity {
+            return Ok(None);
+        }
+        hwm.store(used + 1, Relaxed);
+        Ok(Some(used + 1))
+    }
+
+    fn pop_slot(&self) -> Result<Option<u32>> {
+        let h = self.header();
+        self.pop(&h.free_slot, &h.slot_hwm, |l| Ok(self.slot(l)?.next.load(Relaxed)))
+    }
+
+    fn pop_block(&self) -> Result<Option<u32>> {
+        let h = self.header();
+        self.pop(&h.free_block, &h.block_hwm, |l| Ok(self.block_next(l)?.load(Relaxed)))
+    }
+
+    fn push_slot(&self, link: u32) -> Result<()> {
+        let h = self.header();
+        self.slot(link)?.next.store(h.free_slot.load(Relaxed), Relaxed);
+        h.free_slot.store(link, Relaxed);
+        Ok(())
+    }
+
+    /// Returns a chain of `count` blocks starting at `first` to the free list.
+    fn push_blocks(&self, first: u32, count: u64) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut last = first;
+        for _ in 1..count {
+            last = self.block_next(last)?.load(Relaxed);
+        }
+        let h = self.header();
+        self.block_next(last)?.store(h.free_block.load(Relaxed), Relaxed);
+        h.free_block.store(first, Relaxed);
+        Ok(())
+    }
+
+    /// Appends a message whose text `fill(dst, offset, len)` writes block by block.
+    /// `Ok(false)`: the memfd has no room left (only when msg_qbytes exceeds the capacity).
+    /// A failing `fill` leaves the queue as it was. Does not check `fits`.
+    pub fn enqueue(&self, mtype: i64, size: u64, mut fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<bool> {
+        let nblocks = blocks_for(size);
+        if nblocks > self.capacity as u64 {
+            return Ok(false);
+        }
+        let Some(slot_link) = self.pop_slot()? else { return Ok(false) };
+        // Take and fill the blocks; on failure give everything back.
+        let mut first = 0u32;
+        let mut prev = 0u32;
+        let mut taken = 0u64;
+        let mut failure: Option<Result<bool>> = None;
+        while taken < nblocks {
+            let b = match self.pop_block() {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    failure = Some(Ok(false));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if prev == 0 {
+                first = b;
+            } else {
+                self.block_next(prev)?.store(b, Relaxed);
+            }
+            prev = b;
+            taken += 1;
+            let off = (taken as usize - 1) * BLOCK;
+            let len = (size as usize - off).min(BLOCK);
+            if let Err(e) = fill(self.block(b)?, off, len) {
+                failure = Some(Err(e));
+                break;
+            }
+        }
+        if let Some(result) = failure {
+            self.push_blocks(first, taken)?;
+            self.push_slot(slot_link)?;
+            return result;
+        }
+        let slot = self.slot(slot_link)?;
+        slot.mtype.store(mtype, Relaxed);
+        slot.size.store(size, Relaxed);
+        slot.first_block.store(first, Relaxed);
+        slot.next.store(0, Relaxed);
+        // The commit: one store makes the message part of the queue.
+        let h = self.header();
+        let tail = h.tail.load(Relaxed);
+        if tail == 0 {
+            h.head.store(slot_link, Release);
+        } else {
+            self.slot(tail)?.next.store(slot_link, Release);
+        }
+        h.tail.store(slot_link, Relaxed);
+        h.qnum.store(h.qnum.load(Relaxed) + 1, Relaxed);
+        h.cbytes.store(h.cbytes.load(Relaxed) + size, Relaxed);
+        Ok(true)
+    }
+
+    /// `find_msg`: the message `search` selects, if any.
+    pub fn find(&self, search: Search) -> Result<Option<Found>> {
+        let h = self.header();
+        let mut prev = 0u32;
+        let mut link = h.head.load(Acquire);
+        let mut count = 0i64;
+        let mut best: Option<Found> = None;
+        let mut limit = match search {
+            Search::LessEqual(t) => t,
+            _ => 0,
+        };
+        for _ in 0..self.capacity {
+            if link == 0 {
+                return Ok(best);
+            }
+            let s = self.slot(link)?;
+            let mtype = s.mtype.load(Relaxed);
+            let size = s.size.load(Relaxed);
+            let found = Found { prev, slot: link, mtype, size };
+            match search {
+                Search::Any => return Ok(Some(found)),
+                Search::Equal(t) if mtype == t => return Ok(Some(found)),
+                Search::NotEqual(t) if mtype != t => return Ok(Some(found)),
+                Search::Number(n) => {
+                    if n == count {
+                        return Ok(Some(found));
+                    }
+                    count += 1;
+                }
+                Search::LessEqual(_) if mtype <= limit => {
+                    if mtype <= 1 {
+                        // Nothing lower can follow (types are ≥ 1).
+                        return Ok(Some(found));
+                    }
+                    limit = mtype - 1;
+                    best = Some(found);
+                }
+                _ => {}
+            }
+            prev = link;
+            link = s.next.load(Acquire);
+        }
+        if link == 0 {
+            Ok(best)
+        } else {
+            Err(CORRUPT) // longer than the capacity: a cycle
+        }
+    }
+
+    /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`.
+    pub fn copy_out(&self, found: &Found, len: usize, mut sink: impl FnMut(*const u8, usize, usize) -> Result<()>) -> Result<()> {
+        let len = (len as u64).min(found.size) as usize;
+        let mut link = self.slot(found.slot)?.first_block.load(Relaxed);
+        let mut off = 0usize;
+        while off < len {
+            let n = (len - off).min(BLOCK);
+            sink(self.block(link)?, off, n)?;
+            off += n;
+            if off < len {
+                link = self.block_next(link)?.load(Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `found` (just returned by `find`, the lock held since) from the queue.
+    pub fn unlink(&self, found: &Found) -> Result<()> {
+        let h = self.header();
+        let slot = self.slot(found.slot)?;
+        let next = slot.next.load(Relaxed);
+        // The commit: one store takes the message out of the queue.
+        if found.prev == 0 {
+            h.head.store(next, Release);
+        } else {
+            self.slot(found.prev)?.next.store(next, Release);
+        }
+        if h.tail.load(Relaxed) == found.slot {
+            h.tail.store(found.prev, Relaxed);
+        }
+        h.qnum.store(h.qnum.load(Relaxed).saturating_sub(1), Relaxed);
+        h.cbytes.store(h.cbytes.load(Relaxed).saturating_sub(found.size), Relaxed);
+        let first = slot.first_block.load(Relaxed);
+        self.push_blocks(first, blocks_for(found.size))?;
+        self.push_slot(found.slot)
+    }
+
+    /// After a holder of the lock died: rebuilds everything derived from the message list
+    /// (tail, counters, free lists). EIDRM if the list itself is corrupt.
+    pub fn recover(&self) -> Result<()> {
+        let h = self.header();
+        let cap = self.capacity;
+        let slot_hwm = h.slot_hwm.load(Relaxed).min(cap);
+        let block_hwm = h.block_hwm.load(Relaxed).min(cap);
+        h.slot_hwm.store(slot_hwm, Relaxed);
+        h.block_hwm.store(block_hwm, Relaxed);
+        let mut slot_used = vec![false; slot_hwm as usize];
+        let mut block_used = vec![false; block_hwm as usize];
+        let (mut qnum, mut cbytes) = (0u64, 0u64);
+        let mut prev = 0u32;
+        let mut link = h.head.load(Relaxed);
+        while link != 0 {
+            if link > slot_hwm || slot_used[link as usize - 1] {
+                return Err(CORRUPT);
+            }
+            slot_used[link as usize - 1] = true;
+            let s = self.slot(link)?;
+            let size = s.size.load(Relaxed);
+            let nblocks = blocks_for(size);
+            if nblocks > block_hwm as u64 {
+                return Err(CORRUPT);
+            }
+            let mut b = s.first_block.load(Relaxed);
+            for k in 0..nblocks {
+                if b == 0 || b > block_hwm || block_used[b as usize - 1] {
+                    return Err(CORRUPT);
+                }
+                block_used[b as usize - 1] = true;
+                if k + 1 < nblocks {
+                    b = self.block_next(b)?.load(Relaxed);
+                }
+            }
+            qnum += 1;
+            cbytes += size;
+            prev = link;
+            link = s.next.load(Relaxed);
+        }
+        h.tail.store(prev, Relaxed);
+        h.qnum.store(qnum, Relaxed);
+        h.cbytes.store(cbytes, Relaxed);
+        // Everything handed out and not in the queue is free.
+        h.free_slot.store(0, Relaxed);
+        for i in (0..slot_hwm).rev() {
+            if !slot_used[i as usize] {
+                self.push_slot(i + 1)?;
+            }
+        }
+        h.free_block.store(0, Relaxed);
+        for i in (0..block_hwm).rev() {
+            if !block_used[i as usize] {
+                self.block_next(i + 1)?.store(h.free_block.load(Relaxed), Relaxed);
+                h.free_block.store(i + 1, Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    struct Mem {
+        ptr: *mut u8,
+        len: usize,
+    }
+    impl Mem {
+        fn new(capacity: u32, qbytes: u64) -> (Mem, Queue) {
+            let len = memfd_len(capacity);
+            let ptr = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            } as *mut u8;
+            unsafe { Queue::init(ptr, capacity, qbytes).unwrap() };
+            let q = unsafe { Queue::new(ptr, len).unwrap() };
+            (Mem { ptr, len }, q)
+        }
+    }
+    impl Drop for Mem {
+        fn drop(&mut self) {
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
+
+    fn text(id: u32, size: usize) -> Vec<u8> {
+        (0..size).map(|i| (id as usize * 31 + i) as u8).collect()
+    }
+
+    fn send(q: &Queue, mtype: i64, data: &[u8]) -> Result<bool> {
+        if !q.fits(data.len() as u64) {
+            return Ok(false);
+        }
+        q.enqueue(mtype, data.len() as u64, |dst, off, len| {
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(off), dst, len) };
+            Ok(())
+        })
+    }
+
+    fn receive(q: &Queue, search: Search, copy_only: bool) -> Result<Option<(i64, Vec<u8>)>> {
+        let Some(f) = q.find(search)? else { return Ok(None) };
+        let mut out = vec![0u8; f.size as usize];
+        q.copy_out(&f, f.size as usize, |src, off, len| {
+            unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(off), len) };
+            Ok(())
+        })?;
+        if !copy_only {
+            q.unlink(&f)?;
+        }
+        Ok(Some((f.mtype, out)))
+    }
+
+    /// The kernel's find_msg over a plain list.
+    fn model_find(m: &VecDeque<(i64, Vec<u8>)>, search: Search) -> Option<usize> {
+        match search {
+            Search::Any => (!m.is_empty()).then_some(0),
+            Search::Equal(t) => m.iter().position(|x| x.0 == t),
+            Search::NotEqual(t) => m.iter().position(|x| x.0 != t),
+            Search::Number(n) => (n >= 0 && (n as usize) < m.len()).then_some(n as usize),
+            Search::LessEqual(t) => {
+                let min = m.iter().filter(|x| x.0 <= t).map(|x| x.0).min()?;
+                m.iter().position(|x| x.0 == min)
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Send(i64, usize),
+        Recv(Search, bool),
+        Recover,
+        /// A sender dies after taking slot and blocks, before linking.
+        DieSending(usize),
+        /// A receiver dies after unlinking, before freeing.
+        DieReceiving,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let search = prop_oneof![
+            Just(Search::Any),
+            (1i64..6).prop_map(Search::Equal),
+            (1i64..6).prop_map(Search::NotEqual),
+            (1i64..6).prop_map(Search::LessEqual),
+            (-1i64..8).prop_map(Search::Number),
+        ];
+        prop_oneof![
+            4 => (1i64..6, prop_oneof![0usize..4, 250usize..700]).prop_map(|(t, s)| Op::Send(t, s)),
+            4 => (search, any::<bool>()).prop_map(|(s, c)| Op::Recv(s, c)),
+            1 => Just(Op::Recover),
+            1 => (0usize..600).prop_map(Op::DieSending),
+            1 => Just(Op::DieReceiving),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn queue_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let (_mem, q) = Mem::new(64, 4000);
+            let mut model: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
+            let mut id = 0u32;
+            for op in ops {
+                match op {
+                    Op::Send(t, size) => {
+                        id += 1;
+                        let data = text(id, size);
+                        let bytes: usize = model.iter().map(|m| m.1.len()).sum();
+                        let fits = bytes + size <= 4000 && model.len() < 4000;
+                        let sent = send(&q, t, &data).unwrap();
+                        if sent {
+                            model.push_back((t, data));
+                        } else {
+                            // Only the capacity (64 slots / blocks) or qbytes refuse.
+                            let blocks: u64 = model.iter().map(|m| blocks_for(m.1.len() as u64)).sum();
+                            prop_assert!(!fits || model.len() == 64 || blocks + blocks_for(size as u64) > 64);
+                        }
+                    }
+                    Op::Recv(s, copy) => {
+                        let got = receive(&q, s, copy).unwrap();
+                        let want = model_find(&model, s);
+                        match want {
+                            None => prop_assert!(got.is_none()),
+                            Some(i) => {
+                                prop_assert_eq!(got.as_ref(), Some(&model[i]));
+                                if !copy {
+                                    model.remove(i);
+                                }
+                            }
+                        }
+                    }
+                    Op::Recover => q.recover().unwrap(),
+                    Op::DieSending(size) => {
+                        // Take resources like enqueue, then "die" before the commit.
+                        if q.pop_slot().unwrap().is_some() {
+                            for _ in 0..blocks_for(size as u64) {
+                                if q.pop_block().unwrap().is_none() { break; }
+                            }
+                        }
+                        q.recover().unwrap();
+                    }
+                    Op::DieReceiving => {
+                        if let Some(f) = q.find(Search::Any).unwrap() {
+                            // Commit only (as unlink's first store), then die.
+                            let next = q.slot(f.slot).unwrap().next.load(Relaxed);
+                            q.header().head.store(next, Relaxed);
+                            model.pop_front();
+                            q.recover().unwrap();
+                        }
+                    }
+                }
+                let h = q.header();
+                prop_assert_eq!(h.qnum.load(Relaxed), model.len() as u64);
+                prop_assert_eq!(h.cbytes.load(Relaxed), model.iter().map(|m| m.1.len() as u64).sum::<u64>());
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_links_are_errors() {
+        let (_mem, q) = Mem::new(8, 4000);
+        assert!(send(&q, 1, &[1, 2, 3]).unwrap());
+        assert!(send(&q, 2, &[4; 300]).unwrap());
+        // A cycle.
+        let tail = q.header().tail.load(Relaxed);
+        q.slot(tail).unwrap().next.store(q.header().head.load(Relaxed), Relaxed);
+        assert_eq!(q.find(Search::Equal(9)), Err(CORRUPT));
+        assert_eq!(q.recover(), Err(CORRUPT));
+        // Out of bounds.
+        q.header().head.store(1000, Relaxed);
+        assert_eq!(q.find(Search::Any), Err(CORRUPT));
+        q.header().head.store(0, Relaxed);
+        q.header().free_slot.store(77, Relaxed);
+        assert_eq!(send(&q, 1, &[1]), Err(CORRUPT));
+        q.recover().unwrap();
+        assert!(send(&q, 1, &[1]).unwrap());
+        // A capacity larger than the mapping is refused.
+        q.header().capacity.store(1 << 30, Relaxed);
+        assert!(unsafe { Queue::new(_mem.ptr, _mem.len) }.is_err());
+    }
+}
