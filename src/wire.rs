@@ -199,7 +199,8 @@ mod tests {
         assert_eq!(recv(b.as_raw_fd(), 0).unwrap_err(), Errno(libc::EINVAL));
         let f = Frame { words: vec![1, 2, 5, 6], fd: None };
         assert_eq!(f.tail(1, 10).unwrap(), &[5, 6]);
-        assert!(f.tail(0, 10).is_err());
+        assert!(f.tail(2, 10).is_err(), "count past the end");
+        assert!(f.tail(9, 10).is_err(), "count word missing");
         assert!(f.tail(1, 1).is_err());
     }
 }
