@@ -87,6 +87,9 @@ struct Conn {
     ring: Option<Ring>,
 }
 
+/// How long the broker polls for the next request before it sleeps.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// How often notices waiting in rings are applied when no request arrives.
 const RING_POLL_MS: i32 = 100;
 
@@ -173,7 +176,7 @@ impl Broker {
         while !self.stop {
             // Notices left in rings are applied within RING_POLL even if nobody asks.
             let timeout = if self.rings_pending() { RING_POLL_MS } else { -1 };
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+            let n = self.wait(&mut events, timeout);
             if n < 0 {
                 let e = Errno::last();
                 if e.0 == libc::EINTR {
@@ -207,6 +210,23 @@ impl Broker {
         }
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
+    }
+
+    /// epoll_wait, but polling for a short while before sleeping: clients often send their
+    /// next request right after an answer, and a wake-up costs more than the poll.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout: i32) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
+            if n != 0 || start.elapsed() >= BUSY_POLL {
+                if n != 0 {
+                    return n;
+                }
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) }
     }
 
     fn accept_all(&mut self) {

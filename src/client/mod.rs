@@ -74,7 +74,7 @@ impl Client {
             let fd = self.ensure_connected(&mut guard)?;
             wire::send(fd, words, None)?;
         }
-        let reply = match wire::recv(fd, 0) {
+        let reply = match recv_reply(fd) {
             Ok(Some(f)) => f,
             Ok(None) | Err(_) => {
                 guard.take().map(Conn::close);
@@ -207,6 +207,21 @@ impl Client {
         }
         if self.conn.is_locked() {
             unsafe { self.conn.force_unlock() };
+        }
+    }
+}
+
+/// How long a client polls for a reply before it sleeps: the broker usually answers within
+/// a few microseconds, and a sleep and wake-up costs more than that on most machines.
+const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+fn recv_reply(fd: RawFd) -> Result<Option<Frame>> {
+    let start = std::time::Instant::now();
+    loop {
+        match wire::recv(fd, libc::MSG_DONTWAIT) {
+            Err(Errno(libc::EAGAIN)) if start.elapsed() < REPLY_SPIN => std::hint::spin_loop(),
+            Err(Errno(libc::EAGAIN)) => return wire::recv(fd, 0),
+            other => return other,
         }
     }
 }
