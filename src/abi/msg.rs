@@ -1,32 +1,103 @@
-//! msgget, msgsnd, msgrcv, msgctl: not implemented yet (ENOSYS, in the README's table of
-//! divergences), never a silent success and never the kernel's.
+//! msgget, msgsnd, msgrcv, msgctl.
+
+use super::call;
+use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::msg::{client, MSG_INFO, MSG_STAT, MSG_STAT_ANY};
+use crate::wire::Op;
 
 #[no_mangle]
-pub extern "C" fn msgget(_key: libc::key_t, _msgflg: libc::c_int) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+pub extern "C" fn msgget(key: libc::key_t, msgflg: libc::c_int) -> libc::c_int {
+    call(-1, || client::msgget(key, msgflg))
 }
 
 #[no_mangle]
-pub extern "C" fn msgsnd(_msqid: libc::c_int, _msgp: *const libc::c_void, _msgsz: libc::size_t, _msgflg: libc::c_int) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+pub extern "C" fn msgsnd(msqid: libc::c_int, msgp: *const libc::c_void, msgsz: libc::size_t, msgflg: libc::c_int) -> libc::c_int {
+    call(-1, || client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg).map(|_| 0))
 }
 
 #[no_mangle]
 pub extern "C" fn msgrcv(
-    _msqid: libc::c_int,
-    _msgp: *mut libc::c_void,
-    _msgsz: libc::size_t,
-    _msgtyp: libc::c_long,
-    _msgflg: libc::c_int,
+    msqid: libc::c_int,
+    msgp: *mut libc::c_void,
+    msgsz: libc::size_t,
+    msgtyp: libc::c_long,
+    msgflg: libc::c_int,
 ) -> libc::ssize_t {
-    super::set_errno(libc::ENOSYS);
-    -1
+    call(-1, || client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp as i64, msgflg).map(|n| n as libc::ssize_t))
 }
 
+/// glibc's `struct msginfo` (IPC_INFO, MSG_INFO).
+#[repr(C)]
+pub struct MsgInfo {
+    pub msgpool: libc::c_int,
+    pub msgmap: libc::c_int,
+    pub msgmax: libc::c_int,
+    pub msgmnb: libc::c_int,
+    pub msgmni: libc::c_int,
+    pub msgssz: libc::c_int,
+    pub msgtql: libc::c_int,
+    pub msgseg: libc::c_ushort,
+}
+
+/// # Safety
+/// `buf` must be NULL or point to the structure `cmd` reads or writes.
 #[no_mangle]
-pub extern "C" fn msgctl(_msqid: libc::c_int, _cmd: libc::c_int, _buf: *mut libc::msqid_ds) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut libc::msqid_ds) -> libc::c_int {
+    call(-1, || {
+        if msqid < 0 || cmd < 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        let cmd = cmd & !IPC_64;
+        if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | MSG_INFO | MSG_STAT | MSG_STAT_ANY) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let mut req = vec![Op::Ctl as i64, Family::Msg as i64, msqid as i64, cmd as i64];
+        if cmd == IPC_SET {
+            // copy_msqid_from_user comes first.
+            if buf.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let ds = &*buf;
+            req.extend([ds.msg_perm.uid as i64, ds.msg_perm.gid as i64, ds.msg_perm.mode as i64, ds.msg_qbytes as i64]);
+        }
+        let reply = crate::client::client().request(&req)?;
+        // The reply is [return value, fields…].
+        let ret = reply.word(0)?;
+        let f = &reply.words[1..];
+        match cmd {
+            IPC_STAT | MSG_STAT | MSG_STAT_ANY if f.len() >= 15 => {
+                if buf.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let ds = &mut *buf;
+                *ds = std::mem::zeroed();
+                super::shm::fill_perm(&mut ds.msg_perm, f);
+                ds.msg_qbytes = f[7] as _;
+                ds.msg_qnum = f[8] as _;
+                ds.__msg_cbytes = f[9] as _;
+                ds.msg_lspid = f[10] as i32;
+                ds.msg_lrpid = f[11] as i32;
+                ds.msg_stime = f[12];
+                ds.msg_rtime = f[13];
+                ds.msg_ctime = f[14];
+            }
+            IPC_INFO | MSG_INFO if f.len() >= 8 => {
+                if buf.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let info = &mut *(buf as *mut MsgInfo);
+                *info = std::mem::zeroed();
+                info.msgpool = f[0] as i32;
+                info.msgmap = f[1] as i32;
+                info.msgmax = f[2] as i32;
+                info.msgmnb = f[3] as i32;
+                info.msgmni = f[4] as i32;
+                info.msgssz = f[5] as i32;
+                info.msgtql = f[6] as i32;
+                info.msgseg = f[7] as u16;
+            }
+            _ => {}
+        }
+        Ok(ret as libc::c_int)
+    })
 }

@@ -380,7 +380,10 @@ impl Queue {
     }
 
     /// Removes `found` (just returned by `find`, the lock held since) from the queue.
-    pub fn unlink(&self, found: &Found) -> Result<()> {
+    /// `on_commit` runs right after the store that removes it (msgrcv stores the type
+    /// there, so that a receiver killed in between loses or duplicates nothing but a few
+    /// instructions' worth of chance).
+    pub fn unlink(&self, found: &Found, on_commit: impl FnOnce()) -> Result<()> {
         let h = self.header();
         let slot = self.slot(found.slot)?;
         let next = slot.next.load(Relaxed);
@@ -390,6 +393,7 @@ impl Queue {
         } else {
             self.slot(found.prev)?.next.store(next, Release);
         }
+        on_commit();
         if h.tail.load(Relaxed) == found.slot {
             h.tail.store(found.prev, Relaxed);
         }
@@ -510,7 +514,7 @@ mod tests {
             Ok(())
         })?;
         if !copy_only {
-            q.unlink(&f)?;
+            q.unlink(&f, || {})?;
         }
         Ok(Some((f.mtype, out)))
     }

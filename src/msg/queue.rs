@@ -1,16 +1,50 @@
-//! The broker's side of message queues: msgget and the msgctl commands the broker serves.
-//! Not implemented yet: every call fails with ENOSYS.
+//! The broker's side of message queues: msgget (`newque`) and the msgctl commands
+//! (`msgctl_info`, `msgctl_stat`, `msgctl_down`). The messages and the counters that change
+//! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory;
+//! the broker maps each queue's header to read them and to set msg_qbytes and the removed
+//! flag. It never takes a queue's lock: a stopped client holding it must not stall the
+//! whole namespace, so the figures it reports are read without it.
 
-use crate::broker::registry::{Change, Registry};
+use super::layout::{self, Header, HEADER_SIZE};
+use super::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
+use crate::broker::registry::{Change, Lookup, Registry};
+use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
-use crate::ipc::perm::Creds;
-use crate::ipc::{Errno, Result};
-use std::os::fd::OwnedFd;
+use crate::ipc::perm::{Creds, Perm, CAP_SYS_RESOURCE, S_IRUGO, S_IWUGO};
+use crate::ipc::sync::futex_wake;
+use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::sys::Mapping;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering::*;
+
+/// Fixed values `msgctl(IPC_INFO)` reports (include/uapi/linux/msg.h).
+const MSGSSZ: i64 = 16;
+const MSGSEG: i64 = 0xffff;
+const MSGMNI_DEFAULT: i64 = 32000;
+const MSGMNB_DEFAULT: i64 = 16384;
 
 #[derive(Debug)]
 pub struct Queue {
-    pub qbytes: u64,
     pub memfd: OwnedFd,
+    /// The broker's mapping of the queue's header page.
+    header: Mapping,
+    pub ctime: i64,
+}
+
+impl Queue {
+    fn header(&self) -> &Header {
+        unsafe { &*(self.header.as_ptr() as *const Header) }
+    }
+
+    /// IPC_RMID: waiters wake up and fail with EIDRM.
+    fn remove(&self) {
+        let h = self.header();
+        h.removed.store(1, Release);
+        for seq in [&h.space_seq, &h.msg_seq] {
+            seq.fetch_add(1, Release);
+            futex_wake(seq, i32::MAX);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -18,23 +52,163 @@ pub struct Queues {
     pub registry: Registry<Queue>,
 }
 
+/// Slots and blocks of a new queue: room for four times MSGMNB (so that IPC_SET may raise
+/// msg_qbytes that far before sends find the memfd full), at least the kernel default.
+fn capacity(limits: &Limits) -> u32 {
+    (limits.msgmnb.max(MSGMNB_DEFAULT as u64).saturating_mul(4)).min(1 << 22) as u32
+}
+
+/// A memfd for a queue of `capacity`, sealed against shrinking (its size is virtual: pages
+/// are allocated as messages use them).
+fn queue_memfd(name: &str, capacity: u32) -> Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), layout::memfd_len(capacity) as i64) } != 0 {
+        return Err(Errno::last());
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(fd)
+}
+
 impl Queues {
     /// msgget. `memfd_name` a unique name for a new queue.
-    pub fn get(&mut self, _key: i32, _arg: i64, _flags: i32, _creds: &Creds, _limits: &Limits, _memfd_name: String) -> Result<(i32, Change)> {
-        Err(Errno(libc::ENOSYS))
+    pub fn get(&mut self, key: i32, _arg: i64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+        if let Lookup::Found(id) = self.registry.get(key, flags, creds, |_| Ok(()))? {
+            return Ok((id, Change::None));
+        }
+        // newque()
+        if self.registry.in_use() >= limits.msgmni as usize {
+            return Err(Errno(libc::ENOSPC));
+        }
+        let capacity = capacity(limits);
+        let memfd = queue_memfd(&memfd_name, capacity).map_err(|_| Errno(libc::ENOMEM))?;
+        let full = Mapping::map(memfd.as_raw_fd(), HEADER_SIZE, true)?;
+        unsafe { layout::Queue::init(full.as_ptr(), capacity, limits.msgmnb)? };
+        let queue = Queue { memfd, header: full, ctime: now_secs() };
+        let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;
+        Ok((id, Change::Updated(index)))
     }
 
-    /// The queue's memfd for a client that may read or alter it. Reply words after status.
-    pub fn open(&self, _id: i32, _access: u32, _creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
-        Err(Errno(libc::ENOSYS))
+    /// The queue's memfd (read-write: receiving changes the queue too) for a client that may
+    /// read or write it. Reply words after status: none.
+    pub fn open(&self, id: i32, access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
+        let obj = self.registry.by_id(id)?;
+        let access = if access & (S_IRUGO | S_IWUGO) == 0 { S_IRUGO } else { access & (S_IRUGO | S_IWUGO) };
+        if !obj.perm.allows(creds, access) {
+            return Err(Errno(libc::EACCES));
+        }
+        let fd = obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?;
+        Ok((vec![], fd))
     }
 
-    /// msgctl commands served by the broker. Returns (return value, fields, change).
-    pub fn ctl(&mut self, _id: i32, _cmd: i32, _args: &[i64], _creds: &Creds, _limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
-        Err(Errno(libc::ENOSYS))
+    /// msgctl commands. `args` are IPC_SET's uid, gid, mode, msg_qbytes. Returns (return
+    /// value, fields, change). STAT fields: key, uid, gid, cuid, cgid, mode, seq, qbytes,
+    /// qnum, cbytes, lspid, lrpid, stime, rtime, ctime. INFO fields: msgpool, msgmap,
+    /// msgmax, msgmnb, msgmni, msgssz, msgtql, msgseg.
+    pub fn ctl(&mut self, id: i32, cmd: i32, args: &[i64], creds: &Creds, limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
+        if id < 0 || cmd < 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        match cmd {
+            IPC_INFO | MSG_INFO => {
+                let (pool, map, tql) = if cmd == MSG_INFO {
+                    let (mut msgs, mut bytes) = (0u64, 0u64);
+                    for (_, obj) in self.registry.iter() {
+                        let h = obj.data.header();
+                        msgs += h.qnum.load(Relaxed);
+                        bytes += h.cbytes.load(Relaxed);
+                    }
+                    (self.registry.in_use() as i64, msgs.min(i32::MAX as u64) as i64, bytes.min(i32::MAX as u64) as i64)
+                } else {
+                    (MSGMNI_DEFAULT * MSGMNB_DEFAULT / 1024, MSGMNB_DEFAULT, MSGMNB_DEFAULT)
+                };
+                let max_index = self.registry.max_index().max(0) as i64;
+                Ok((
+                    max_index,
+                    vec![pool, map, limits.msgmax as i64, limits.msgmnb as i64, limits.msgmni as i64, MSGSSZ, tql, MSGSEG],
+                    Change::None,
+                ))
+            }
+            IPC_STAT | MSG_STAT | MSG_STAT_ANY => {
+                let (index, obj) = if cmd == IPC_STAT {
+                    (split_id(id).ok_or(Errno(libc::EINVAL))?.0, self.registry.by_id(id)?)
+                } else {
+                    let index = id as usize;
+                    (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
+                };
+                if cmd != MSG_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
+                    return Err(Errno(libc::EACCES));
+                }
+                let ret = if cmd == IPC_STAT { 0 } else { make_id(index, obj.seq) as i64 };
+                let p = &obj.perm;
+                let h = obj.data.header();
+                Ok((
+                    ret,
+                    vec![
+                        p.key as i64,
+                        p.uid as i64,
+                        p.gid as i64,
+                        p.cuid as i64,
+                        p.cgid as i64,
+                        p.mode as i64,
+                        obj.seq as i64,
+                        h.qbytes.load(Relaxed) as i64,
+                        h.qnum.load(Relaxed) as i64,
+                        h.cbytes.load(Relaxed) as i64,
+                        h.lspid.load(Relaxed) as i64,
+                        h.lrpid.load(Relaxed) as i64,
+                        h.stime.load(Relaxed),
+                        h.rtime.load(Relaxed),
+                        obj.data.ctime,
+                    ],
+                    Change::None,
+                ))
+            }
+            IPC_SET | IPC_RMID => {
+                let obj = self.registry.by_id_mut(id)?;
+                if !obj.perm.may_control(creds) {
+                    return Err(Errno(libc::EPERM));
+                }
+                let index = split_id(id).unwrap().0;
+                if cmd == IPC_RMID {
+                    if let Some(obj) = self.registry.remove(index) {
+                        obj.data.remove();
+                    }
+                    return Ok((0, vec![], Change::Removed(index)));
+                }
+                let [uid, gid, mode, qbytes] = args.get(..4).and_then(|a| <[i64; 4]>::try_from(a).ok()).ok_or(Errno(libc::EINVAL))?;
+                let qbytes = qbytes as u64;
+                if qbytes > limits.msgmnb && !creds.has_cap(CAP_SYS_RESOURCE) {
+                    return Err(Errno(libc::EPERM));
+                }
+                // The kernel rejects ids that do not map into the user namespace: -1.
+                if uid as u32 == u32::MAX || gid as u32 == u32::MAX {
+                    return Err(Errno(libc::EINVAL));
+                }
+                obj.perm.set(uid as u32, gid as u32, mode as u32);
+                obj.data.ctime = now_secs();
+                let h = obj.data.header();
+                h.qbytes.store(qbytes, Release);
+                // Blocked senders may fit now; blocked receivers re-check their rights.
+                for seq in [&h.space_seq, &h.msg_seq] {
+                    seq.fetch_add(1, Release);
+                    futex_wake(seq, i32::MAX);
+                }
+                Ok((0, vec![], Change::Updated(index)))
+            }
+            _ => Err(Errno(libc::EINVAL)),
+        }
     }
 
-    /// A client process died.
+    /// A client process died: nothing to do (its messages stay; a lock it held is
+    /// recovered by the next user).
     pub fn process_died(&mut self, _pid: i32) -> Vec<Change> {
         Vec::new()
     }

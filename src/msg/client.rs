@@ -1,0 +1,263 @@
+//! The client's side of message queues: msgget's fast lookup, msgsnd and msgrcv (ipc/msg.c
+//! `do_msgsnd` / `do_msgrcv`), all inside the process when nothing has to wait.
+//!
+//! Each process maps a queue's memfd once (asked from the broker, which checks the caller's
+//! rights) and keeps the mapping by id. Every call checks the id and the caller's access
+//! against the namespace table, so a removed queue gives EINVAL and changed permissions
+//! EACCES, as the kernel's lookup would.
+
+use super::layout::{Found, Queue, Search};
+use super::usercopy::{check_readable, copy_from_user, copy_to_user};
+use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
+use crate::client::{client, creds};
+use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
+use crate::ipc::sync::{futex_wait, futex_wake, Locked};
+use crate::ipc::{now_secs, Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
+use crate::sys::Mapping;
+use crate::wire::Op;
+use parking_lot::Mutex;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+/// One queue mapped in this process.
+struct Mapped {
+    _map: Mapping,
+    queue: Queue,
+}
+
+static MAPPED: Mutex<Option<HashMap<i32, Arc<Mapped>>>> = Mutex::new(None);
+
+thread_local! {
+    /// The last access granted: (creds generation, id, perm, access). Spares the creds copy.
+    static GRANTED: Cell<Option<(u64, i32, Perm, u32)>> = Cell::new(None);
+}
+
+/// The namespace's MSGMAX, asked once (0: not yet known).
+static MSGMAX: AtomicU64 = AtomicU64::new(0);
+
+fn msgmax() -> Result<u64> {
+    let v = MSGMAX.load(Relaxed);
+    if v != 0 {
+        return Ok(v);
+    }
+    let reply = client().request(&[Op::Ctl as i64, Family::Msg as i64, 0, IPC_INFO as i64])?;
+    // [ret, msgpool, msgmap, msgmax, …]
+    let v = reply.word(3)?.max(0) as u64;
+    MSGMAX.store(v, Relaxed);
+    Ok(v)
+}
+
+/// `ipcperms` against the namespace table: EINVAL for an id that names no queue.
+fn check_access(id: i32, access: u32) -> Result<()> {
+    let entry = client().table()?.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
+    let Some(entry) = entry else {
+        if let Some(m) = MAPPED.lock().as_mut() {
+            m.remove(&id);
+        }
+        return Err(Errno(libc::EINVAL));
+    };
+    let gen = creds::generation();
+    if GRANTED.with(|g| g.get()) == Some((gen, id, entry.perm, access)) {
+        return Ok(());
+    }
+    if !entry.perm.allows(&creds::own(), access) {
+        return Err(Errno(libc::EACCES));
+    }
+    GRANTED.with(|g| g.set(Some((gen, id, entry.perm, access))));
+    Ok(())
+}
+
+/// The queue with this id, after the access check.
+fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
+    if id < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    check_access(id, access)?;
+    if let Some(m) = MAPPED.lock().as_ref().and_then(|m| m.get(&id)) {
+        return Ok(m.clone());
+    }
+    let reply = client().request(&[Op::Open as i64, Family::Msg as i64, id as i64, access as i64])?;
+    let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Errno::last());
+    }
+    let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
+    let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
+    let mapped = Arc::new(Mapped { _map: map, queue });
+    MAPPED.lock().get_or_insert_with(HashMap::new).insert(id, mapped.clone());
+    Ok(mapped)
+}
+
+/// The queue's lock, held until dropped. A holder that died is repaired after.
+struct Guard<'a> {
+    queue: &'a Queue,
+}
+
+fn lock(queue: &Queue) -> Result<Guard<'_>> {
+    let locked = queue.header().lock.lock()?;
+    let guard = Guard { queue };
+    if let Locked::Recovered = locked {
+        queue.recover()?;
+    }
+    Ok(guard)
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.queue.header().lock.unlock();
+    }
+}
+
+/// Sleeps (the lock released) until `seq` moves: a signal gives EINTR, IPC_RMID EIDRM.
+/// `waiters` counts sleepers so that wakers skip the system call when there are none; a
+/// waker resets it to 0 as it bumps `seq` and wakes everyone.
+fn wait<'a>(guard: Guard<'a>, seq: &AtomicU32, waiters: &AtomicU32) -> Result<Guard<'a>> {
+    let queue = guard.queue;
+    waiters.store(waiters.load(Relaxed) + 1, Relaxed);
+    let expected = seq.load(Relaxed);
+    drop(guard);
+    let waited = futex_wait(seq, expected, None);
+    let guard = lock(queue)?;
+    if seq.load(Relaxed) == expected {
+        waiters.store(waiters.load(Relaxed).saturating_sub(1), Relaxed);
+    }
+    if queue.header().removed.load(Acquire) != 0 {
+        return Err(Errno(libc::EIDRM));
+    }
+    waited?;
+    Ok(guard)
+}
+
+/// Wakes every sleeper on `seq` if there is one (call with the lock held; the wake-up
+/// itself happens when `wake_after` runs, after unlocking).
+fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
+    if waiters.load(Relaxed) == 0 {
+        return false;
+    }
+    waiters.store(0, Relaxed);
+    seq.store(seq.load(Relaxed).wrapping_add(1), Release);
+    true
+}
+
+/// msgsnd. `msgp` points to the caller's `struct msgbuf` (a long, then the text).
+pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> {
+    let mut mtype: i64 = 0;
+    unsafe { copy_from_user(&mut mtype as *mut i64 as *mut u8, msgp, 8)? };
+    if (msgsz as isize) < 0 || id < 0 || msgsz as u64 > msgmax()? {
+        return Err(Errno(libc::EINVAL));
+    }
+    if mtype < 1 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
+    check_readable(text, msgsz)?;
+    let mapped = queue(id, S_IWUGO)?;
+    let q = &mapped.queue;
+    let h = q.header();
+    let mut guard = lock(q)?;
+    loop {
+        if h.removed.load(Acquire) != 0 {
+            return Err(Errno(libc::EIDRM));
+        }
+        if q.fits(msgsz as u64) {
+            let sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| unsafe { copy_from_user(dst, text.add(off), len) })?;
+            if sent {
+                break;
+            }
+        }
+        if flags & IPC_NOWAIT != 0 {
+            return Err(Errno(libc::EAGAIN));
+        }
+        guard = wait(guard, &h.space_seq, &h.space_waiters)?;
+        // Permissions may have changed while we slept (the kernel checks on every pass).
+        check_access(id, S_IWUGO)?;
+    }
+    h.lspid.store(creds::own_pid(), Relaxed);
+    h.stime.store(now_secs(), Relaxed);
+    let wake = bump(&h.msg_seq, &h.msg_waiters);
+    drop(guard);
+    if wake {
+        futex_wake(&h.msg_seq, i32::MAX);
+    }
+    Ok(())
+}
+
+/// msgrcv. Returns the number of text bytes stored.
+pub fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> Result<usize> {
+    if id < 0 || (bufsz as isize) < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let mut copy_limit = bufsz;
+    if flags & MSG_COPY != 0 {
+        if flags & MSG_EXCEPT != 0 || flags & IPC_NOWAIT == 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        copy_limit = bufsz.min(msgmax()? as usize);
+    }
+    let search = if flags & MSG_COPY != 0 {
+        Search::Number(msgtyp)
+    } else if msgtyp == 0 {
+        Search::Any
+    } else if msgtyp < 0 {
+        Search::LessEqual(if msgtyp == i64::MIN { i64::MAX } else { -msgtyp })
+    } else if flags & MSG_EXCEPT != 0 {
+        Search::NotEqual(msgtyp)
+    } else {
+        Search::Equal(msgtyp)
+    };
+    let mapped = queue(id, S_IRUGO)?;
+    let q = &mapped.queue;
+    let h = q.header();
+    let text = msgp.wrapping_add(std::mem::size_of::<libc::c_long>());
+    let mut guard = lock(q)?;
+    let found: Found = loop {
+        if h.removed.load(Acquire) != 0 {
+            return Err(Errno(libc::EIDRM));
+        }
+        if let Some(found) = q.find(search)? {
+            break found;
+        }
+        if flags & IPC_NOWAIT != 0 {
+            return Err(Errno(libc::ENOMSG));
+        }
+        guard = wait(guard, &h.msg_seq, &h.msg_waiters)?;
+        check_access(id, S_IRUGO)?;
+    };
+    if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
+        return Err(Errno(libc::E2BIG));
+    }
+    let len = (bufsz as u64).min(found.size) as usize;
+    let store_type = || unsafe { copy_to_user(msgp, &found.mtype as *const i64 as *const u8, 8) };
+    let copy_text = || q.copy_out(&found, len, |src, off, n| unsafe { copy_to_user(text.add(off), src, n) });
+    if flags & MSG_COPY != 0 {
+        // copy_msg: a copy cannot be truncated.
+        if found.size > copy_limit as u64 {
+            return Err(Errno(libc::EINVAL));
+        }
+        copy_text()?;
+        store_type()?;
+        return Ok(len);
+    }
+    // The text first (a fault leaves the message queued), then the removal, then at once
+    // the type: the receive counts as done from the removal on.
+    copy_text()?;
+    let mut stored = Ok(());
+    q.unlink(&found, || stored = store_type())?;
+    h.lrpid.store(creds::own_pid(), Relaxed);
+    h.rtime.store(now_secs(), Relaxed);
+    let wake = bump(&h.space_seq, &h.space_waiters);
+    drop(guard);
+    if wake {
+        futex_wake(&h.space_seq, i32::MAX);
+    }
+    stored.map(|_| len)
+}
+
+/// msgget: existing keys are found in the namespace table; creating asks the broker.
+pub fn msgget(key: i32, flags: i32) -> Result<i32> {
+    crate::client::get::get(Family::Msg, key, flags, 0, |_| Ok(()))
+}

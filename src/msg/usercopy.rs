@@ -1,0 +1,170 @@
+//! Copies between the caller's buffers and the queue that fail with EFAULT, as the kernel's
+//! `copy_from_user`/`copy_to_user` do, instead of crashing the program on a bad pointer.
+//!
+//! A system call per copy (process_vm_readv) would cost more than the whole msgsnd is
+//! allowed to, so on x86_64 the copy is one `rep movsb` at a known address, and a SIGSEGV /
+//! SIGBUS handler (installed on first use, chaining to the program's previous handler for
+//! every other fault) resumes a faulting copy at a fixup that reports the failure — the
+//! kernel's exception-table technique. If the program later installs its own SIGSEGV
+//! handler, a bad buffer reaches that handler instead (a divergence listed in the README).
+//! Elsewhere only NULL is recognised.
+
+use crate::ipc::{Errno, Result};
+
+const EFAULT: Errno = Errno(libc::EFAULT);
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use std::sync::Once;
+
+    std::arch::global_asm!(
+        ".pushsection .text.ipcshim_user_copy,\"ax\",@progbits",
+        ".globl ipcshim_user_copy",
+        ".hidden ipcshim_user_copy",
+        ".type ipcshim_user_copy,@function",
+        "ipcshim_user_copy:",
+        "mov rcx, rdx",
+        ".globl ipcshim_user_copy_insn",
+        ".hidden ipcshim_user_copy_insn",
+        "ipcshim_user_copy_insn:",
+        "rep movsb",
+        "xor eax, eax",
+        "ret",
+        ".globl ipcshim_user_copy_fixup",
+        ".hidden ipcshim_user_copy_fixup",
+        "ipcshim_user_copy_fixup:",
+        "mov eax, 1",
+        "ret",
+        ".size ipcshim_user_copy, .-ipcshim_user_copy",
+        ".popsection",
+    );
+
+    extern "C" {
+        fn ipcshim_user_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
+        static ipcshim_user_copy_insn: u8;
+        static ipcshim_user_copy_fixup: u8;
+    }
+
+    static INSTALL: Once = Once::new();
+    static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 2] = [std::mem::MaybeUninit::zeroed(), std::mem::MaybeUninit::zeroed()];
+
+    fn slot(sig: libc::c_int) -> usize {
+        if sig == libc::SIGSEGV {
+            0
+        } else {
+            1
+        }
+    }
+
+    unsafe extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let uc = ctx as *mut libc::ucontext_t;
+        let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+        if *rip as usize == std::ptr::addr_of!(ipcshim_user_copy_insn) as usize {
+            *rip = std::ptr::addr_of!(ipcshim_user_copy_fixup) as usize as i64;
+            return;
+        }
+        // Not our copy: do what the program's previous disposition says.
+        let prev = (*std::ptr::addr_of!(PREVIOUS))[slot(sig)].assume_init_ref();
+        let handler = prev.sa_sigaction;
+        let sent = !info.is_null() && (*info).si_code <= 0;
+        if handler == libc::SIG_IGN && sent {
+            return;
+        }
+        if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            // A fault recurs when we return; a signal sent by kill must be raised again.
+            if sent {
+                libc::raise(sig);
+            }
+            return;
+        }
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = std::mem::transmute(handler);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
+            f(sig);
+        }
+    }
+
+    fn install() {
+        INSTALL.call_once(|| unsafe {
+            for sig in [libc::SIGSEGV, libc::SIGBUS] {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_fault as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+                libc::sigemptyset(&mut sa.sa_mask);
+                let prev = (*std::ptr::addr_of_mut!(PREVIOUS))[slot(sig)].as_mut_ptr();
+                libc::sigaction(sig, &sa, prev);
+            }
+        });
+    }
+
+    /// Copies `len` bytes; false if either side faulted.
+    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
+        install();
+        ipcshim_user_copy(dst, src, len) == 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
+        std::ptr::copy_nonoverlapping(src, dst, len);
+        true
+    }
+}
+
+fn bad_range(p: usize, len: usize) -> bool {
+    p < 4096 || p.checked_add(len).is_none()
+}
+
+/// Copies from the caller's memory at `src` (EFAULT if unreadable).
+///
+/// # Safety
+/// `dst` must be valid for `len` bytes.
+pub unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    if bad_range(src as usize, len) || !imp::copy(dst, src, len) {
+        return Err(EFAULT);
+    }
+    Ok(())
+}
+
+/// Copies into the caller's memory at `dst` (EFAULT if not writable).
+///
+/// # Safety
+/// `src` must be valid for `len` bytes.
+pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    if bad_range(dst as usize, len) || !imp::copy(dst, src, len) {
+        return Err(EFAULT);
+    }
+    Ok(())
+}
+
+/// EFAULT unless every byte of `[p, p + len)` is readable (one probe per page).
+pub fn check_readable(p: *const u8, len: usize) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let start = p as usize;
+    if bad_range(start, len) {
+        return Err(EFAULT);
+    }
+    let page = crate::sys::page_size();
+    let end = start + len;
+    let mut at = start;
+    let mut byte = 0u8;
+    while at < end {
+        unsafe { copy_from_user(&mut byte, at as *const u8, 1)? };
+        at = (at & !(page - 1)) + page;
+    }
+    unsafe { copy_from_user(&mut byte, (end - 1) as *const u8, 1) }
+}
