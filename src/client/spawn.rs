@@ -73,7 +73,7 @@ fn connect_or_start(path: &Path) -> Result<OwnedFd> {
             Ok(fd) => return Ok(fd),
             Err(e) if Instant::now() >= deadline => {
                 log::warn(&format!("the broker at {} does not answer ({})", path.display(), e.0));
-                return Err(Errno(libc::ECONNREFUSED));
+                return Err(Errno(libc::ENOSYS));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
@@ -123,7 +123,7 @@ fn start_broker(path: &Path) -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(()),
         other => {
             log::warn(&format!("cannot start the broker {}: {:?}", bin.display(), other));
-            Err(Errno(libc::ECONNREFUSED))
+            Err(Errno(libc::ENOSYS))
         }
     }
 }

@@ -1,0 +1,185 @@
+//! The broker's life as a user meets it: started on demand, unreachable, killed, shared
+//! between users only when trusted, namespaces kept apart, and garbage on its socket.
+//! Each test drives the real library (preloaded into tests/probe.c) and the real command.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
+}
+
+fn lib() -> PathBuf {
+    bin().parent().unwrap().join("libipcshim.so")
+}
+
+/// Builds tests/probe.c once per test binary.
+fn probe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
+            let st = Command::new("cc").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
+            assert!(st.success());
+            out
+        })
+        .clone()
+}
+
+/// A scratch directory for sockets, world-traversable so that other uids can use it.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    d
+}
+
+/// Runs the probe under the library with `env`, as `uid` if given; returns its output line.
+fn run(env: &[(&str, &str)], uid: Option<u32>, args: &[&str]) -> String {
+    let mut c = Command::new(probe());
+    c.args(args).env("LD_PRELOAD", lib()).env_remove("IPCSHIM_NAMESPACE").env_remove("IPCSHIM_SOCKET");
+    c.env("IPCSHIM_BROKER", bin());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(uid) = uid {
+        c.uid(uid).gid(uid);
+        unsafe {
+            c.pre_exec(|| {
+                libc::setgroups(0, std::ptr::null());
+                Ok(())
+            });
+        }
+    }
+    let out = c.output().expect("probe runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stop(env: &[(&str, &str)]) {
+    let mut c = Command::new(bin());
+    c.arg("stop").arg("--force");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let _ = c.output();
+}
+
+fn value(line: &str) -> i32 {
+    line.strip_prefix("ok ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("expected ok, got {line:?}"))
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn unreachable_broker_fails_fast_with_enosys_and_says_why() {
+    let dir = scratch("nobroker");
+    let start = Instant::now();
+    let mut c = Command::new(probe());
+    c.args(["create", "0x1234"])
+        .env("LD_PRELOAD", lib())
+        .env("IPCSHIM_DIR", &dir)
+        .env("IPCSHIM_BROKER", "/nonexistent/ipcshim")
+        .env("IPCSHIM_LOG", "warn");
+    let out = c.output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(15), "never hangs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("err {}", libc::ENOSYS));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ipcshim") && err.contains("broker"), "one line says why: {err:?}");
+}
+
+#[test]
+fn objects_persist_and_namespaces_are_separate() {
+    let dir = scratch("ns");
+    let d = dir.to_str().unwrap();
+    let a = [("IPCSHIM_DIR", d), ("IPCSHIM_NAMESPACE", "a")];
+    let b = [("IPCSHIM_DIR", d), ("IPCSHIM_NAMESPACE", "b")];
+    let id = value(&run(&a, None, &["create", "0x5151"]));
+    // Another process of namespace a finds it; namespace b does not.
+    assert_eq!(value(&run(&a, None, &["lookup", "0x5151"])), id);
+    assert_eq!(run(&b, None, &["lookup", "0x5151"]), format!("err {}", libc::ENOENT));
+    assert!(dir.join("ipcshim/a.sock").exists() && dir.join("ipcshim/b.sock").exists());
+    stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/a.sock").to_str().unwrap())]);
+    stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/b.sock").to_str().unwrap())]);
+}
+
+#[test]
+fn a_killed_broker_is_a_reboot_and_the_next_call_starts_a_new_one() {
+    let dir = scratch("killed");
+    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
+    let id = value(&run(&env, None, &["create", "0x7171"]));
+    let status = Command::new(bin()).arg("status").arg("--socket").arg(dir.join("ipcshim/default.sock")).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(100));
+    // The old id is gone (EINVAL, as an id that never existed); a new broker answers.
+    assert_eq!(run(&env, None, &["stat", &id.to_string()]), format!("err {}", libc::EINVAL));
+    assert_eq!(run(&env, None, &["lookup", "0x7171"]), format!("err {}", libc::ENOENT));
+    value(&run(&env, None, &["create", "0x7171"]));
+    stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/default.sock").to_str().unwrap())]);
+}
+
+#[test]
+fn a_broker_of_another_unprivileged_user_is_not_trusted() {
+    if !is_root() {
+        eprintln!("needs root to run processes as two uids; CI runs as root");
+        return;
+    }
+    let dir = scratch("trust");
+    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
+    // uid 1001 starts the shared broker and makes an object anyone could open.
+    let id = value(&run(&env, Some(1001), &["create", "0x6161"]));
+    assert!(id >= 0);
+    // uid 1002 does not trust it: it gets a namespace of its own, where the key is unknown.
+    assert_eq!(run(&env, Some(1002), &["lookup", "0x6161"]), format!("err {}", libc::ENOENT));
+    assert!(dir.join("ipcshim-1002/default.sock").exists());
+    // root trusts no one but root and itself either.
+    assert_eq!(run(&env, None, &["lookup", "0x6161"]), format!("err {}", libc::ENOENT));
+    // uid 1001 itself still meets its object.
+    assert_eq!(value(&run(&env, Some(1001), &["lookup", "0x6161"])), id);
+    for sock in ["ipcshim/default.sock", "ipcshim-1002/default.sock", "ipcshim-0/default.sock"] {
+        stop(&[("IPCSHIM_SOCKET", dir.join(sock).to_str().unwrap())]);
+    }
+}
+
+#[test]
+fn garbage_on_the_socket_does_not_hurt_the_broker() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let dir = scratch("garbage");
+    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
+    let id = value(&run(&env, None, &["create", "0x4141"]));
+    let sock = dir.join("ipcshim/default.sock");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let (addr, len) = ipcshim::broker::sockaddr(&sock).unwrap();
+        assert_eq!(unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) }, 0);
+        for _ in 0..(1 + rnd() % 8) {
+            let n = (rnd() % 200) as usize;
+            let mut bytes: Vec<u8> = (0..n).map(|_| rnd() as u8).collect();
+            // Half the frames start with a real opcode, to reach deeper into the handlers.
+            if round % 2 == 0 && n >= 8 {
+                bytes[..8].copy_from_slice(&((rnd() % 12) as i64).to_le_bytes());
+            }
+            unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_NOSIGNAL) };
+        }
+    }
+    // The broker still serves, and still holds the object.
+    assert_eq!(value(&run(&env, None, &["lookup", "0x4141"])), id);
+    assert_eq!(value(&run(&env, None, &["rm", &id.to_string()])), 0);
+    stop(&[("IPCSHIM_SOCKET", sock.to_str().unwrap())]);
+}

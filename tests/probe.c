@@ -1,0 +1,30 @@
+/* A tiny preloadable client for the Rust integration tests: one System V call per run,
+ * printing its result as "ok VALUE" or "err ERRNO". */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/shm.h>
+
+int main(int argc, char **argv) {
+    if (argc < 3)
+        return 2;
+    long v = strtol(argv[2], NULL, 0);
+    int r;
+    if (!strcmp(argv[1], "create"))
+        r = shmget((key_t)v, 4096, IPC_CREAT | 0666);
+    else if (!strcmp(argv[1], "lookup"))
+        r = shmget((key_t)v, 0, 0);
+    else if (!strcmp(argv[1], "stat")) {
+        struct shmid_ds ds;
+        r = shmctl((int)v, IPC_STAT, &ds);
+    } else if (!strcmp(argv[1], "rm"))
+        r = shmctl((int)v, IPC_RMID, NULL);
+    else
+        return 2;
+    if (r == -1)
+        printf("err %d\n", errno);
+    else
+        printf("ok %d\n", r);
+    return 0;
+}
