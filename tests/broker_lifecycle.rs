@@ -11,8 +11,12 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
 }
 
+/// The cdylib: `cargo build --release` makes it (`make check` builds before testing). A
+/// missing preload would be ignored by ld.so and the probe would talk to the kernel.
 fn lib() -> PathBuf {
-    bin().parent().unwrap().join("libipcshim.so")
+    let lib = bin().parent().unwrap().join("libipcshim.so");
+    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
+    lib
 }
 
 /// Builds tests/probe.c once per test binary.
