@@ -1,35 +1,151 @@
-//! semget, semop, semtimedop, semctl: not implemented yet (ENOSYS, in the README's table of
-//! divergences), never a silent success and never the kernel's.
+//! semget, semop, semtimedop, semctl: argument conversion and the checks the kernel makes
+//! before it looks at the set (E2BIG, EINVAL, EFAULT, the timeout), in its order.
+
+use super::call;
+use crate::ipc::{Errno, Family, Result, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::sem::ops::{SemOp, SEMVMX};
+use crate::sem::{client, GETALL, GETNCNT, GETPID, GETVAL, GETZCNT, SEM_INFO, SEM_STAT, SEM_STAT_ANY, SETALL, SETVAL};
+use crate::wire::Op;
+use std::time::Duration;
 
 #[no_mangle]
-pub extern "C" fn semget(_key: libc::key_t, _nsems: libc::c_int, _semflg: libc::c_int) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+pub extern "C" fn semget(key: libc::key_t, nsems: libc::c_int, semflg: libc::c_int) -> libc::c_int {
+    call(-1, || client::semget(key, nsems, semflg))
 }
 
-#[no_mangle]
-pub extern "C" fn semop(_semid: libc::c_int, _sops: *mut libc::sembuf, _nsops: libc::size_t) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+/// `do_semtimedop`'s checks before the id: E2BIG, EINVAL for no operations, EFAULT, then
+/// the timeout's validity.
+unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, timeout: *const libc::timespec) -> Result<()> {
+    if nsops > 1 && nsops > client::semopm()? {
+        return Err(Errno(libc::E2BIG));
+    }
+    if nsops == 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if sops.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let timeout = if timeout.is_null() {
+        None
+    } else {
+        let ts = &*timeout;
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            return Err(Errno(libc::EINVAL));
+        }
+        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    };
+    if id < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let raw = std::slice::from_raw_parts(sops, nsops);
+    let one;
+    let many: Vec<SemOp>;
+    let ops: &[SemOp] = if nsops == 1 {
+        one = [SemOp { num: raw[0].sem_num, op: raw[0].sem_op, flg: raw[0].sem_flg }];
+        &one
+    } else {
+        many = raw.iter().map(|b| SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }).collect();
+        &many
+    };
+    client::semop(id, ops, timeout)
 }
 
+/// # Safety
+/// `sops` must be NULL or point to `nsops` operations.
 #[no_mangle]
-pub extern "C" fn semtimedop(
-    _semid: libc::c_int,
-    _sops: *mut libc::sembuf,
-    _nsops: libc::size_t,
-    _timeout: *const libc::timespec,
+pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
+    call(-1, || semtimedop_impl(semid, sops, nsops, std::ptr::null()).map(|_| 0))
+}
+
+/// # Safety
+/// `sops` must be NULL or point to `nsops` operations; `timeout` NULL or a timespec.
+#[no_mangle]
+pub unsafe extern "C" fn semtimedop(
+    semid: libc::c_int,
+    sops: *mut libc::sembuf,
+    nsops: libc::size_t,
+    timeout: *const libc::timespec,
 ) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+    call(-1, || semtimedop_impl(semid, sops, nsops, timeout).map(|_| 0))
 }
 
 /// `semctl` is variadic in C. Its fourth argument, when there is one, is a `union semun`
 /// (an int or a pointer): on x86_64 and aarch64 Linux a variadic argument of that class is
 /// passed exactly like a named integer argument (rcx / x3), so a fixed fourth parameter of
-/// pointer width reads it correctly; for commands without one we never look at it.
+/// pointer width reads it correctly; for commands without one we never look at it. (An int
+/// `val` arrives in the low 32 bits of the register; we read only those.)
+///
+/// # Safety
+/// For the commands that take a pointer, `arg` must be NULL or point to the structure or
+/// array the command reads or writes.
 #[no_mangle]
-pub extern "C" fn semctl(_semid: libc::c_int, _semnum: libc::c_int, _cmd: libc::c_int, _arg: libc::c_ulong) -> libc::c_int {
-    super::set_errno(libc::ENOSYS);
-    -1
+pub unsafe extern "C" fn semctl(semid: libc::c_int, semnum: libc::c_int, cmd: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    call(-1, || semctl_impl(semid, semnum, cmd, arg))
+}
+
+unsafe fn semctl_impl(semid: i32, semnum: i32, cmd: i32, arg: libc::c_ulong) -> Result<i32> {
+    if semid < 0 || cmd < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let cmd = cmd & !IPC_64;
+    match cmd {
+        GETVAL | GETPID | GETNCNT | GETZCNT => client::get_one(semid, semnum, cmd),
+        SETVAL => {
+            let val = arg as u32 as i32;
+            if !(0..=SEMVMX).contains(&val) {
+                return Err(Errno(libc::ERANGE));
+            }
+            client::setval(semid, semnum, val as u16).map(|_| 0)
+        }
+        GETALL => client::getall(semid, arg as *mut u16).map(|_| 0),
+        SETALL => client::setall(semid, arg as *const u16).map(|_| 0),
+        IPC_STAT | SEM_STAT | SEM_STAT_ANY | IPC_SET | IPC_RMID | IPC_INFO | SEM_INFO => broker_ctl(semid, cmd, arg as *mut libc::c_void),
+        _ => Err(Errno(libc::EINVAL)),
+    }
+}
+
+/// The commands the broker serves.
+unsafe fn broker_ctl(semid: i32, cmd: i32, buf: *mut libc::c_void) -> Result<i32> {
+    let mut req = vec![Op::Ctl as i64, Family::Sem as i64, semid as i64, cmd as i64];
+    if cmd == IPC_SET {
+        if buf.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let ds = &*(buf as *const libc::semid_ds);
+        req.extend([ds.sem_perm.uid as i64, ds.sem_perm.gid as i64, ds.sem_perm.mode as i64]);
+    }
+    let reply = crate::client::client().request(&req)?;
+    let ret = reply.word(0)?;
+    let f = &reply.words[1..];
+    match cmd {
+        IPC_STAT | SEM_STAT | SEM_STAT_ANY => {
+            if f.len() < 10 {
+                return Err(Errno(libc::EPROTO));
+            }
+            if buf.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let ds = buf as *mut libc::semid_ds;
+            std::ptr::write_bytes(ds as *mut u8, 0, std::mem::size_of::<libc::semid_ds>());
+            super::shm::fill_perm(&mut (*ds).sem_perm, f);
+            (*ds).sem_nsems = f[7] as _;
+            (*ds).sem_otime = f[8] as _;
+            (*ds).sem_ctime = f[9] as _;
+        }
+        IPC_INFO | SEM_INFO => {
+            if f.len() < 10 {
+                return Err(Errno(libc::EPROTO));
+            }
+            if buf.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let si = &mut *(buf as *mut libc::seminfo);
+            (si.semmap, si.semmni, si.semmns, si.semmnu, si.semmsl) =
+                (f[0] as i32, f[1] as i32, f[2] as i32, f[3] as i32, f[4] as i32);
+            (si.semopm, si.semume, si.semusz, si.semvmx, si.semaem) =
+                (f[5] as i32, f[6] as i32, f[7] as i32, f[8] as i32, f[9] as i32);
+        }
+        _ => {}
+    }
+    Ok(ret as i32)
 }

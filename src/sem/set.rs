@@ -1,41 +1,172 @@
-//! The broker's side of semaphore sets: semget, the semctl commands the broker serves,
-//! and SEM_UNDO at a process's death. Not implemented yet: every call fails with ENOSYS.
+//! The broker's side of semaphore sets (ipc/sem.c `newary`, `semctl_stat`, `semctl_down`,
+//! `semctl_info`, `exit_sem`): semget, the semctl commands the broker serves, and SEM_UNDO
+//! at a process's death. Values, waiters and adjustments live in each set's memfd, which
+//! the broker maps too (to read sem_otime, apply the undo of the dead, mark removals).
 
-use crate::broker::registry::{Change, Registry};
+use super::array;
+use super::layout::{Geometry, SetMem, UNDO_SLOTS, WAITER_SLOTS};
+use super::*;
+use crate::broker::registry::{Change, Lookup, Registry};
+use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
-use crate::ipc::perm::Creds;
-use crate::ipc::{Errno, Result};
-use std::os::fd::OwnedFd;
+use crate::ipc::perm::{Creds, Perm, S_IRUGO, S_IWUGO};
+use crate::ipc::{Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::sys::{sealed_memfd, Mapping};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::*;
 
-#[derive(Debug)]
 pub struct SemSet {
     pub nsems: u64,
     pub memfd: OwnedFd,
+    mem: SetMem,
+    /// Keeps `mem` mapped; declared after it so that it is dropped last.
+    _map: Mapping,
+}
+
+impl std::fmt::Debug for SemSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemSet").field("nsems", &self.nsems).finish()
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct SemSets {
     pub registry: Registry<SemSet>,
+    /// Semaphores in all sets (the kernel's `used_sems`), checked against SEMMNS.
+    pub used_sems: u64,
 }
 
 impl SemSets {
     /// semget. `nsems` is the caller's argument; `memfd_name` a unique name for a new set.
-    pub fn get(&mut self, _key: i32, _nsems: i64, _flags: i32, _creds: &Creds, _limits: &Limits, _memfd_name: String) -> Result<(i32, Change)> {
-        Err(Errno(libc::ENOSYS))
+    pub fn get(&mut self, key: i32, nsems: i64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+        if nsems < 0 || nsems as u64 > limits.semmsl {
+            return Err(Errno(libc::EINVAL));
+        }
+        let found = self.registry.get(key, flags, creds, |o| if nsems as u64 > o.data.nsems { Err(Errno(libc::EINVAL)) } else { Ok(()) })?;
+        if let Lookup::Found(id) = found {
+            return Ok((id, Change::None));
+        }
+        // newary()
+        if nsems == 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        if self.used_sems + nsems as u64 > limits.semmns {
+            return Err(Errno(libc::ENOSPC));
+        }
+        if self.registry.in_use() >= limits.semmni as usize {
+            return Err(Errno(libc::ENOSPC));
+        }
+        let max_ops = limits.semopm.clamp(1, 65536) as u32;
+        let geo = Geometry::new(nsems as u32, max_ops, WAITER_SLOTS, UNDO_SLOTS).ok_or(Errno(libc::EINVAL))?;
+        let memfd = sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
+        let map = Mapping::map(memfd.as_raw_fd(), geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
+        let mem = unsafe { SetMem::init(map.as_ptr(), geo, now())? };
+        let set = SemSet { nsems: nsems as u64, memfd, mem, _map: map };
+        let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
+        self.used_sems += nsems as u64;
+        Ok((id, Change::Updated(index)))
     }
 
-    /// The set's memfd for a client that may read or alter it. Reply words after status.
-    pub fn open(&self, _id: i32, _access: u32, _creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
-        Err(Errno(libc::ENOSYS))
+    /// The set's memfd (read-write: even a wait-for-zero takes the set's lock) for a client
+    /// that may read or alter it. Reply words after status: [size].
+    pub fn open(&self, id: i32, _access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
+        let obj = self.registry.by_id(id)?;
+        if !obj.perm.allows(creds, S_IRUGO) && !obj.perm.allows(creds, S_IWUGO) {
+            return Err(Errno(libc::EACCES));
+        }
+        let fd = obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?;
+        Ok((vec![obj.data.mem.geo.size as i64], fd))
     }
 
     /// semctl commands served by the broker. Returns (return value, fields, change).
-    pub fn ctl(&mut self, _id: i32, _cmd: i32, _args: &[i64], _creds: &Creds, _limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
-        Err(Errno(libc::ENOSYS))
+    /// IPC_STAT/SEM_STAT/SEM_STAT_ANY fields: key, uid, gid, cuid, cgid, mode, seq, nsems,
+    /// otime, ctime. IPC_INFO/SEM_INFO: the `struct seminfo` fields in order.
+    /// IPC_SET args: uid, gid, mode.
+    pub fn ctl(&mut self, id: i32, cmd: i32, args: &[i64], creds: &Creds, limits: &Limits) -> Result<(i64, Vec<i64>, Change)> {
+        if id < 0 {
+            return Err(Errno(libc::EINVAL));
+        }
+        match cmd {
+            IPC_INFO | SEM_INFO => {
+                let (usz, aem) = if cmd == SEM_INFO {
+                    (self.registry.in_use() as i64, self.used_sems as i64)
+                } else {
+                    (SEMUSZ, ops::SEMAEM as i64)
+                };
+                let fields = vec![
+                    SEMMAP,
+                    limits.semmni as i64,
+                    limits.semmns as i64,
+                    SEMMNU,
+                    limits.semmsl as i64,
+                    limits.semopm as i64,
+                    SEMUME,
+                    usz,
+                    ops::SEMVMX as i64,
+                    aem,
+                ];
+                Ok((self.registry.max_index().max(0) as i64, fields, Change::None))
+            }
+            IPC_STAT | SEM_STAT | SEM_STAT_ANY => {
+                let (index, obj) = if cmd == IPC_STAT {
+                    (split_id(id).ok_or(Errno(libc::EINVAL))?.0, self.registry.by_id(id)?)
+                } else {
+                    let index = id as usize;
+                    (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
+                };
+                if cmd != SEM_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
+                    return Err(Errno(libc::EACCES));
+                }
+                let ret = if cmd == IPC_STAT { 0 } else { make_id(index, obj.seq) as i64 };
+                let p = &obj.perm;
+                let h = obj.data.mem.header();
+                Ok((
+                    ret,
+                    vec![
+                        p.key as i64, p.uid as i64, p.gid as i64, p.cuid as i64, p.cgid as i64, p.mode as i64,
+                        obj.seq as i64, obj.data.nsems as i64, h.otime.load(Relaxed), h.ctime.load(Relaxed),
+                    ],
+                    Change::None,
+                ))
+            }
+            IPC_SET | IPC_RMID => {
+                let index = split_id(id).ok_or(Errno(libc::EINVAL))?.0;
+                let obj = self.registry.by_id_mut(id)?;
+                if !obj.perm.may_control(creds) {
+                    return Err(Errno(libc::EPERM));
+                }
+                if cmd == IPC_SET {
+                    let (Some(&uid), Some(&gid), Some(&mode)) = (args.first(), args.get(1), args.get(2)) else {
+                        return Err(Errno(libc::EINVAL));
+                    };
+                    // The kernel rejects ids that do not map into the user namespace: -1.
+                    if uid as u32 == u32::MAX || gid as u32 == u32::MAX {
+                        return Err(Errno(libc::EINVAL));
+                    }
+                    obj.perm.set(uid as u32, gid as u32, mode as u32);
+                    obj.data.mem.header().ctime.store(now(), Relaxed);
+                    return Ok((0, vec![], Change::Updated(index)));
+                }
+                // freeary(): every waiter wakes with EIDRM; clients still mapping the set
+                // see it removed.
+                array::mark_removed(&obj.data.mem);
+                if let Some(obj) = self.registry.remove(index) {
+                    self.used_sems -= obj.data.nsems;
+                }
+                Ok((0, vec![], Change::Removed(index)))
+            }
+            _ => Err(Errno(libc::EINVAL)),
+        }
     }
 
-    /// A client process died: apply its SEM_UNDO adjustments and wake waiters.
-    pub fn process_died(&mut self, _pid: i32) -> Vec<Change> {
+    /// A client process died: drop its queued calls, apply its SEM_UNDO adjustments and
+    /// wake whoever can now proceed, in every set.
+    pub fn process_died(&mut self, pid: i32) -> Vec<Change> {
+        for (_, obj) in self.registry.iter() {
+            if let Ok(mut g) = array::lock(&obj.data.mem) {
+                g.process_died(pid);
+            }
+        }
         Vec::new()
     }
 

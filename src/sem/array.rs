@@ -1,0 +1,483 @@
+//! A set's operations under its lock, on the shared memory, shared by clients (semop,
+//! SETVAL, SETALL) and the broker (a process's death): the kernel's
+//! `perform_atomic_semop` + `do_smart_update`/`update_queue` + `exit_sem` (ipc/sem.c).
+//!
+//! Crash safety: every change the critical section makes to values, adjustments and
+//! waiter states is first written to the set's journal (absolute words), marked committed,
+//! then applied, then the journal is cleared. A process killed anywhere leaves either an
+//! uncommitted journal (nothing happened) or a committed one that the next locker, told
+//! `Recovered` by the robust mutex, replays; it then recounts the waiters, recomputes the
+//! WATCHED/FROZEN bits and retries the waiters (a waker may have died half way).
+//!
+//! Lock-free single operations (see client.rs) may change a word whose WATCHED and FROZEN
+//! bits are clear at any time; so the lock holder freezes every word it reads to change it.
+
+use super::layout::*;
+use super::ops::{alters, distinct, evaluate, Outcome, SemOp, Touched, SEMVMX};
+use crate::ipc::sync::{futex_wake, Locked};
+use crate::ipc::{Errno, Result};
+use std::sync::atomic::Ordering::*;
+
+pub struct Guard<'a> {
+    mem: &'a SetMem,
+    /// Waiter slots to wake once the lock is released.
+    wake: Vec<usize>,
+}
+
+/// Takes the set's lock, repairing the set first if the last holder died in it.
+pub fn lock(mem: &SetMem) -> Result<Guard<'_>> {
+    let recovered = matches!(mem.header().mutex.lock()?, Locked::Recovered);
+    let mut g = Guard { mem, wake: Vec::new() };
+    if recovered {
+        g.recover();
+    }
+    Ok(g)
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.mem.header().mutex.unlock();
+        for &slot in &self.wake {
+            futex_wake(&self.mem.waiter(slot).state, 1);
+        }
+    }
+}
+
+fn entry(offset: usize, word: u32) -> u64 {
+    (offset as u64) << 32 | word as u64
+}
+
+/// Marks the set removed and wakes every waiter with EIDRM (no lock needed: each waiter's
+/// state moves from WAITING to IDRM with one compare-and-swap).
+pub fn mark_removed(mem: &SetMem) {
+    mem.header().removed.store(1, SeqCst);
+    for slot in 0..mem.geo.waiter_slots as usize {
+        let w = mem.waiter(slot);
+        if w.state.compare_exchange(W_WAITING, W_IDRM, AcqRel, Acquire).is_ok() {
+            futex_wake(&w.state, 1);
+        }
+    }
+}
+
+/// (GETNCNT, GETZCNT) of one semaphore: the waiters whose blocking operation is on it.
+pub fn counts(mem: &SetMem, num: usize) -> (i32, i32) {
+    let (mut n, mut z) = (0, 0);
+    if mem.header().nwaiters.load(Acquire) == 0 {
+        return (0, 0);
+    }
+    for slot in 0..mem.geo.waiter_slots as usize {
+        let w = mem.waiter(slot);
+        if w.state.load(Acquire) != W_WAITING {
+            continue;
+        }
+        let b = w.blocking.load(Acquire);
+        if (b & !BLOCK_ZERO) as usize == num {
+            if b & BLOCK_ZERO != 0 {
+                z += 1;
+            } else {
+                n += 1;
+            }
+        }
+    }
+    (n, z)
+}
+
+impl Guard<'_> {
+    pub fn removed(&self) -> bool {
+        self.mem.header().removed.load(Acquire) != 0
+    }
+
+    fn freeze(&self, num: usize) -> i32 {
+        ((self.mem.word(num).fetch_or(FROZEN, AcqRel) & VALUE_MASK) as i32).min(SEMVMX)
+    }
+
+    fn unfreeze(&self, nums: &[u16]) {
+        for &n in nums {
+            self.mem.word(n as usize).fetch_and(!FROZEN, Release);
+        }
+    }
+
+    fn watched(&self, num: usize) -> u32 {
+        self.mem.word(num).load(Acquire) & WATCHED
+    }
+
+    /// Writes the journal, commits it, applies it, clears it.
+    fn commit(&self, kind: u32, entries: &[u64]) {
+        let h = self.mem.header();
+        let n = entries.len().min(self.mem.geo.journal_cap);
+        for (i, &e) in entries[..n].iter().enumerate() {
+            self.mem.journal_entry(i).store(e, Relaxed);
+        }
+        h.journal_kind.store(kind, Relaxed);
+        h.journal_count.store(n as u32, Relaxed);
+        h.journal_state.store(J_COMMITTED, Release);
+        self.replay();
+        h.journal_state.store(J_EMPTY, Release);
+    }
+
+    /// Applies the journal (idempotent: absolute values). Entries pointing outside the
+    /// data area are ignored.
+    fn replay(&self) {
+        let h = self.mem.header();
+        let count = (h.journal_count.load(Acquire) as usize).min(self.mem.geo.journal_cap);
+        let kind = h.journal_kind.load(Acquire);
+        for i in 0..count {
+            let e = self.mem.journal_entry(i).load(Acquire);
+            let (off, val) = ((e >> 32) as usize, e as u32);
+            match kind {
+                J_WRITES => {
+                    if let Some(w) = self.mem.u32_at(off) {
+                        w.store(val, Release);
+                    }
+                }
+                J_SET if off < self.mem.geo.nsems as usize => {
+                    let word = self.mem.word(off);
+                    let watched = word.load(Acquire) & WATCHED;
+                    word.store((val & VALUE_MASK).min(SEMVMX as u32) | watched, Release);
+                    for slot in 0..self.mem.geo.undo_slots as usize {
+                        if self.mem.undo_pid(slot).load(Acquire) != 0 {
+                            self.mem.adj(slot, off).store(0, Release);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After the last holder died: finish or drop its journal, recount the waiters,
+    /// recompute every word's flags, wake sleepers whose wake-up may have been lost, and
+    /// retry the waiters.
+    fn recover(&mut self) {
+        let h = self.mem.header();
+        if h.journal_state.load(Acquire) == J_COMMITTED {
+            self.replay();
+        }
+        h.journal_state.store(J_EMPTY, Release);
+        let nsems = self.mem.geo.nsems as usize;
+        let mut watched = vec![false; nsems];
+        let mut count = 0;
+        for slot in 0..self.mem.geo.waiter_slots as usize {
+            let w = self.mem.waiter(slot);
+            match w.state.load(Acquire) {
+                W_FREE => {}
+                W_WAITING => match self.read_ops(slot) {
+                    Some(ops) => {
+                        count += 1;
+                        for o in ops {
+                            watched[o.num as usize] = true;
+                        }
+                    }
+                    None => w.state.store(W_FREE, Release),
+                },
+                _ => self.wake.push(slot),
+            }
+        }
+        for (num, &watch) in watched.iter().enumerate() {
+            let _ = self.mem.word(num).fetch_update(AcqRel, Acquire, |w| {
+                let v = (w & VALUE_MASK).min(SEMVMX as u32);
+                Some(if watch { v | WATCHED } else { v })
+            });
+        }
+        h.nwaiters.store(count, Release);
+        self.update_queue();
+    }
+
+    /// A waiter slot's operations, validated against the geometry.
+    fn read_ops(&self, slot: usize) -> Option<Vec<SemOp>> {
+        let w = self.mem.waiter(slot);
+        let n = w.nsops.load(Acquire) as usize;
+        if n == 0 || n > self.mem.geo.max_ops as usize {
+            return None;
+        }
+        let ops: Vec<SemOp> = (0..n).map(|i| SemOp::unpack(self.mem.waiter_op(slot, i).load(Acquire))).collect();
+        if ops.iter().any(|o| o.num as u32 >= self.mem.geo.nsems) {
+            return None;
+        }
+        Some(ops)
+    }
+
+    /// A waiter's undo slot: Ok(None) without one, Err for a corrupt index.
+    fn waiter_undo(&self, slot: usize) -> std::result::Result<Option<usize>, ()> {
+        match self.mem.waiter(slot).undo.load(Acquire) {
+            u32::MAX => Ok(None),
+            u if u < self.mem.geo.undo_slots => Ok(Some(u as usize)),
+            _ => Err(()),
+        }
+    }
+
+    /// Reads (and freezes) the semaphores of a call, with the adjustments of `undo`.
+    fn touched(&self, nums: &[u16], undo: Option<usize>) -> Vec<Touched> {
+        nums.iter()
+            .map(|&n| Touched {
+                num: n,
+                value: self.freeze(n as usize),
+                adj: undo.map(|s| self.mem.adj(s, n as usize).load(Acquire)).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The journal entries that store the results of a call.
+    fn result_entries(&self, touched: &[Touched], undo: Option<usize>) -> Vec<u64> {
+        let geo = &self.mem.geo;
+        let mut out = Vec::with_capacity(touched.len() * 2 + 1);
+        for t in touched {
+            let n = t.num as usize;
+            out.push(entry(geo.word_offset(n), t.value as u32 | self.watched(n)));
+            if let Some(s) = undo {
+                out.push(entry(geo.adj_offset(s, n), t.adj as u32));
+            }
+        }
+        out
+    }
+
+    fn record_op(&self, touched: &[Touched], pid: i32) {
+        for t in touched {
+            self.mem.sempid(t.num as usize).store(pid, Relaxed);
+        }
+        self.mem.header().otime.store(crate::sem::now(), Relaxed);
+    }
+
+    /// A semop call by `pid` (ops already checked against nsems). On Proceed it is done;
+    /// on Block the words stay frozen for `enqueue` (or `abandon`).
+    pub fn semop(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>) -> Outcome {
+        let mut touched = self.touched(nums, undo);
+        let outcome = evaluate(ops, &mut touched);
+        match outcome {
+            Outcome::Proceed => {
+                let entries = self.result_entries(&touched, undo);
+                self.commit(J_WRITES, &entries);
+                self.record_op(&touched, pid);
+                if alters(ops) && self.mem.header().nwaiters.load(Acquire) > 0 {
+                    self.update_queue();
+                }
+            }
+            Outcome::Fail(_) => self.unfreeze(nums),
+            Outcome::Block { .. } => {}
+        }
+        outcome
+    }
+
+    /// Gives up a blocked call without queueing it.
+    pub fn abandon(&self, nums: &[u16]) {
+        self.unfreeze(nums);
+    }
+
+    /// Queues a blocked call (its words are frozen by `semop`). Returns the waiter slot.
+    pub fn enqueue(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>, at: usize) -> Result<usize> {
+        let geo = self.mem.geo;
+        if ops.len() > geo.max_ops as usize {
+            self.unfreeze(nums);
+            return Err(Errno(libc::E2BIG));
+        }
+        let Some(slot) = (0..geo.waiter_slots as usize).find(|&s| self.mem.waiter(s).state.load(Acquire) == W_FREE) else {
+            self.unfreeze(nums);
+            return Err(Errno(libc::ENOMEM));
+        };
+        let h = self.mem.header();
+        let w = self.mem.waiter(slot);
+        for (i, o) in ops.iter().enumerate() {
+            self.mem.waiter_op(slot, i).store(o.pack(), Relaxed);
+        }
+        w.nsops.store(ops.len() as u32, Relaxed);
+        w.pid.store(pid, Relaxed);
+        w.undo.store(undo.map(|u| u as u32).unwrap_or(u32::MAX), Relaxed);
+        w.ticket.store(h.next_ticket.fetch_add(1, Relaxed), Relaxed);
+        w.blocking.store(blocking_of(&ops[at]), Relaxed);
+        w.err.store(0, Relaxed);
+        for &n in nums {
+            self.mem.word(n as usize).fetch_or(WATCHED, AcqRel);
+        }
+        h.nwaiters.fetch_add(1, AcqRel);
+        w.state.store(W_WAITING, Release);
+        self.unfreeze(nums);
+        Ok(slot)
+    }
+
+    /// Takes a still-waiting call out of the queue (timeout, signal). False if a waker or
+    /// IPC_RMID got to it first.
+    pub fn dequeue(&mut self, slot: usize) -> bool {
+        let w = self.mem.waiter(slot);
+        if w.state.load(Acquire) != W_WAITING {
+            return false;
+        }
+        let nums = self.read_ops(slot).map(|o| distinct(&o)).unwrap_or_default();
+        w.state.store(W_FREE, Release);
+        self.mem.header().nwaiters.fetch_sub(1, AcqRel);
+        self.rewatch(&nums);
+        true
+    }
+
+    /// Clears WATCHED on those of `nums` no waiting call names any more.
+    fn rewatch(&self, nums: &[u16]) {
+        if nums.is_empty() {
+            return;
+        }
+        let mut still = vec![false; nums.len()];
+        if self.mem.header().nwaiters.load(Acquire) > 0 {
+            for slot in 0..self.mem.geo.waiter_slots as usize {
+                if self.mem.waiter(slot).state.load(Acquire) != W_WAITING {
+                    continue;
+                }
+                for o in self.read_ops(slot).unwrap_or_default() {
+                    if let Some(p) = nums.iter().position(|&n| n == o.num) {
+                        still[p] = true;
+                    }
+                }
+            }
+        }
+        for (i, &n) in nums.iter().enumerate() {
+            if !still[i] {
+                self.mem.word(n as usize).fetch_and(!WATCHED, AcqRel);
+            }
+        }
+    }
+
+    fn finish_waiter(&mut self, slot: usize, nums: &[u16]) {
+        self.mem.header().nwaiters.fetch_sub(1, AcqRel);
+        self.rewatch(nums);
+        self.wake.push(slot);
+    }
+
+    /// `update_queue`: retries the queued calls, oldest first, the wait-for-zero calls
+    /// before the altering ones (as the kernel wakes `pending_const` first), performing each
+    /// that can now proceed on its owner's behalf; after a call that altered values, starts
+    /// again from the oldest. No call is passed over for a younger one that asks for less
+    /// unless it cannot proceed itself: no starvation of small requests, FIFO among equals.
+    pub fn update_queue(&mut self) {
+        'again: loop {
+            if self.mem.header().nwaiters.load(Acquire) == 0 {
+                return;
+            }
+            let mut order: Vec<(u64, usize)> = (0..self.mem.geo.waiter_slots as usize)
+                .filter(|&s| self.mem.waiter(s).state.load(Acquire) == W_WAITING)
+                .map(|s| (self.mem.waiter(s).ticket.load(Acquire), s))
+                .collect();
+            order.sort_unstable();
+            for pass_alter in [false, true] {
+                for &(_, slot) in &order {
+                    let w = self.mem.waiter(slot);
+                    if w.state.load(Acquire) != W_WAITING {
+                        continue;
+                    }
+                    let Some(ops) = self.read_ops(slot) else {
+                        w.state.store(W_FREE, Release);
+                        self.mem.header().nwaiters.fetch_sub(1, AcqRel);
+                        continue;
+                    };
+                    if alters(&ops) != pass_alter {
+                        continue;
+                    }
+                    let nums = distinct(&ops);
+                    let Ok(undo) = self.waiter_undo(slot) else {
+                        w.err.store(libc::EIDRM as u32, Release);
+                        w.state.store(W_ERROR, Release);
+                        self.finish_waiter(slot, &nums);
+                        continue;
+                    };
+                    let pid = w.pid.load(Acquire);
+                    let mut touched = self.touched(&nums, undo);
+                    match evaluate(&ops, &mut touched) {
+                        Outcome::Proceed => {
+                            let mut entries = self.result_entries(&touched, undo);
+                            entries.push(entry(self.mem.geo.waiter_offset(slot), W_DONE));
+                            self.commit(J_WRITES, &entries);
+                            self.record_op(&touched, pid);
+                            self.finish_waiter(slot, &nums);
+                            if pass_alter {
+                                continue 'again;
+                            }
+                        }
+                        Outcome::Block { at } => {
+                            w.blocking.store(blocking_of(&ops[at]), Release);
+                            self.unfreeze(&nums);
+                        }
+                        Outcome::Fail(Errno(e)) => {
+                            self.unfreeze(&nums);
+                            w.err.store(e as u32, Release);
+                            w.state.store(W_ERROR, Release);
+                            self.finish_waiter(slot, &nums);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// SETVAL / SETALL: new values for `(num, value)`, every adjustment of those
+    /// semaphores cleared, waiters retried.
+    pub fn set_values(&mut self, values: &[(u16, u16)], pid: i32) {
+        let mut entries = Vec::with_capacity(values.len());
+        for &(n, v) in values {
+            self.freeze(n as usize);
+            entries.push(entry(n as usize, v as u32));
+        }
+        self.commit(J_SET, &entries);
+        for &(n, _) in values {
+            self.mem.sempid(n as usize).store(pid, Relaxed);
+        }
+        self.mem.header().ctime.store(crate::sem::now(), Relaxed);
+        self.update_queue();
+    }
+
+    /// This process's undo slot, claimed if it has none yet.
+    pub fn undo_slot(&self, pid: i32) -> Result<usize> {
+        let n = self.mem.geo.undo_slots as usize;
+        if let Some(s) = (0..n).find(|&s| self.mem.undo_pid(s).load(Acquire) == pid) {
+            return Ok(s);
+        }
+        for s in 0..n {
+            if self.mem.undo_pid(s).compare_exchange(0, pid, AcqRel, Acquire).is_ok() {
+                return Ok(s);
+            }
+        }
+        Err(Errno(libc::ENOMEM))
+    }
+
+    /// `exit_sem` for a dead process: drops its queued calls, applies its adjustments
+    /// (clamped to [0, SEMVMX]), frees its undo slot, retries the waiters.
+    pub fn process_died(&mut self, pid: i32) {
+        let geo = self.mem.geo;
+        for slot in 0..geo.waiter_slots as usize {
+            let w = self.mem.waiter(slot);
+            if w.pid.load(Acquire) != pid {
+                continue;
+            }
+            match w.state.load(Acquire) {
+                W_FREE => {}
+                W_WAITING => {
+                    self.dequeue(slot);
+                }
+                _ => w.state.store(W_FREE, Release),
+            }
+        }
+        for slot in 0..geo.undo_slots as usize {
+            if self.mem.undo_pid(slot).load(Acquire) != pid {
+                continue;
+            }
+            let mut entries = Vec::new();
+            let mut changed = Vec::new();
+            for n in 0..geo.nsems as usize {
+                let adj = self.mem.adj(slot, n).load(Acquire);
+                if adj == 0 {
+                    continue;
+                }
+                let v = (self.freeze(n) + adj).clamp(0, SEMVMX);
+                entries.push(entry(geo.word_offset(n), v as u32 | self.watched(n)));
+                entries.push(entry(geo.adj_offset(slot, n), 0));
+                changed.push(n);
+            }
+            entries.push(entry(geo.undo_offset(slot), 0));
+            self.commit(J_WRITES, &entries);
+            for n in changed {
+                self.mem.sempid(n).store(pid, Relaxed);
+            }
+        }
+        self.update_queue();
+    }
+}
+
+fn blocking_of(op: &SemOp) -> u32 {
+    op.num as u32 | if op.op == 0 { BLOCK_ZERO } else { 0 }
+}

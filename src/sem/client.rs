@@ -1,0 +1,440 @@
+//! The calls made in the process: semget's lookup of existing keys, semop/semtimedop and the
+//! semctl commands on values (GETVAL, SETVAL, GETALL, SETALL, GETPID, GETNCNT, GETZCNT).
+//!
+//! Each set a process uses is mapped once (a `Handle`, found by the id's index in a
+//! lock-free array). A single operation without SEM_UNDO on a semaphore nobody waits on is
+//! one compare-and-swap on its word: no lock, no system call, no broker. Everything else
+//! takes the set's robust lock (array.rs). Permission decisions are cached per handle,
+//! keyed by the namespace table's version and the credentials' generation, so that the
+//! check is two loads while nothing changes.
+
+use super::array;
+use super::layout::*;
+use super::ops::*;
+use crate::client::{client, creds};
+use crate::ipc::ids::{split_id, MAX_INDEX};
+use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
+use crate::ipc::sync::futex_wait;
+use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
+use crate::sys::Mapping;
+use crate::wire::Op;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+const READ: u32 = 1;
+const WRITE: u32 = 2;
+
+/// One mapped set.
+struct Handle {
+    id: i32,
+    mem: SetMem,
+    _map: Mapping,
+    /// Cached permission decision: rights (bits 0-1) | valid (bit 2) | creds generation
+    /// (bits 3-24) | table version (bits 25-63).
+    rights: AtomicU64,
+    /// This process's undo slot: pid << 32 | slot.
+    undo: AtomicU64,
+    /// Threads of this process sleeping in the set (the mapping must outlive them).
+    sleepers: AtomicU32,
+}
+
+static HANDLES: Lazy<Box<[AtomicPtr<Handle>]>> =
+    Lazy::new(|| (0..MAX_INDEX).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+
+/// Handles replaced or found removed, freed once no thread can still be using them.
+struct Retired(Vec<(Instant, *mut Handle)>);
+unsafe impl Send for Retired {}
+static RETIRED: Mutex<Retired> = Mutex::new(Retired(Vec::new()));
+/// A fast path holds a handle for nanoseconds; one that was preempted gets this long.
+const GRACE: Duration = Duration::from_secs(2);
+
+fn retire(index: usize, p: *mut Handle) {
+    if HANDLES[index].compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_err() {
+        return;
+    }
+    let mut r = RETIRED.lock();
+    r.0.push((Instant::now(), p));
+    sweep(&mut r);
+}
+
+fn sweep(r: &mut Retired) {
+    let now = Instant::now();
+    r.0.retain(|&(when, p)| {
+        let h = unsafe { &*p };
+        if now.duration_since(when) < GRACE || h.sleepers.load(Acquire) > 0 {
+            return true;
+        }
+        drop(unsafe { Box::from_raw(p) });
+        false
+    });
+}
+
+fn cached(id: i32) -> Option<&'static Handle> {
+    let (index, _) = split_id(id)?;
+    let p = HANDLES.get(index)?.load(Acquire);
+    if p.is_null() {
+        return None;
+    }
+    let h = unsafe { &*p };
+    (h.id == id).then_some(h)
+}
+
+/// Maps the set (the broker checks that we may read or alter it).
+fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
+    let (index, _) = split_id(id).ok_or(Errno(libc::EINVAL))?;
+    let reply = client().request(&[Op::Open as i64, Family::Sem as i64, id as i64, (S_IRUGO | S_IWUGO) as i64])?;
+    let size = usize::try_from(reply.word(1)?).map_err(|_| Errno(libc::EPROTO))?;
+    let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
+    let map = Mapping::map(fd.as_raw_fd(), size, true)?;
+    let mem = unsafe { SetMem::open(map.as_ptr(), size)? };
+    if mem.geo.nsems as u64 != nsems {
+        return Err(Errno(libc::EIDRM));
+    }
+    let h = Box::into_raw(Box::new(Handle {
+        id,
+        mem,
+        _map: map,
+        rights: AtomicU64::new(0),
+        undo: AtomicU64::new(0),
+        sleepers: AtomicU32::new(0),
+    }));
+    let old = HANDLES[index].swap(h, AcqRel);
+    if !old.is_null() {
+        let mut r = RETIRED.lock();
+        r.0.push((Instant::now(), old));
+        sweep(&mut r);
+    }
+    Ok(unsafe { &*h })
+}
+
+fn rights_of(perm: &Perm) -> u32 {
+    let c = creds::own();
+    (if perm.allows(&c, S_IRUGO) { READ } else { 0 }) | (if perm.allows(&c, S_IWUGO) { WRITE } else { 0 })
+}
+
+/// The set as the namespace table describes it: (nsems, rights), EINVAL if it is gone.
+fn lookup(id: i32) -> Result<(u64, u32)> {
+    let table = client().table()?;
+    let e = table.by_id(Family::Sem, id).map_err(|_| Errno(libc::EAGAIN))?.ok_or(Errno(libc::EINVAL))?;
+    Ok((e.size, rights_of(&e.perm)))
+}
+
+/// The caller's rights on a mapped set, from the cache while the table and the
+/// credentials are unchanged. EINVAL (and the handle retired) if the set is gone.
+fn rights(h: &'static Handle) -> Result<u32> {
+    let table = client().table()?;
+    let version = table.version(Family::Sem);
+    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let c = h.rights.load(Relaxed);
+    if c & !3 == key {
+        return Ok((c & 3) as u32);
+    }
+    let entry = table.by_id(Family::Sem, h.id).map_err(|_| Errno(libc::EAGAIN))?;
+    let Some(e) = entry else {
+        if let Some((index, _)) = split_id(h.id) {
+            retire(index, h as *const Handle as *mut Handle);
+        }
+        return Err(Errno(libc::EINVAL));
+    };
+    let r = rights_of(&e.perm);
+    if version & 1 == 0 && table.version(Family::Sem) == version {
+        h.rights.store(key | r as u64, Relaxed);
+    }
+    Ok(r)
+}
+
+/// The set, its size and the caller's rights, checked in the kernel's order by the caller.
+/// The handle is only made (a round trip) when the caller has some right.
+struct Target {
+    handle: Option<&'static Handle>,
+    nsems: u64,
+    rights: u32,
+}
+
+fn target(id: i32) -> Result<Target> {
+    if id < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if let Some(h) = cached(id) {
+        return Ok(Target { handle: Some(h), nsems: h.mem.geo.nsems as u64, rights: rights(h)? });
+    }
+    let (nsems, rights) = lookup(id)?;
+    Ok(Target { handle: None, nsems, rights })
+}
+
+impl Target {
+    fn handle(&self, id: i32) -> Result<&'static Handle> {
+        match self.handle {
+            Some(h) => Ok(h),
+            None => open_handle(id, self.nsems),
+        }
+    }
+
+    fn require(&self, need: u32) -> Result<()> {
+        if self.rights & need != need {
+            return Err(Errno(libc::EACCES));
+        }
+        Ok(())
+    }
+}
+
+/// SEMOPM as the broker has it (for E2BIG), asked once.
+pub fn semopm() -> Result<usize> {
+    static SEMOPM: AtomicU64 = AtomicU64::new(0);
+    let v = SEMOPM.load(Relaxed);
+    if v != 0 {
+        return Ok(v as usize);
+    }
+    let reply = client().request(&[Op::Ctl as i64, Family::Sem as i64, 0, IPC_INFO as i64])?;
+    let v = reply.word(6)?.max(1) as u64;
+    SEMOPM.store(v, Relaxed);
+    Ok(v as usize)
+}
+
+/// semget: existing keys are found in the namespace table; everything that may create, or
+/// fail in a way only the broker can tell (nsems above SEMMSL), asks the broker.
+pub fn semget(key: i32, nsems: i32, flags: i32) -> Result<i32> {
+    if nsems < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    if key != IPC_PRIVATE {
+        if let Ok(Some(e)) = client().table()?.lookup_key(Family::Sem, key) {
+            if nsems as u64 <= e.size {
+                if flags & IPC_CREAT != 0 && flags & IPC_EXCL != 0 {
+                    return Err(Errno(libc::EEXIST));
+                }
+                if !e.perm.allows(&creds::own(), (flags & 0o777) as u32) {
+                    return Err(Errno(libc::EACCES));
+                }
+                return Ok(e.id());
+            }
+        }
+    }
+    let reply = client().request(&[Op::Get as i64, Family::Sem as i64, key as i64, flags as i64, nsems as i64])?;
+    Ok(reply.word(0)? as i32)
+}
+
+/// semop/semtimedop after the argument checks of the C shim (E2BIG, EINVAL, EFAULT, the
+/// timeout's validity).
+pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
+    let t = target(id)?;
+    let max = ops.iter().map(|o| o.num).max().unwrap_or(0);
+    if max as u64 >= t.nsems {
+        return Err(Errno(libc::EFBIG));
+    }
+    t.require(if alters(ops) { WRITE } else { READ })?;
+    let h = t.handle(id)?;
+    if ops.len() == 1 && !ops[0].undo() {
+        if let Some(r) = single_op(h, ops[0]) {
+            return r;
+        }
+    }
+    semop_locked(h, ops, timeout)
+}
+
+/// The fast path: one operation on a semaphore no one waits on and the lock holder does not
+/// hold, as one compare-and-swap. None: take the lock (it must wait, or someone waits).
+fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
+    let word = h.mem.word(op.num as usize);
+    let mut w = word.load(Acquire);
+    loop {
+        if w & (WATCHED | FROZEN) != 0 {
+            return None;
+        }
+        let v = (w & VALUE_MASK) as i32;
+        let result = v + op.op as i32;
+        if op.op == 0 && v != 0 || result < 0 {
+            return if op.nowait() { Some(Err(Errno(libc::EAGAIN))) } else { None };
+        }
+        if result > SEMVMX {
+            return Some(Err(Errno(libc::ERANGE)));
+        }
+        if op.op == 0 {
+            break;
+        }
+        match word.compare_exchange_weak(w, result as u32, AcqRel, Acquire) {
+            Ok(_) => break,
+            Err(now) => w = now,
+        }
+    }
+    let pid = creds::own_pid();
+    let sempid = h.mem.sempid(op.num as usize);
+    if sempid.load(Relaxed) != pid {
+        sempid.store(pid, Relaxed);
+    }
+    let otime = &h.mem.header().otime;
+    let now = super::now();
+    if otime.load(Relaxed) != now {
+        otime.store(now, Relaxed);
+    }
+    Some(Ok(()))
+}
+
+/// This process's undo slot in the set (claimed under the lock on first use; per pid, so a
+/// forked child gets its own).
+fn undo_slot(h: &Handle, g: &array::Guard<'_>, pid: i32) -> Result<usize> {
+    let c = h.undo.load(Acquire);
+    if (c >> 32) as i32 == pid && c != 0 {
+        let slot = (c & 0xffff_ffff) as usize;
+        if slot < h.mem.geo.undo_slots as usize && h.mem.undo_pid(slot).load(Acquire) == pid {
+            return Ok(slot);
+        }
+    }
+    let slot = g.undo_slot(pid)?;
+    h.undo.store((pid as u32 as u64) << 32 | slot as u64, Release);
+    Ok(slot)
+}
+
+fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
+    let deadline = timeout.map(|d| Instant::now() + d);
+    let pid = creds::own_pid();
+    let wants_undo = ops.iter().any(|o| o.undo());
+    // The broker must watch this process before it records an adjustment or queues a
+    // call (so that its death undoes them), and before we hold the lock (the broker takes
+    // it when a process dies).
+    let mut registered = false;
+    if wants_undo {
+        client().ensure_registered()?;
+        registered = true;
+    }
+    let nums = distinct(ops);
+    loop {
+        let mut g = array::lock(&h.mem)?;
+        if g.removed() {
+            return Err(Errno(libc::EIDRM));
+        }
+        let undo = if wants_undo { Some(undo_slot(h, &g, pid)?) } else { None };
+        match g.semop(ops, &nums, pid, undo) {
+            Outcome::Proceed => return Ok(()),
+            Outcome::Fail(e) => return Err(e),
+            Outcome::Block { at } => {
+                if !registered {
+                    g.abandon(&nums);
+                    drop(g);
+                    client().ensure_registered()?;
+                    registered = true;
+                    continue;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    g.abandon(&nums);
+                    return Err(Errno(libc::EAGAIN));
+                }
+                let slot = g.enqueue(ops, &nums, pid, undo, at)?;
+                h.sleepers.fetch_add(1, AcqRel);
+                drop(g);
+                let r = sleep(h, slot, deadline);
+                h.sleepers.fetch_sub(1, AcqRel);
+                return r;
+            }
+        }
+    }
+}
+
+/// Sleeps on the waiter slot until a waker performed the call (or it failed, or the set
+/// was removed), the deadline passed (EAGAIN) or a signal handler ran (EINTR).
+fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
+    let w = h.mem.waiter(slot);
+    loop {
+        match w.state.load(Acquire) {
+            W_WAITING => {}
+            W_DONE => {
+                w.state.store(W_FREE, Release);
+                return Ok(());
+            }
+            W_ERROR => {
+                let e = w.err.load(Acquire) as i32;
+                w.state.store(W_FREE, Release);
+                return Err(Errno(if e > 0 { e } else { libc::EIDRM }));
+            }
+            W_IDRM => {
+                w.state.store(W_FREE, Release);
+                return Err(Errno(libc::EIDRM));
+            }
+            _ => return Err(Errno(libc::EIDRM)),
+        }
+        if let Err(e) = futex_wait(&w.state, W_WAITING, deadline) {
+            // Interrupted or timed out: leave the queue, unless a waker got there first.
+            let mut g = array::lock(&h.mem)?;
+            if g.dequeue(slot) {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// GETVAL, GETPID, GETNCNT, GETZCNT.
+pub fn get_one(id: i32, semnum: i32, cmd: i32) -> Result<i32> {
+    let t = target(id)?;
+    t.require(READ)?;
+    if semnum < 0 || semnum as u64 >= t.nsems {
+        return Err(Errno(libc::EINVAL));
+    }
+    let h = t.handle(id)?;
+    let n = semnum as usize;
+    Ok(match cmd {
+        super::GETVAL => h.mem.value(n),
+        super::GETPID => h.mem.sempid(n).load(Acquire),
+        super::GETNCNT => array::counts(&h.mem, n).0,
+        _ => array::counts(&h.mem, n).1,
+    })
+}
+
+/// SETVAL (the value was checked by the caller).
+pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
+    let t = target(id)?;
+    if semnum < 0 || semnum as u64 >= t.nsems {
+        return Err(Errno(libc::EINVAL));
+    }
+    t.require(WRITE)?;
+    let h = t.handle(id)?;
+    let mut g = array::lock(&h.mem)?;
+    if g.removed() {
+        return Err(Errno(libc::EIDRM));
+    }
+    g.set_values(&[(semnum as u16, value)], creds::own_pid());
+    Ok(())
+}
+
+/// GETALL into `out` (nsems entries).
+///
+/// # Safety
+/// `out` must be NULL (EFAULT) or point to nsems writable u16.
+pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
+    let t = target(id)?;
+    t.require(READ)?;
+    if out.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let h = t.handle(id)?;
+    for n in 0..h.mem.geo.nsems as usize {
+        *out.add(n) = h.mem.value(n) as u16;
+    }
+    Ok(())
+}
+
+/// SETALL from `vals` (nsems entries).
+///
+/// # Safety
+/// `vals` must be NULL (EFAULT) or point to nsems readable u16.
+pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
+    let t = target(id)?;
+    t.require(WRITE)?;
+    if vals.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let h = t.handle(id)?;
+    let n = h.mem.geo.nsems as usize;
+    let values: Vec<(u16, u16)> = (0..n).map(|i| (i as u16, *vals.add(i))).collect();
+    if values.iter().any(|&(_, v)| v as i32 > SEMVMX) {
+        return Err(Errno(libc::ERANGE));
+    }
+    let mut g = array::lock(&h.mem)?;
+    if g.removed() {
+        return Err(Errno(libc::EIDRM));
+    }
+    g.set_values(&values, creds::own_pid());
+    Ok(())
+}

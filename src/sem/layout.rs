@@ -1,0 +1,286 @@
+//! The shared-memory layout of one semaphore set (its memfd), mapped by the broker and by
+//! every client that uses the set:
+//!
+//! ```text
+//! Header      magic, version, geometry, removed flag, otime/ctime, waiter count, journal
+//!             state, ticket counter, the set's RobustMutex
+//! values      one u32 word per semaphore: value (low 16 bits) | WATCHED | FROZEN
+//! pids        sempid of each semaphore
+//! journal     redo log of the critical section: (offset, word) pairs
+//! waiters     fixed slots for blocked semop calls (the kernel's sem_queue): state (the
+//!             futex word the sleeper waits on), pid, ticket (FIFO order), undo slot, the
+//!             operation it blocks on, its operations
+//! undo        fixed slots, one per process that used SEM_UNDO (the kernel's sem_undo):
+//!             pid and one adjustment per semaphore
+//! ```
+//!
+//! The memfd is sparse: only touched pages cost memory. The geometry is read once, when a
+//! mapping is validated, and every index is then checked against that local copy: the
+//! mapping is untrusted and a corrupt header gives EIDRM, never a wild access.
+
+use crate::ipc::sync::RobustMutex;
+use crate::ipc::{Errno, Result};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+
+pub const MAGIC: u64 = 0x3130_6d65_7363_7069; // "ipcsem01"
+pub const VERSION: u32 = 1;
+/// Blocked calls a set can hold at once (more wait with ENOSPC... see README).
+pub const WAITER_SLOTS: u32 = 256;
+/// Processes with SEM_UNDO adjustments a set can hold at once.
+pub const UNDO_SLOTS: u32 = 512;
+
+/// Semaphore word bits. A word may be changed without the lock (one compare-and-swap, the
+/// fast path) only while both flags are clear.
+pub const VALUE_MASK: u32 = 0xffff;
+/// Some blocked call names this semaphore: changes must go through the lock and wake it.
+pub const WATCHED: u32 = 1 << 30;
+/// The lock holder is reading or changing this word.
+pub const FROZEN: u32 = 1 << 31;
+
+/// Waiter slot states (the futex word of the sleeper).
+pub const W_FREE: u32 = 0;
+pub const W_WAITING: u32 = 1;
+/// Its operations were performed by a waker.
+pub const W_DONE: u32 = 2;
+/// The set was removed (IPC_RMID).
+pub const W_IDRM: u32 = 3;
+/// Its operations failed when a waker retried them (errno in `err`).
+pub const W_ERROR: u32 = 4;
+
+/// `Waiter.blocking`: the operation blocks on this semaphore; ZERO: it waits for zero.
+pub const BLOCK_ZERO: u32 = 1 << 31;
+
+/// Journal states and kinds.
+pub const J_EMPTY: u32 = 0;
+pub const J_COMMITTED: u32 = 1;
+/// Entries are (byte offset, word) writes.
+pub const J_WRITES: u32 = 1;
+/// Entries are (semnum, value): SETVAL/SETALL, which also clear every adjustment of those
+/// semaphores.
+pub const J_SET: u32 = 2;
+
+#[repr(C, align(64))]
+pub struct Header {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub nsems: AtomicU32,
+    pub max_ops: AtomicU32,
+    pub waiter_slots: AtomicU32,
+    pub undo_slots: AtomicU32,
+    pub removed: AtomicU32,
+    pub otime: AtomicI64,
+    pub ctime: AtomicI64,
+    pub nwaiters: AtomicU32,
+    pub journal_state: AtomicU32,
+    pub journal_kind: AtomicU32,
+    pub journal_count: AtomicU32,
+    pub next_ticket: AtomicU64,
+    pub mutex: RobustMutex,
+}
+
+#[repr(C)]
+pub struct Waiter {
+    pub state: AtomicU32,
+    pub err: AtomicU32,
+    pub pid: AtomicI32,
+    pub nsops: AtomicU32,
+    /// Undo slot index, or u32::MAX.
+    pub undo: AtomicU32,
+    pub blocking: AtomicU32,
+    pub ticket: AtomicU64,
+    // followed by max_ops packed operations (u64 each)
+}
+
+const WAITER_HEADER: usize = std::mem::size_of::<Waiter>();
+const UNDO_HEADER: usize = 8;
+
+fn align(n: usize, a: usize) -> Option<usize> {
+    n.checked_add(a - 1).map(|v| v & !(a - 1))
+}
+
+/// Where everything is, computed from the set's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub nsems: u32,
+    pub max_ops: u32,
+    pub waiter_slots: u32,
+    pub undo_slots: u32,
+    pub values: usize,
+    pub pids: usize,
+    pub journal: usize,
+    pub journal_cap: usize,
+    pub waiters: usize,
+    pub waiter_size: usize,
+    pub undo: usize,
+    pub undo_size: usize,
+    pub size: usize,
+}
+
+impl Geometry {
+    pub fn new(nsems: u32, max_ops: u32, waiter_slots: u32, undo_slots: u32) -> Option<Geometry> {
+        if nsems == 0 || nsems > 65536 || max_ops == 0 || max_ops > 65536 || waiter_slots == 0 || undo_slots == 0 {
+            return None;
+        }
+        if waiter_slots > 65536 || undo_slots > 65536 {
+            return None;
+        }
+        let n = nsems as usize;
+        let values = align(std::mem::size_of::<Header>(), 64)?;
+        let pids = align(values + 4 * n, 64)?;
+        let journal = align(pids + 4 * n, 64)?;
+        // A call's values, adjustments and waiter state; or an exit's values, pids,
+        // adjustments and slot; or a SETALL.
+        let journal_cap = 3 * n.max(max_ops as usize) + 8;
+        let waiters = align(journal + 8 * journal_cap, 64)?;
+        let waiter_size = align(WAITER_HEADER + 8 * max_ops as usize, 64)?;
+        let undo = align(waiters + waiter_size * waiter_slots as usize, 64)?;
+        let undo_size = align(UNDO_HEADER + 4 * n, 64)?;
+        let size = align(undo + undo_size * undo_slots as usize, 4096)?;
+        Some(Geometry { nsems, max_ops, waiter_slots, undo_slots, values, pids, journal, journal_cap, waiters, waiter_size, undo, undo_size, size })
+    }
+
+    pub fn word_offset(&self, num: usize) -> usize {
+        self.values + 4 * num
+    }
+
+    pub fn pid_offset(&self, num: usize) -> usize {
+        self.pids + 4 * num
+    }
+
+    pub fn waiter_offset(&self, slot: usize) -> usize {
+        self.waiters + self.waiter_size * slot
+    }
+
+    pub fn undo_offset(&self, slot: usize) -> usize {
+        self.undo + self.undo_size * slot
+    }
+
+    pub fn adj_offset(&self, slot: usize, num: usize) -> usize {
+        self.undo_offset(slot) + UNDO_HEADER + 4 * num
+    }
+}
+
+/// A validated view of a mapped set. The memory must stay mapped while the view is used.
+pub struct SetMem {
+    base: *mut u8,
+    pub geo: Geometry,
+}
+
+unsafe impl Send for SetMem {}
+unsafe impl Sync for SetMem {}
+
+impl SetMem {
+    /// Initialises a fresh (zero-filled) mapping: the broker does this once.
+    ///
+    /// # Safety
+    /// `base` must point to `geo.size` writable bytes nobody else uses yet.
+    pub unsafe fn init(base: *mut u8, geo: Geometry, ctime: i64) -> Result<SetMem> {
+        let h = &*(base as *const Header);
+        RobustMutex::init(&h.mutex as *const RobustMutex as *mut RobustMutex)?;
+        h.nsems.store(geo.nsems, Relaxed);
+        h.max_ops.store(geo.max_ops, Relaxed);
+        h.waiter_slots.store(geo.waiter_slots, Relaxed);
+        h.undo_slots.store(geo.undo_slots, Relaxed);
+        h.ctime.store(ctime, Relaxed);
+        h.version.store(VERSION, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok(SetMem { base, geo })
+    }
+
+    /// Validates a mapping of `len` bytes: EIDRM if it is not a set of this version or
+    /// claims more memory than is mapped.
+    ///
+    /// # Safety
+    /// `base` must point to `len` mapped, page-aligned bytes.
+    pub unsafe fn open(base: *mut u8, len: usize) -> Result<SetMem> {
+        if len < std::mem::size_of::<Header>() {
+            return Err(Errno(libc::EIDRM));
+        }
+        let h = &*(base as *const Header);
+        if h.magic.load(Acquire) != MAGIC || h.version.load(Relaxed) != VERSION {
+            return Err(Errno(libc::EIDRM));
+        }
+        let geo = Geometry::new(h.nsems.load(Relaxed), h.max_ops.load(Relaxed), h.waiter_slots.load(Relaxed), h.undo_slots.load(Relaxed))
+            .ok_or(Errno(libc::EIDRM))?;
+        if geo.size > len {
+            return Err(Errno(libc::EIDRM));
+        }
+        Ok(SetMem { base, geo })
+    }
+
+    pub fn header(&self) -> &Header {
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// The u32 at a byte offset, or None outside the data area (the header, with the mutex,
+    /// is never written through offsets).
+    pub fn u32_at(&self, offset: usize) -> Option<&AtomicU32> {
+        if offset % 4 != 0 || offset < self.geo.values || offset.checked_add(4)? > self.geo.size {
+            return None;
+        }
+        Some(unsafe { &*(self.base.add(offset) as *const AtomicU32) })
+    }
+
+    fn u32_unchecked(&self, offset: usize) -> &AtomicU32 {
+        unsafe { &*(self.base.add(offset) as *const AtomicU32) }
+    }
+
+    /// Semaphore `num`'s word; `num` must be below nsems (callers check, EFBIG/EINVAL).
+    pub fn word(&self, num: usize) -> &AtomicU32 {
+        assert!(num < self.geo.nsems as usize);
+        self.u32_unchecked(self.geo.word_offset(num))
+    }
+
+    pub fn sempid(&self, num: usize) -> &AtomicI32 {
+        assert!(num < self.geo.nsems as usize);
+        unsafe { &*(self.base.add(self.geo.pid_offset(num)) as *const AtomicI32) }
+    }
+
+    pub fn journal_entry(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.geo.journal_cap);
+        unsafe { &*(self.base.add(self.geo.journal + 8 * i) as *const AtomicU64) }
+    }
+
+    pub fn waiter(&self, slot: usize) -> &Waiter {
+        assert!(slot < self.geo.waiter_slots as usize);
+        unsafe { &*(self.base.add(self.geo.waiter_offset(slot)) as *const Waiter) }
+    }
+
+    pub fn waiter_op(&self, slot: usize, i: usize) -> &AtomicU64 {
+        assert!(slot < self.geo.waiter_slots as usize && i < self.geo.max_ops as usize);
+        unsafe { &*(self.base.add(self.geo.waiter_offset(slot) + WAITER_HEADER + 8 * i) as *const AtomicU64) }
+    }
+
+    pub fn undo_pid(&self, slot: usize) -> &AtomicI32 {
+        assert!(slot < self.geo.undo_slots as usize);
+        unsafe { &*(self.base.add(self.geo.undo_offset(slot)) as *const AtomicI32) }
+    }
+
+    pub fn adj(&self, slot: usize, num: usize) -> &AtomicI32 {
+        assert!(slot < self.geo.undo_slots as usize && num < self.geo.nsems as usize);
+        unsafe { &*(self.base.add(self.geo.adj_offset(slot, num)) as *const AtomicI32) }
+    }
+
+    /// A semaphore's value from its word (a corrupt word reads as SEMVMX at most).
+    pub fn value(&self, num: usize) -> i32 {
+        ((self.word(num).load(Acquire) & VALUE_MASK) as i32).min(super::ops::SEMVMX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_is_ordered_and_bounded() {
+        let g = Geometry::new(3, 500, WAITER_SLOTS, UNDO_SLOTS).unwrap();
+        assert!(g.values >= std::mem::size_of::<Header>());
+        assert!(g.pids >= g.values + 12 && g.journal >= g.pids + 12);
+        assert!(g.waiters >= g.journal + 8 * g.journal_cap);
+        assert!(g.undo >= g.waiters + g.waiter_size * WAITER_SLOTS as usize);
+        assert!(g.size >= g.undo + g.undo_size * UNDO_SLOTS as usize);
+        assert!(Geometry::new(0, 500, 1, 1).is_none());
+        let big = Geometry::new(32000, 500, WAITER_SLOTS, UNDO_SLOTS).unwrap();
+        assert!(big.size < 1 << 32);
+    }
+}
