@@ -343,7 +343,6 @@ impl Broker {
                     pidfd,
                     attachments: HashMap::new(),
                     inherited_counted: false,
-                    connections: 0,
                     orphan_rings: Vec::new(),
                 },
             );
@@ -498,9 +497,6 @@ impl Broker {
         match op {
             Op::Hello => {
                 let inherited: Vec<i32> = frame.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
-                if let Some(p) = self.process(creds.pid) {
-                    p.connections += 1;
-                }
                 self.count_inherited(creds.pid, &inherited);
                 let ro = sys::reopen_read_only(self.ns.table_fd.as_raw_fd())?;
                 Ok((vec![0, crate::ipc::table::VERSION as i64, TABLE_SIZE as i64], Some(ro)))

@@ -17,7 +17,6 @@ pub struct Process {
     /// The attachments inherited by fork have been counted (by the parent's notice or by
     /// the child's hello, whichever came first).
     pub inherited_counted: bool,
-    pub connections: usize,
     /// Notice rings of connections that closed while the process lives on: it may still
     /// append to them (a program that closed our socket keeps our mapping of its ring).
     pub orphan_rings: Vec<crate::wire::ring::Ring>,

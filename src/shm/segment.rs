@@ -126,7 +126,8 @@ impl Segments {
                     let obj = self.registry.by_id(id)?;
                     (crate::ipc::ids::split_id(id).unwrap().0, obj)
                 } else {
-                    let index = id as usize;
+                    // The kernel takes the index from the low bits (`ipcid_to_idx`).
+                    let index = id as usize % crate::ipc::ids::MAX_INDEX;
                     (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
                 };
                 if cmd != SHM_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
