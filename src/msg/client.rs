@@ -7,16 +7,16 @@
 //! EACCES, as the kernel's lookup would.
 
 use super::layout::{Found, Queue, Search};
-use super::usercopy::{check_readable, copy_from_user, copy_to_user};
+use super::usercopy::check_user;
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, Locked};
-use crate::ipc::{now_secs, Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
+use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use parking_lot::Mutex;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -31,8 +31,16 @@ struct Mapped {
 static MAPPED: Mutex<Option<HashMap<i32, Arc<Mapped>>>> = Mutex::new(None);
 
 thread_local! {
-    /// The last access granted: (creds generation, id, perm, access). Spares the creds copy.
-    static GRANTED: Cell<Option<(u64, i32, Perm, u32)>> = Cell::new(None);
+    /// The last decision: (creds generation, id, perm) → (may read, may write). Spares
+    /// copying our credentials on every call.
+    static DECIDED: Cell<Option<(u64, i32, Perm, bool, bool)>> = Cell::new(None);
+    /// The queue this thread used last.
+    static LAST: RefCell<Option<(i32, Arc<Mapped>)>> = RefCell::new(None);
+}
+
+/// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
+fn now_secs() -> i64 {
+    unsafe { libc::time(std::ptr::null_mut()) as i64 }
 }
 
 /// The namespace's MSGMAX, asked once (0: not yet known).
@@ -54,20 +62,37 @@ fn msgmax() -> Result<u64> {
 fn check_access(id: i32, access: u32) -> Result<()> {
     let entry = client().table()?.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(entry) = entry else {
-        if let Some(m) = MAPPED.lock().as_mut() {
-            m.remove(&id);
-        }
+        forget(id);
         return Err(Errno(libc::EINVAL));
     };
     let gen = creds::generation();
-    if GRANTED.with(|g| g.get()) == Some((gen, id, entry.perm, access)) {
-        return Ok(());
-    }
-    if !entry.perm.allows(&creds::own(), access) {
+    let (read, write) = match DECIDED.with(|d| d.get()) {
+        Some((g, i, p, r, w)) if g == gen && i == id && p == entry.perm => (r, w),
+        _ => {
+            let own = creds::own();
+            let (r, w) = (entry.perm.allows(&own, S_IRUGO), entry.perm.allows(&own, S_IWUGO));
+            DECIDED.with(|d| d.set(Some((gen, id, entry.perm, r, w))));
+            (r, w)
+        }
+    };
+    if (access == S_IRUGO && !read) || (access == S_IWUGO && !write) {
         return Err(Errno(libc::EACCES));
     }
-    GRANTED.with(|g| g.set(Some((gen, id, entry.perm, access))));
     Ok(())
+}
+
+/// Drops this process's mapping of a queue that is gone (threads still using it keep it).
+fn forget(id: i32) {
+    if let Some(m) = MAPPED.lock().as_mut() {
+        m.remove(&id);
+    }
+    let _ = LAST.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            if l.as_ref().map(|(i, _)| *i) == Some(id) {
+                *l = None;
+            }
+        }
+    });
 }
 
 /// The queue with this id, after the access check.
@@ -76,8 +101,14 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
         return Err(Errno(libc::EINVAL));
     }
     check_access(id, access)?;
-    if let Some(m) = MAPPED.lock().as_ref().and_then(|m| m.get(&id)) {
-        return Ok(m.clone());
+    let last = LAST.try_with(|l| l.try_borrow().ok().and_then(|l| l.as_ref().filter(|(i, _)| *i == id).map(|(_, m)| m.clone())));
+    if let Ok(Some(m)) = last {
+        return Ok(m);
+    }
+    let known = MAPPED.lock().as_ref().and_then(|m| m.get(&id)).cloned();
+    if let Some(m) = known {
+        remember(id, &m);
+        return Ok(m);
     }
     let reply = client().request(&[Op::Open as i64, Family::Msg as i64, id as i64, access as i64])?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
@@ -89,7 +120,16 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
     let mapped = Arc::new(Mapped { _map: map, queue });
     MAPPED.lock().get_or_insert_with(HashMap::new).insert(id, mapped.clone());
+    remember(id, &mapped);
     Ok(mapped)
+}
+
+fn remember(id: i32, m: &Arc<Mapped>) {
+    let _ = LAST.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            *l = Some((id, m.clone()));
+        }
+    });
 }
 
 /// The queue's lock, held until dropped. A holder that died is repaired after.
@@ -145,8 +185,8 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
 
 /// msgsnd. `msgp` points to the caller's `struct msgbuf` (a long, then the text).
 pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> {
-    let mut mtype: i64 = 0;
-    unsafe { copy_from_user(&mut mtype as *mut i64 as *mut u8, msgp, 8)? };
+    check_user(msgp, 8, false)?;
+    let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
     if (msgsz as isize) < 0 || id < 0 || msgsz as u64 > msgmax()? {
         return Err(Errno(libc::EINVAL));
     }
@@ -154,7 +194,8 @@ pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> 
         return Err(Errno(libc::EINVAL));
     }
     let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
-    check_readable(text, msgsz)?;
+    // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
+    check_user(text, msgsz, false)?;
     let mapped = queue(id, S_IWUGO)?;
     let q = &mapped.queue;
     let h = q.header();
@@ -164,7 +205,10 @@ pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> 
             return Err(Errno(libc::EIDRM));
         }
         if q.fits(msgsz as u64) {
-            let sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| unsafe { copy_from_user(dst, text.add(off), len) })?;
+            let sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| {
+                unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
+                Ok(())
+            })?;
             if sent {
                 break;
             }
@@ -231,22 +275,28 @@ pub fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> 
         return Err(Errno(libc::E2BIG));
     }
     let len = (bufsz as u64).min(found.size) as usize;
-    let store_type = || unsafe { copy_to_user(msgp, &found.mtype as *const i64 as *const u8, 8) };
-    let copy_text = || q.copy_out(&found, len, |src, off, n| unsafe { copy_to_user(text.add(off), src, n) });
+    // A buffer we cannot write: EFAULT, and the message stays queued.
+    check_user(msgp, 8 + len, true)?;
+    let store_type = || unsafe { std::ptr::write_unaligned(msgp as *mut i64, found.mtype) };
+    let copy_text = || {
+        q.copy_out(&found, len, |src, off, n| {
+            unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
+            Ok(())
+        })
+    };
     if flags & MSG_COPY != 0 {
         // copy_msg: a copy cannot be truncated.
         if found.size > copy_limit as u64 {
             return Err(Errno(libc::EINVAL));
         }
         copy_text()?;
-        store_type()?;
+        store_type();
         return Ok(len);
     }
-    // The text first (a fault leaves the message queued), then the removal, then at once
-    // the type: the receive counts as done from the removal on.
+    // The text first, then the removal, then at once the type: the receive counts as done
+    // from the removal on, and a receiver killed in between loses only that one message.
     copy_text()?;
-    let mut stored = Ok(());
-    q.unlink(&found, || stored = store_type())?;
+    q.unlink(&found, store_type)?;
     h.lrpid.store(creds::own_pid(), Relaxed);
     h.rtime.store(now_secs(), Relaxed);
     let wake = bump(&h.space_seq, &h.space_waiters);
@@ -254,7 +304,7 @@ pub fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> 
     if wake {
         futex_wake(&h.space_seq, i32::MAX);
     }
-    stored.map(|_| len)
+    Ok(len)
 }
 
 /// msgget: existing keys are found in the namespace table; creating asks the broker.

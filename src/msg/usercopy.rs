@@ -17,6 +17,9 @@ const EFAULT: Errno = Errno(libc::EFAULT);
 mod imp {
     use std::sync::Once;
 
+    // Each faultable instruction has a fixup the handler jumps to: rep movsb (copy), a
+    // byte load (probe for reading), a locked OR of zero (probe for writing: changes
+    // nothing, even under a concurrent writer). Each returns 0, or 1 after a fault.
     std::arch::global_asm!(
         ".pushsection .text.ipcshim_user_copy,\"ax\",@progbits",
         ".globl ipcshim_user_copy",
@@ -30,19 +33,45 @@ mod imp {
         "rep movsb",
         "xor eax, eax",
         "ret",
-        ".globl ipcshim_user_copy_fixup",
-        ".hidden ipcshim_user_copy_fixup",
-        "ipcshim_user_copy_fixup:",
+        ".size ipcshim_user_copy, .-ipcshim_user_copy",
+        ".globl ipcshim_probe_read",
+        ".hidden ipcshim_probe_read",
+        ".type ipcshim_probe_read,@function",
+        "ipcshim_probe_read:",
+        ".globl ipcshim_probe_read_insn",
+        ".hidden ipcshim_probe_read_insn",
+        "ipcshim_probe_read_insn:",
+        "movzx eax, byte ptr [rdi]",
+        "xor eax, eax",
+        "ret",
+        ".size ipcshim_probe_read, .-ipcshim_probe_read",
+        ".globl ipcshim_probe_write",
+        ".hidden ipcshim_probe_write",
+        ".type ipcshim_probe_write,@function",
+        "ipcshim_probe_write:",
+        ".globl ipcshim_probe_write_insn",
+        ".hidden ipcshim_probe_write_insn",
+        "ipcshim_probe_write_insn:",
+        "lock or byte ptr [rdi], 0",
+        "xor eax, eax",
+        "ret",
+        ".size ipcshim_probe_write, .-ipcshim_probe_write",
+        ".globl ipcshim_user_fixup",
+        ".hidden ipcshim_user_fixup",
+        "ipcshim_user_fixup:",
         "mov eax, 1",
         "ret",
-        ".size ipcshim_user_copy, .-ipcshim_user_copy",
         ".popsection",
     );
 
     extern "C" {
         fn ipcshim_user_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
+        fn ipcshim_probe_read(p: *const u8) -> u32;
+        fn ipcshim_probe_write(p: *mut u8) -> u32;
         static ipcshim_user_copy_insn: u8;
-        static ipcshim_user_copy_fixup: u8;
+        static ipcshim_probe_read_insn: u8;
+        static ipcshim_probe_write_insn: u8;
+        static ipcshim_user_fixup: u8;
     }
 
     static INSTALL: Once = Once::new();
@@ -59,8 +88,12 @@ mod imp {
     unsafe extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         let uc = ctx as *mut libc::ucontext_t;
         let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
-        if *rip as usize == std::ptr::addr_of!(ipcshim_user_copy_insn) as usize {
-            *rip = std::ptr::addr_of!(ipcshim_user_copy_fixup) as usize as i64;
+        let at = *rip as usize;
+        if at == std::ptr::addr_of!(ipcshim_user_copy_insn) as usize
+            || at == std::ptr::addr_of!(ipcshim_probe_read_insn) as usize
+            || at == std::ptr::addr_of!(ipcshim_probe_write_insn) as usize
+        {
+            *rip = std::ptr::addr_of!(ipcshim_user_fixup) as usize as i64;
             return;
         }
         // Not our copy: do what the program's previous disposition says.
@@ -107,12 +140,28 @@ mod imp {
         install();
         ipcshim_user_copy(dst, src, len) == 0
     }
+
+    pub unsafe fn readable(p: *const u8) -> bool {
+        install();
+        ipcshim_probe_read(p) == 0
+    }
+
+    pub unsafe fn writable(p: *mut u8) -> bool {
+        install();
+        ipcshim_probe_write(p) == 0
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
     pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
         std::ptr::copy_nonoverlapping(src, dst, len);
+        true
+    }
+    pub unsafe fn readable(_p: *const u8) -> bool {
+        true
+    }
+    pub unsafe fn writable(_p: *mut u8) -> bool {
         true
     }
 }
@@ -149,8 +198,9 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(
     Ok(())
 }
 
-/// EFAULT unless every byte of `[p, p + len)` is readable (one probe per page).
-pub fn check_readable(p: *const u8, len: usize) -> Result<()> {
+/// EFAULT unless every byte of `[p, p + len)` can be read (`write`: written), probed
+/// once per page. The copies that follow can then be plain ones.
+pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
@@ -159,12 +209,17 @@ pub fn check_readable(p: *const u8, len: usize) -> Result<()> {
         return Err(EFAULT);
     }
     let page = crate::sys::page_size();
-    let end = start + len;
+    let last_page = (start + len - 1) & !(page - 1);
     let mut at = start;
-    let mut byte = 0u8;
-    while at < end {
-        unsafe { copy_from_user(&mut byte, at as *const u8, 1)? };
-        at = (at & !(page - 1)) + page;
+    loop {
+        let ok = unsafe { if write { imp::writable(at as *mut u8) } else { imp::readable(at as *const u8) } };
+        if !ok {
+            return Err(EFAULT);
+        }
+        let next = (at & !(page - 1)) + page;
+        if next > last_page {
+            return Ok(());
+        }
+        at = next;
     }
-    unsafe { copy_from_user(&mut byte, (end - 1) as *const u8, 1) }
 }
