@@ -180,6 +180,8 @@ impl Guard<'_> {
             });
         }
         h.nwaiters.store(count, Release);
+        let users = (0..self.mem.geo.undo_slots as usize).filter(|&s| self.mem.undo_pid(s).load(Acquire) != 0).count();
+        h.undo_users.store(users as u32, Release);
         self.update_queue();
     }
 
@@ -429,6 +431,7 @@ impl Guard<'_> {
         }
         for s in 0..n {
             if self.mem.undo_pid(s).compare_exchange(0, pid, AcqRel, Acquire).is_ok() {
+                self.mem.header().undo_users.fetch_add(1, AcqRel);
                 return Ok(s);
             }
         }
@@ -470,6 +473,7 @@ impl Guard<'_> {
             }
             entries.push(entry(geo.undo_offset(slot), 0));
             self.commit(J_WRITES, &entries);
+            let _ = self.mem.header().undo_users.fetch_update(AcqRel, Acquire, |u| Some(u.saturating_sub(1)));
             for n in changed {
                 self.mem.sempid(n).store(pid, Relaxed);
             }

@@ -228,8 +228,10 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     t.require(if alters(ops) { WRITE } else { READ })?;
     let h = t.handle(id)?;
     if ops.len() == 1 && !ops[0].undo() {
-        if let Some(r) = single_op(h, ops[0]) {
-            return r;
+        match single_op(h, ops[0]) {
+            Some(Err(Errno(libc::EAGAIN))) => {}
+            Some(r) => return r,
+            None => {}
         }
     }
     semop_locked(h, ops, timeout)
@@ -273,6 +275,28 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     Some(Ok(()))
 }
 
+/// The kernel applies a process's SEM_UNDO adjustments before its parent can reap it; the
+/// broker does it when the process's pidfd says it died. When other processes hold
+/// adjustments in the set, a reader (GETVAL…, or a call about to fail with EAGAIN) first
+/// makes a round trip to the broker, which handles every death it has been told of before
+/// it answers: so a parent that reaped a child sees the child's undo applied.
+fn settle(h: &Handle) -> bool {
+    let users = h.mem.header().undo_users.load(Acquire);
+    if users == 0 {
+        return false;
+    }
+    let pid = creds::own_pid();
+    let c = h.undo.load(Acquire);
+    let mine = (c >> 32) as i32 == pid
+        && ((c & 0xffff_ffff) as usize) < h.mem.geo.undo_slots as usize
+        && h.mem.undo_pid((c & 0xffff_ffff) as usize).load(Acquire) == pid;
+    if users > mine as u32 {
+        let _ = client().request(&[Op::Status as i64]);
+        return true;
+    }
+    false
+}
+
 /// This process's undo slot in the set (claimed under the lock on first use; per pid, so a
 /// forked child gets its own).
 fn undo_slot(h: &Handle, g: &array::Guard<'_>, pid: i32) -> Result<usize> {
@@ -301,6 +325,7 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         registered = true;
     }
     let nums = distinct(ops);
+    let mut settled = false;
     loop {
         let mut g = array::lock(&h.mem)?;
         if g.removed() {
@@ -309,6 +334,14 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         let undo = if wants_undo { Some(undo_slot(h, &g, pid)?) } else { None };
         match g.semop(ops, &nums, pid, undo) {
             Outcome::Proceed => return Ok(()),
+            Outcome::Fail(Errno(libc::EAGAIN)) if !settled => {
+                drop(g);
+                settled = true;
+                if settle(h) {
+                    continue;
+                }
+                return Err(Errno(libc::EAGAIN));
+            }
             Outcome::Fail(e) => return Err(e),
             Outcome::Block { at } => {
                 if !registered {
@@ -373,6 +406,7 @@ pub fn get_one(id: i32, semnum: i32, cmd: i32) -> Result<i32> {
         return Err(Errno(libc::EINVAL));
     }
     let h = t.handle(id)?;
+    let _ = settle(h);
     let n = semnum as usize;
     Ok(match cmd {
         super::GETVAL => h.mem.value(n),
@@ -409,6 +443,7 @@ pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
         return Err(Errno(libc::EFAULT));
     }
     let h = t.handle(id)?;
+    let _ = settle(h);
     for n in 0..h.mem.geo.nsems as usize {
         *out.add(n) = h.mem.value(n) as u16;
     }

@@ -71,6 +71,8 @@ pub struct Header {
     pub otime: AtomicI64,
     pub ctime: AtomicI64,
     pub nwaiters: AtomicU32,
+    /// Undo slots in use (so a reader knows whether some process's death may be pending).
+    pub undo_users: AtomicU32,
     pub journal_state: AtomicU32,
     pub journal_kind: AtomicU32,
     pub journal_count: AtomicU32,
