@@ -144,6 +144,12 @@ impl Table {
         Err(())
     }
 
+    /// The family's seqlock: it changes whenever any of the family's entries changes, so a
+    /// decision made from an entry stays valid while it reads the same (and is even).
+    pub fn version(&self, family: Family) -> u64 {
+        self.area(family).seqlock.load(Acquire)
+    }
+
     /// The live object with this key, if any.
     pub fn lookup_key(&self, family: Family, key: i32) -> Result<Option<Entry>, ()> {
         self.consistent(family, |area| {
