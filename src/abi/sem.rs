@@ -54,6 +54,12 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
 /// `sops` must be NULL or point to `nsops` operations.
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
+    if nsops == 1 && !sops.is_null() {
+        let b = &*sops;
+        if let Some(Ok(())) = client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
+            return 0;
+        }
+    }
     call(-1, || semtimedop_impl(semid, sops, nsops, std::ptr::null()).map(|_| 0))
 }
 

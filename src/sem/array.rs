@@ -51,6 +51,11 @@ fn entry(offset: usize, word: u32) -> u64 {
 /// state moves from WAITING to IDRM with one compare-and-swap).
 pub fn mark_removed(mem: &SetMem) {
     mem.header().removed.store(1, SeqCst);
+    if mem.header().nwaiters.load(SeqCst) == 0 {
+        // Nobody queued (a waiter counts itself, under the lock, before it sleeps; one
+        // that queues after this sees the flag under the lock).
+        return;
+    }
     for slot in 0..mem.geo.waiter_slots as usize {
         let w = mem.waiter(slot);
         if w.state.compare_exchange(W_WAITING, W_IDRM, AcqRel, Acquire).is_ok() {
@@ -243,6 +248,9 @@ impl Guard<'_> {
     /// A semop call by `pid` (ops already checked against nsems). On Proceed it is done;
     /// on Block the words stay frozen for `enqueue` (or `abandon`).
     pub fn semop(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>) -> Outcome {
+        if let [op] = ops {
+            return self.semop_one(*op, pid, undo);
+        }
         let mut touched = self.touched(nums, undo);
         let outcome = evaluate(ops, &mut touched);
         match outcome {
@@ -255,6 +263,35 @@ impl Guard<'_> {
                 }
             }
             Outcome::Fail(_) => self.unfreeze(nums),
+            Outcome::Block { .. } => {}
+        }
+        outcome
+    }
+
+    /// `semop` of a single operation, without allocating.
+    fn semop_one(&mut self, op: SemOp, pid: i32, undo: Option<usize>) -> Outcome {
+        let n = op.num as usize;
+        let mut touched = [Touched { num: op.num, value: self.freeze(n), adj: undo.map(|s| self.mem.adj(s, n).load(Acquire)).unwrap_or(0) }];
+        let outcome = evaluate(std::slice::from_ref(&op), &mut touched);
+        match outcome {
+            Outcome::Proceed => {
+                let t = touched[0];
+                let geo = &self.mem.geo;
+                let mut entries = [entry(geo.word_offset(n), t.value as u32 | self.watched(n)), 0];
+                let len = match undo {
+                    Some(s) => {
+                        entries[1] = entry(geo.adj_offset(s, n), t.adj as u32);
+                        2
+                    }
+                    None => 1,
+                };
+                self.commit(J_WRITES, &entries[..len]);
+                self.record_op(&touched, pid);
+                if op.op != 0 && self.mem.header().nwaiters.load(Acquire) > 0 {
+                    self.update_queue();
+                }
+            }
+            Outcome::Fail(_) => self.unfreeze(&[op.num]),
             Outcome::Block { .. } => {}
         }
         outcome
@@ -290,7 +327,7 @@ impl Guard<'_> {
         for &n in nums {
             self.mem.word(n as usize).fetch_or(WATCHED, AcqRel);
         }
-        h.nwaiters.fetch_add(1, AcqRel);
+        h.nwaiters.fetch_add(1, SeqCst);
         w.state.store(W_WAITING, Release);
         self.unfreeze(nums);
         Ok(slot)
@@ -471,7 +508,7 @@ impl Guard<'_> {
                 entries.push(entry(geo.adj_offset(slot, n), 0));
                 changed.push(n);
             }
-            entries.push(entry(geo.undo_offset(slot), 0));
+            entries.push(entry(geo.undo_pid_offset(slot), 0));
             self.commit(J_WRITES, &entries);
             let _ = self.mem.header().undo_users.fetch_update(AcqRel, Acquire, |u| Some(u.saturating_sub(1)));
             for n in changed {

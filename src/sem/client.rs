@@ -18,7 +18,6 @@ use crate::ipc::sync::futex_wait;
 use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
 use crate::sys::Mapping;
 use crate::wire::Op;
-use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
@@ -41,8 +40,8 @@ struct Handle {
     sleepers: AtomicU32,
 }
 
-static HANDLES: Lazy<Box<[AtomicPtr<Handle>]>> =
-    Lazy::new(|| (0..MAX_INDEX).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+/// Index → handle. In .bss: pages are only made when touched.
+static HANDLES: [AtomicPtr<Handle>; MAX_INDEX] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_INDEX];
 
 /// Handles replaced or found removed, freed once no thread can still be using them.
 struct Retired(Vec<(Instant, *mut Handle)>);
@@ -72,6 +71,7 @@ fn sweep(r: &mut Retired) {
     });
 }
 
+#[inline(always)]
 fn cached(id: i32) -> Option<&'static Handle> {
     let (index, _) = split_id(id)?;
     let p = HANDLES.get(index)?.load(Acquire);
@@ -237,8 +237,34 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     semop_locked(h, ops, timeout)
 }
 
+/// semop of one operation without SEM_UNDO, when the set is mapped and the permission
+/// decision cached: everything inline, no lock. None: take the general path (which also
+/// produces every error in the kernel's order).
+#[inline]
+pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
+    if op.undo() || id < 0 {
+        return None;
+    }
+    let h = cached(id)?;
+    if op.num as u32 >= h.mem.geo.nsems {
+        return None;
+    }
+    let table = client().table().ok()?;
+    let key = (table.version(Family::Sem) << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let c = h.rights.load(Relaxed);
+    let need = if op.op != 0 { WRITE } else { READ };
+    if c & !3 != key || (c & 3) as u32 & need == 0 {
+        return None;
+    }
+    match single_op(h, op) {
+        Some(Err(Errno(libc::EAGAIN))) => None,
+        r => r,
+    }
+}
+
 /// The fast path: one operation on a semaphore no one waits on and the lock holder does not
 /// hold, as one compare-and-swap. None: take the lock (it must wait, or someone waits).
+#[inline(always)]
 fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     let word = h.mem.word(op.num as usize);
     let mut w = word.load(Acquire);
@@ -324,7 +350,15 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         client().ensure_registered()?;
         registered = true;
     }
-    let nums = distinct(ops);
+    let one;
+    let many;
+    let nums: &[u16] = if ops.len() == 1 {
+        one = [ops[0].num];
+        &one
+    } else {
+        many = distinct(ops);
+        &many
+    };
     let mut settled = false;
     loop {
         let mut g = array::lock(&h.mem)?;
@@ -332,7 +366,7 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
             return Err(Errno(libc::EIDRM));
         }
         let undo = if wants_undo { Some(undo_slot(h, &g, pid)?) } else { None };
-        match g.semop(ops, &nums, pid, undo) {
+        match g.semop(ops, nums, pid, undo) {
             Outcome::Proceed => return Ok(()),
             Outcome::Fail(Errno(libc::EAGAIN)) if !settled => {
                 drop(g);
@@ -345,17 +379,17 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
             Outcome::Fail(e) => return Err(e),
             Outcome::Block { at } => {
                 if !registered {
-                    g.abandon(&nums);
+                    g.abandon(nums);
                     drop(g);
                     client().ensure_registered()?;
                     registered = true;
                     continue;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    g.abandon(&nums);
+                    g.abandon(nums);
                     return Err(Errno(libc::EAGAIN));
                 }
-                let slot = g.enqueue(ops, &nums, pid, undo, at)?;
+                let slot = g.enqueue(ops, nums, pid, undo, at)?;
                 h.sleepers.fetch_add(1, AcqRel);
                 drop(g);
                 let r = sleep(h, slot, deadline);
@@ -387,6 +421,15 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
                 return Err(Errno(libc::EIDRM));
             }
             _ => return Err(Errno(libc::EIDRM)),
+        }
+        // IPC_RMID marks the set removed and then wakes the waiters it counted: one that
+        // queued meanwhile sees the flag here.
+        if h.mem.header().removed.load(SeqCst) != 0 {
+            let mut g = array::lock(&h.mem)?;
+            if g.dequeue(slot) {
+                return Err(Errno(libc::EIDRM));
+            }
+            continue;
         }
         if let Err(e) = futex_wait(&w.state, W_WAITING, deadline) {
             // Interrupted or timed out: leave the queue, unless a waker got there first.

@@ -94,13 +94,14 @@ pub struct Waiter {
 }
 
 const WAITER_HEADER: usize = std::mem::size_of::<Waiter>();
-const UNDO_HEADER: usize = 8;
 
 fn align(n: usize, a: usize) -> Option<usize> {
     n.checked_add(a - 1).map(|v| v & !(a - 1))
 }
 
-/// Where everything is, computed from the set's parameters.
+/// Where everything is, computed from the set's parameters. The small per-slot words a
+/// scan reads (waiter states, undo owners) are packed together, away from the bulk (waiter
+/// operations, adjustments), so that a scan touches few pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     pub nsems: u32,
@@ -112,7 +113,8 @@ pub struct Geometry {
     pub journal: usize,
     pub journal_cap: usize,
     pub waiters: usize,
-    pub waiter_size: usize,
+    pub waiter_ops: usize,
+    pub undo_pids: usize,
     pub undo: usize,
     pub undo_size: usize,
     pub size: usize,
@@ -134,11 +136,12 @@ impl Geometry {
         // adjustments and slot; or a SETALL.
         let journal_cap = 3 * n.max(max_ops as usize) + 8;
         let waiters = align(journal + 8 * journal_cap, 64)?;
-        let waiter_size = align(WAITER_HEADER + 8 * max_ops as usize, 64)?;
-        let undo = align(waiters + waiter_size * waiter_slots as usize, 64)?;
-        let undo_size = align(UNDO_HEADER + 4 * n, 64)?;
+        let waiter_ops = align(waiters + WAITER_HEADER * waiter_slots as usize, 64)?;
+        let undo_pids = align(waiter_ops + 8 * max_ops as usize * waiter_slots as usize, 64)?;
+        let undo = align(undo_pids + 4 * undo_slots as usize, 64)?;
+        let undo_size = align(4 * n, 64)?;
         let size = align(undo + undo_size * undo_slots as usize, 4096)?;
-        Some(Geometry { nsems, max_ops, waiter_slots, undo_slots, values, pids, journal, journal_cap, waiters, waiter_size, undo, undo_size, size })
+        Some(Geometry { nsems, max_ops, waiter_slots, undo_slots, values, pids, journal, journal_cap, waiters, waiter_ops, undo_pids, undo, undo_size, size })
     }
 
     pub fn word_offset(&self, num: usize) -> usize {
@@ -149,16 +152,21 @@ impl Geometry {
         self.pids + 4 * num
     }
 
+    /// The waiter's header; its first word is the state.
     pub fn waiter_offset(&self, slot: usize) -> usize {
-        self.waiters + self.waiter_size * slot
+        self.waiters + WAITER_HEADER * slot
     }
 
-    pub fn undo_offset(&self, slot: usize) -> usize {
-        self.undo + self.undo_size * slot
+    pub fn waiter_op_offset(&self, slot: usize, i: usize) -> usize {
+        self.waiter_ops + 8 * (slot * self.max_ops as usize + i)
+    }
+
+    pub fn undo_pid_offset(&self, slot: usize) -> usize {
+        self.undo_pids + 4 * slot
     }
 
     pub fn adj_offset(&self, slot: usize, num: usize) -> usize {
-        self.undo_offset(slot) + UNDO_HEADER + 4 * num
+        self.undo + self.undo_size * slot + 4 * num
     }
 }
 
@@ -250,12 +258,12 @@ impl SetMem {
 
     pub fn waiter_op(&self, slot: usize, i: usize) -> &AtomicU64 {
         assert!(slot < self.geo.waiter_slots as usize && i < self.geo.max_ops as usize);
-        unsafe { &*(self.base.add(self.geo.waiter_offset(slot) + WAITER_HEADER + 8 * i) as *const AtomicU64) }
+        unsafe { &*(self.base.add(self.geo.waiter_op_offset(slot, i)) as *const AtomicU64) }
     }
 
     pub fn undo_pid(&self, slot: usize) -> &AtomicI32 {
         assert!(slot < self.geo.undo_slots as usize);
-        unsafe { &*(self.base.add(self.geo.undo_offset(slot)) as *const AtomicI32) }
+        unsafe { &*(self.base.add(self.geo.undo_pid_offset(slot)) as *const AtomicI32) }
     }
 
     pub fn adj(&self, slot: usize, num: usize) -> &AtomicI32 {
@@ -279,7 +287,9 @@ mod tests {
         assert!(g.values >= std::mem::size_of::<Header>());
         assert!(g.pids >= g.values + 12 && g.journal >= g.pids + 12);
         assert!(g.waiters >= g.journal + 8 * g.journal_cap);
-        assert!(g.undo >= g.waiters + g.waiter_size * WAITER_SLOTS as usize);
+        assert!(g.waiter_ops >= g.waiters + 32 * WAITER_SLOTS as usize);
+        assert!(g.undo_pids >= g.waiter_ops + 8 * 500 * WAITER_SLOTS as usize);
+        assert!(g.undo >= g.undo_pids + 4 * UNDO_SLOTS as usize);
         assert!(g.size >= g.undo + g.undo_size * UNDO_SLOTS as usize);
         assert!(Geometry::new(0, 500, 1, 1).is_none());
         let big = Geometry::new(32000, 500, WAITER_SLOTS, UNDO_SLOTS).unwrap();

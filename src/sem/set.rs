@@ -163,6 +163,11 @@ impl SemSets {
     /// wake whoever can now proceed, in every set.
     pub fn process_died(&mut self, pid: i32) -> Vec<Change> {
         for (_, obj) in self.registry.iter() {
+            let h = obj.data.mem.header();
+            // A set where nobody waits or holds adjustments has nothing of the dead.
+            if h.nwaiters.load(Acquire) == 0 && h.undo_users.load(Acquire) == 0 && h.journal_state.load(Acquire) == 0 {
+                continue;
+            }
             if let Ok(mut g) = array::lock(&obj.data.mem) {
                 g.process_died(pid);
             }
