@@ -60,6 +60,20 @@ impl RobustMutex {
         }
     }
 
+    /// `lock` without waiting: `None` if another holds the lock.
+    pub fn try_lock(&self) -> Option<Result<Locked>> {
+        let p = &self.raw as *const libc::pthread_mutex_t as *mut libc::pthread_mutex_t;
+        match unsafe { libc::pthread_mutex_trylock(p) } {
+            0 => Some(Ok(Locked::Clean)),
+            libc::EBUSY => None,
+            libc::EOWNERDEAD => {
+                unsafe { libc::pthread_mutex_consistent(p) };
+                Some(Ok(Locked::Recovered))
+            }
+            _ => Some(Err(Errno(libc::EIDRM))),
+        }
+    }
+
     pub fn unlock(&self) {
         let p = &self.raw as *const libc::pthread_mutex_t as *mut libc::pthread_mutex_t;
         unsafe { libc::pthread_mutex_unlock(p) };

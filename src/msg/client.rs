@@ -16,7 +16,7 @@ use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use parking_lot::Mutex;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -30,12 +30,18 @@ struct Mapped {
 
 static MAPPED: Mutex<Option<HashMap<i32, Arc<Mapped>>>> = Mutex::new(None);
 
-thread_local! {
+/// What a thread remembers between calls (one thread-local: each access costs a call).
+#[derive(Default)]
+struct Recent {
     /// The last decision: (creds generation, id, perm) → (may read, may write). Spares
     /// copying our credentials on every call.
-    static DECIDED: Cell<Option<(u64, i32, Perm, bool, bool)>> = Cell::new(None);
+    decided: Option<(u64, i32, Perm, bool, bool)>,
     /// The queue this thread used last.
-    static LAST: RefCell<Option<(i32, Arc<Mapped>)>> = RefCell::new(None);
+    queue: Option<(i32, Arc<Mapped>)>,
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
@@ -58,27 +64,35 @@ fn msgmax() -> Result<u64> {
     Ok(v)
 }
 
-/// `ipcperms` against the namespace table: EINVAL for an id that names no queue.
-fn check_access(id: i32, access: u32) -> Result<()> {
+/// `ipcperms` against the namespace table: EINVAL for an id that names no queue. Returns
+/// the queue if this thread used it last.
+fn check_access(id: i32, access: u32) -> Result<Option<Arc<Mapped>>> {
     let entry = client().table()?.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(entry) = entry else {
         forget(id);
         return Err(Errno(libc::EINVAL));
     };
     let gen = creds::generation();
-    let (read, write) = match DECIDED.with(|d| d.get()) {
-        Some((g, i, p, r, w)) if g == gen && i == id && p == entry.perm => (r, w),
-        _ => {
+    let recent = RECENT.try_with(|r| {
+        let r = r.try_borrow().ok()?;
+        let decided = r.decided.filter(|&(g, i, p, _, _)| g == gen && i == id && p == entry.perm).map(|d| (d.3, d.4));
+        let queue = r.queue.as_ref().filter(|(i, _)| *i == id).map(|(_, m)| m.clone());
+        Some((decided, queue))
+    });
+    let (decided, queue) = recent.ok().flatten().unwrap_or((None, None));
+    let (read, write) = match decided {
+        Some(d) => d,
+        None => {
             let own = creds::own();
             let (r, w) = (entry.perm.allows(&own, S_IRUGO), entry.perm.allows(&own, S_IWUGO));
-            DECIDED.with(|d| d.set(Some((gen, id, entry.perm, r, w))));
+            let _ = RECENT.try_with(|rc| rc.try_borrow_mut().map(|mut rc| rc.decided = Some((gen, id, entry.perm, r, w))));
             (r, w)
         }
     };
     if (access == S_IRUGO && !read) || (access == S_IWUGO && !write) {
         return Err(Errno(libc::EACCES));
     }
-    Ok(())
+    Ok(queue)
 }
 
 /// Drops this process's mapping of a queue that is gone (threads still using it keep it).
@@ -86,10 +100,10 @@ fn forget(id: i32) {
     if let Some(m) = MAPPED.lock().as_mut() {
         m.remove(&id);
     }
-    let _ = LAST.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
-            if l.as_ref().map(|(i, _)| *i) == Some(id) {
-                *l = None;
+    let _ = RECENT.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            if r.queue.as_ref().map(|(i, _)| *i) == Some(id) {
+                r.queue = None;
             }
         }
     });
@@ -100,9 +114,7 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    check_access(id, access)?;
-    let last = LAST.try_with(|l| l.try_borrow().ok().and_then(|l| l.as_ref().filter(|(i, _)| *i == id).map(|(_, m)| m.clone())));
-    if let Ok(Some(m)) = last {
+    if let Some(m) = check_access(id, access)? {
         return Ok(m);
     }
     let known = MAPPED.lock().as_ref().and_then(|m| m.get(&id)).cloned();
@@ -125,9 +137,9 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
 }
 
 fn remember(id: i32, m: &Arc<Mapped>) {
-    let _ = LAST.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
-            *l = Some((id, m.clone()));
+    let _ = RECENT.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.queue = Some((id, m.clone()));
         }
     });
 }
@@ -137,8 +149,24 @@ struct Guard<'a> {
     queue: &'a Queue,
 }
 
+/// Tries this many times before sleeping on a held lock: it is held for a few hundred
+/// nanoseconds at most, far less than a sleep and a wake-up cost.
+const LOCK_TRIES: u32 = 200;
+
 fn lock(queue: &Queue) -> Result<Guard<'_>> {
-    let locked = queue.header().lock.lock()?;
+    let mutex = &queue.header().lock;
+    let mut locked = None;
+    for _ in 0..LOCK_TRIES {
+        if let Some(r) = mutex.try_lock() {
+            locked = Some(r?);
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let locked = match locked {
+        Some(l) => l,
+        None => mutex.lock()?,
+    };
     let guard = Guard { queue };
     if let Locked::Recovered = locked {
         queue.recover()?;

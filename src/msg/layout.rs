@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 pub const VERSION: u32 = 1;
 /// Bytes of message text per data block.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).
 pub const HEADER_SIZE: usize = 4096;
 const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
@@ -553,10 +553,10 @@ mod tests {
             (-1i64..8).prop_map(Search::Number),
         ];
         prop_oneof![
-            4 => (1i64..6, prop_oneof![0usize..4, 250usize..700]).prop_map(|(t, s)| Op::Send(t, s)),
+            4 => (1i64..6, prop_oneof![0usize..4, 900usize..2500]).prop_map(|(t, s)| Op::Send(t, s)),
             4 => (search, any::<bool>()).prop_map(|(s, c)| Op::Recv(s, c)),
             1 => Just(Op::Recover),
-            1 => (0usize..600).prop_map(Op::DieSending),
+            1 => (0usize..3000).prop_map(Op::DieSending),
             1 => Just(Op::DieReceiving),
         ]
     }
@@ -564,7 +564,7 @@ mod tests {
     proptest! {
         #[test]
         fn queue_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
-            let (_mem, q) = Mem::new(64, 4000);
+            let (_mem, q) = Mem::new(64, 20000);
             let mut model: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
             let mut id = 0u32;
             for op in ops {
@@ -573,7 +573,7 @@ mod tests {
                         id += 1;
                         let data = text(id, size);
                         let bytes: usize = model.iter().map(|m| m.1.len()).sum();
-                        let fits = bytes + size <= 4000 && model.len() < 4000;
+                        let fits = bytes + size <= 20000 && model.len() < 20000;
                         let sent = send(&q, t, &data).unwrap();
                         if sent {
                             model.push_back((t, data));
