@@ -14,14 +14,15 @@
 
 use super::layout::*;
 use super::ops::{alters, distinct, evaluate, Outcome, SemOp, Touched, SEMVMX};
-use crate::ipc::sync::{futex_wake, Locked};
+use super::wait::{self, Address};
+use crate::ipc::sync::Locked;
 use crate::ipc::{Errno, Result};
 use std::sync::atomic::Ordering::*;
 
 pub struct Guard<'a> {
     mem: &'a SetMem,
-    /// Waiter slots to wake once the lock is released.
-    wake: Vec<usize>,
+    /// Sleepers to wake once the lock is released.
+    wake: Vec<Address>,
 }
 
 /// Takes the set's lock, repairing the set first if the last holder died in it.
@@ -37,10 +38,16 @@ pub fn lock(mem: &SetMem) -> Result<Guard<'_>> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.mem.header().mutex.unlock();
-        for &slot in &self.wake {
-            futex_wake(&self.mem.waiter(slot).state, 1);
+        for &a in &self.wake {
+            wait::wake(a);
         }
     }
+}
+
+/// The wake-up address of the sleeper in a waiter slot.
+pub fn address(mem: &SetMem, slot: usize) -> Address {
+    let w = mem.waiter(slot);
+    Address { pid: w.pid.load(Acquire), tid: w.tid.load(Acquire), nonce: w.nonce.load(Acquire) }
 }
 
 fn entry(offset: usize, word: u32) -> u64 {
@@ -59,7 +66,7 @@ pub fn mark_removed(mem: &SetMem) {
     for slot in 0..mem.geo.waiter_slots as usize {
         let w = mem.waiter(slot);
         if w.state.compare_exchange(W_WAITING, W_IDRM, AcqRel, Acquire).is_ok() {
-            futex_wake(&w.state, 1);
+            wait::wake(address(mem, slot));
         }
     }
 }
@@ -175,7 +182,7 @@ impl Guard<'_> {
                     }
                     None => w.state.store(W_FREE, Release),
                 },
-                _ => self.wake.push(slot),
+                _ => self.wake.push(address(self.mem, slot)),
             }
         }
         for (num, &watch) in watched.iter().enumerate() {
@@ -303,7 +310,7 @@ impl Guard<'_> {
     }
 
     /// Queues a blocked call (its words are frozen by `semop`). Returns the waiter slot.
-    pub fn enqueue(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>, at: usize) -> Result<usize> {
+    pub fn enqueue(&mut self, ops: &[SemOp], nums: &[u16], sleeper: Address, undo: Option<usize>, at: usize) -> Result<usize> {
         let geo = self.mem.geo;
         if ops.len() > geo.max_ops as usize {
             self.unfreeze(nums);
@@ -319,7 +326,9 @@ impl Guard<'_> {
             self.mem.waiter_op(slot, i).store(o.pack(), Relaxed);
         }
         w.nsops.store(ops.len() as u32, Relaxed);
-        w.pid.store(pid, Relaxed);
+        w.pid.store(sleeper.pid, Relaxed);
+        w.tid.store(sleeper.tid, Relaxed);
+        w.nonce.store(sleeper.nonce, Relaxed);
         w.undo.store(undo.map(|u| u as u32).unwrap_or(u32::MAX), Relaxed);
         w.ticket.store(h.next_ticket.fetch_add(1, Relaxed), Relaxed);
         w.blocking.store(blocking_of(&ops[at]), Relaxed);
@@ -331,6 +340,13 @@ impl Guard<'_> {
         w.state.store(W_WAITING, Release);
         self.unfreeze(nums);
         Ok(slot)
+    }
+
+    /// A sleeper's new wake-up address (its socket had to be made again).
+    pub fn readdress(&self, slot: usize, a: Address) {
+        let w = self.mem.waiter(slot);
+        w.tid.store(a.tid, Release);
+        w.nonce.store(a.nonce, Release);
     }
 
     /// Takes a still-waiting call out of the queue (timeout, signal). False if a waker or
@@ -375,7 +391,7 @@ impl Guard<'_> {
     fn finish_waiter(&mut self, slot: usize, nums: &[u16]) {
         self.mem.header().nwaiters.fetch_sub(1, AcqRel);
         self.rewatch(nums);
-        self.wake.push(slot);
+        self.wake.push(address(self.mem, slot));
     }
 
     /// `update_queue`: retries the queued calls, oldest first, the wait-for-zero calls

@@ -14,7 +14,7 @@ use super::ops::*;
 use crate::client::{client, creds};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
-use crate::ipc::sync::futex_wait;
+use super::wait;
 use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
 use crate::sys::Mapping;
 use crate::wire::Op;
@@ -345,10 +345,8 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
     // The broker must watch this process before it records an adjustment or queues a
     // call (so that its death undoes them), and before we hold the lock (the broker takes
     // it when a process dies).
-    let mut registered = false;
     if wants_undo {
         client().ensure_registered()?;
-        registered = true;
     }
     let one;
     let many;
@@ -360,6 +358,8 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         &many
     };
     let mut settled = false;
+    // Set up (registration, wake-up socket) outside the lock, once we know we must sleep.
+    let mut sleeper: Option<wait::Address> = None;
     loop {
         let mut g = array::lock(&h.mem)?;
         if g.removed() {
@@ -378,18 +378,18 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
             }
             Outcome::Fail(e) => return Err(e),
             Outcome::Block { at } => {
-                if !registered {
-                    g.abandon(nums);
-                    drop(g);
-                    client().ensure_registered()?;
-                    registered = true;
-                    continue;
-                }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     g.abandon(nums);
                     return Err(Errno(libc::EAGAIN));
                 }
-                let slot = g.enqueue(ops, nums, pid, undo, at)?;
+                let Some(address) = sleeper else {
+                    g.abandon(nums);
+                    drop(g);
+                    client().ensure_registered()?;
+                    sleeper = Some(wait::prepare()?);
+                    continue;
+                };
+                let slot = g.enqueue(ops, nums, address, undo, at)?;
                 h.sleepers.fetch_add(1, AcqRel);
                 drop(g);
                 let r = sleep(h, slot, deadline);
@@ -400,8 +400,8 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
     }
 }
 
-/// Sleeps on the waiter slot until a waker performed the call (or it failed, or the set
-/// was removed), the deadline passed (EAGAIN) or a signal handler ran (EINTR).
+/// Sleeps until a waker performed the call (or it failed, or the set was removed), the
+/// deadline passed (EAGAIN) or a signal interrupted (EINTR).
 fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
     let w = h.mem.waiter(slot);
     loop {
@@ -431,11 +431,25 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
             }
             continue;
         }
-        if let Err(e) = futex_wait(&w.state, W_WAITING, deadline) {
-            // Interrupted or timed out: leave the queue, unless a waker got there first.
-            let mut g = array::lock(&h.mem)?;
-            if g.dequeue(slot) {
-                return Err(e);
+        match wait::sleep(deadline) {
+            Ok(()) => {}
+            Err(Errno(libc::EBADF)) => {
+                // The program closed our socket: make another, tell the wakers.
+                match wait::prepare() {
+                    Ok(a) => array::lock(&h.mem)?.readdress(slot, a),
+                    Err(e) => {
+                        if array::lock(&h.mem)?.dequeue(slot) {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // Interrupted or timed out: leave the queue, unless a waker got there first.
+                let mut g = array::lock(&h.mem)?;
+                if g.dequeue(slot) {
+                    return Err(e);
+                }
             }
         }
     }

@@ -90,7 +90,9 @@ pub struct Waiter {
     pub undo: AtomicU32,
     pub blocking: AtomicU32,
     pub ticket: AtomicU64,
-    // followed by max_ops packed operations (u64 each)
+    /// Where the sleeper is woken (see wait.rs): its tid and socket nonce.
+    pub tid: AtomicI32,
+    pub nonce: AtomicU32,
 }
 
 const WAITER_HEADER: usize = std::mem::size_of::<Waiter>();
@@ -287,7 +289,7 @@ mod tests {
         assert!(g.values >= std::mem::size_of::<Header>());
         assert!(g.pids >= g.values + 12 && g.journal >= g.pids + 12);
         assert!(g.waiters >= g.journal + 8 * g.journal_cap);
-        assert!(g.waiter_ops >= g.waiters + 32 * WAITER_SLOTS as usize);
+        assert!(g.waiter_ops >= g.waiters + 40 * WAITER_SLOTS as usize);
         assert!(g.undo_pids >= g.waiter_ops + 8 * 500 * WAITER_SLOTS as usize);
         assert!(g.undo >= g.undo_pids + 4 * UNDO_SLOTS as usize);
         assert!(g.size >= g.undo + g.undo_size * UNDO_SLOTS as usize);

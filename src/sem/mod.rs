@@ -3,6 +3,7 @@
 //! - `layout`: a set's shared memory (values, waiters, undo slots, journal, lock);
 //! - `array`: the operations under the set's lock (semop, wake-ups, SETVAL/SETALL, exit);
 //! - `set`: the broker's registry (semget, IPC_STAT/IPC_SET/IPC_RMID/…_INFO, deaths);
+//! - `wait`: sleeping in semop, and waking a sleeper in another process;
 //! - `client`: the calls made in the process, semop without leaving it when it need not
 //!   wait.
 
@@ -11,6 +12,7 @@ pub mod client;
 pub mod layout;
 pub mod ops;
 pub mod set;
+pub mod wait;
 
 /// semctl commands (include/uapi/linux/sem.h).
 pub const GETPID: i32 = 11;
