@@ -25,19 +25,31 @@ extern "C" {
  */
 key_t ftok(const char *pathname, int proj_id);
 
-int msgget(key_t _key, int _msgflg);
+int msgget(key_t key, int msgflg);
 
-int msgsnd(int _msqid, const void *_msgp, size_t _msgsz, int _msgflg);
+int msgsnd(int msqid, const void *msgp, size_t msgsz, int msgflg);
 
-ssize_t msgrcv(int _msqid, void *_msgp, size_t _msgsz, long _msgtyp, int _msgflg);
+ssize_t msgrcv(int msqid, void *msgp, size_t msgsz, long msgtyp, int msgflg);
 
-int msgctl(int _msqid, int _cmd, struct msqid_ds *_buf);
+/**
+ * # Safety
+ * `buf` must be NULL or point to the structure `cmd` reads or writes.
+ */
+int msgctl(int msqid, int cmd, struct msqid_ds *buf);
 
-int semget(key_t _key, int _nsems, int _semflg);
+int semget(key_t key, int nsems, int semflg);
 
-int semop(int _semid, struct sembuf *_sops, size_t _nsops);
+/**
+ * # Safety
+ * `sops` must be NULL or point to `nsops` operations.
+ */
+int semop(int semid, struct sembuf *sops, size_t nsops);
 
-int semtimedop(int _semid, struct sembuf *_sops, size_t _nsops, const struct timespec *_timeout);
+/**
+ * # Safety
+ * `sops` must be NULL or point to `nsops` operations; `timeout` NULL or a timespec.
+ */
+int semtimedop(int semid, struct sembuf *sops, size_t nsops, const struct timespec *timeout);
 
 int shmget(key_t key, size_t size, int shmflg);
 
@@ -50,6 +62,12 @@ int shmdt(const void *shmaddr);
  * `buf` must be NULL or point to the structure `cmd` reads or writes.
  */
 int shmctl(int shmid, int cmd, struct shmid_ds *buf);
+
+extern uint32_t ipcshim_user_copy(uint8_t *dst, const uint8_t *src, uintptr_t len);
+
+extern uint32_t ipcshim_probe_read(const uint8_t *p);
+
+extern uint32_t ipcshim_probe_write(uint8_t *p);
 
 #ifdef __cplusplus
 }  // extern "C"
