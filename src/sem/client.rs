@@ -301,13 +301,18 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     Some(Ok(()))
 }
 
-/// The kernel applies a process's SEM_UNDO adjustments before its parent can reap it; the
-/// broker does it when the process's pidfd says it died. When other processes hold
-/// adjustments in the set, a reader (GETVAL…, or a call about to fail with EAGAIN) first
+/// The kernel applies a process's SEM_UNDO adjustments (and drops its queued calls) before
+/// its parent can reap it; the broker does it when the process's pidfd says it died. When
+/// other processes hold adjustments in the set, or calls are queued, a reader (GETVAL…, or a call about to fail with EAGAIN) first
 /// makes a round trip to the broker, which handles every death it has been told of before
 /// it answers: so a parent that reaped a child sees the child's undo applied.
 fn settle(h: &Handle) -> bool {
     let users = h.mem.header().undo_users.load(Acquire);
+    if h.mem.header().nwaiters.load(Acquire) > 0 {
+        // A dead process's queued calls must be gone too.
+        let _ = client().request(&[Op::Status as i64]);
+        return true;
+    }
     if users == 0 {
         return false;
     }
@@ -501,9 +506,15 @@ pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
     }
     let h = t.handle(id)?;
     let _ = settle(h);
+    // Under the lock: a snapshot no multi-operation call is half way through.
+    let g = array::lock(&h.mem)?;
+    if g.removed() {
+        return Err(Errno(libc::EIDRM));
+    }
     for n in 0..h.mem.geo.nsems as usize {
         *out.add(n) = h.mem.value(n) as u16;
     }
+    drop(g);
     Ok(())
 }
 
