@@ -538,3 +538,159 @@ impl Guard<'_> {
 fn blocking_of(op: &SemOp) -> u32 {
     op.num as u32 | if op.op == 0 { BLOCK_ZERO } else { 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sem::ops::{IPC_NOWAIT, SEM_UNDO};
+
+    /// A set in anonymous shared memory.
+    struct TestSet {
+        ptr: *mut u8,
+        len: usize,
+        mem: SetMem,
+    }
+
+    impl Drop for TestSet {
+        fn drop(&mut self) {
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
+
+    fn new_set(nsems: u32) -> TestSet {
+        let geo = Geometry::new(nsems, 8, 4, 4).unwrap();
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), geo.size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let mem = unsafe { SetMem::init(ptr as *mut u8, geo, 1) }.unwrap();
+        TestSet { ptr: ptr as *mut u8, len: geo.size, mem }
+    }
+
+    fn op(num: u16, op: i16, flg: i16) -> SemOp {
+        SemOp { num, op, flg }
+    }
+
+    fn run(g: &mut Guard<'_>, ops: &[SemOp], pid: i32, undo: Option<usize>) -> Outcome {
+        let nums = distinct(ops);
+        let r = g.semop(ops, &nums, pid, undo);
+        if let Outcome::Block { .. } = r {
+            g.abandon(&nums);
+        }
+        r
+    }
+
+    fn values(m: &SetMem) -> Vec<i32> {
+        (0..m.geo.nsems as usize).map(|n| m.value(n)).collect()
+    }
+
+    fn sleeper(pid: i32) -> Address {
+        Address { pid, tid: pid, nonce: 0 }
+    }
+
+    #[test]
+    fn calls_apply_all_or_nothing_and_undo_at_exit() {
+        let s = new_set(3);
+        let mut g = lock(&s.mem).unwrap();
+        let slot = g.undo_slot(10).unwrap();
+        assert_eq!(g.undo_slot(10).unwrap(), slot, "one slot per process");
+        assert_eq!(s.mem.header().undo_users.load(Relaxed), 1);
+        assert_eq!(run(&mut g, &[op(0, 2, 0), op(1, 1, SEM_UNDO)], 10, Some(slot)), Outcome::Proceed);
+        assert_eq!(values(&s.mem), vec![2, 1, 0]);
+        assert_eq!(s.mem.adj(slot, 1).load(Relaxed), -1);
+        assert_eq!(run(&mut g, &[op(0, -1, 0), op(2, -1, IPC_NOWAIT)], 10, None), Outcome::Fail(Errno(libc::EAGAIN)));
+        assert_eq!(values(&s.mem), vec![2, 1, 0]);
+        assert!((0..3).all(|n| s.mem.word(n).load(Relaxed) & FROZEN == 0), "a failed call leaves nothing frozen");
+        assert_eq!(s.mem.sempid(0).load(Relaxed), 10);
+        g.process_died(10);
+        assert_eq!(values(&s.mem), vec![2, 0, 0]);
+        assert_eq!(s.mem.undo_pid(slot).load(Relaxed), 0);
+        assert_eq!(s.mem.header().undo_users.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn waiters_are_served_in_order_and_counted() {
+        let s = new_set(1);
+        let mut g = lock(&s.mem).unwrap();
+        // A waiter for 2 units, then one for 1 unit.
+        for (pid, want) in [(20, -2i16), (21, -1)] {
+            let ops = [op(0, want, 0)];
+            let Outcome::Block { at } = g.semop(&ops, &[0], pid, None) else { panic!() };
+            g.enqueue(&ops, &[0], sleeper(pid), None, at).unwrap();
+        }
+        assert_eq!(counts(&s.mem, 0), (2, 0));
+        assert_ne!(s.mem.word(0).load(Relaxed) & WATCHED, 0);
+        // One unit: the small request goes first, the large one keeps waiting.
+        assert_eq!(run(&mut g, &[op(0, 1, 0)], 30, None), Outcome::Proceed);
+        let state = |slot: usize| s.mem.waiter(slot).state.load(Relaxed);
+        assert_eq!((state(0), state(1)), (W_WAITING, W_DONE));
+        assert_eq!(s.mem.sempid(0).load(Relaxed), 21);
+        assert_eq!(counts(&s.mem, 0), (1, 0));
+        assert_eq!(run(&mut g, &[op(0, 2, 0)], 30, None), Outcome::Proceed);
+        assert_eq!(state(0), W_DONE);
+        assert_eq!(values(&s.mem), vec![0]);
+        assert_eq!(s.mem.word(0).load(Relaxed) & WATCHED, 0, "nobody waits: the fast path may use the word");
+    }
+
+    /// A holder that died with a committed journal: the next locker finishes its work.
+    #[test]
+    fn a_dead_holder_journal_is_replayed() {
+        let s = new_set(2);
+        let mem: &'static SetMem = unsafe { &*(&s.mem as *const SetMem) };
+        std::thread::spawn(move || {
+            std::mem::forget(lock(mem).unwrap());
+            // Half way through a transfer 0 → 1: both words frozen, journal committed.
+            let g = Guard { mem, wake: Vec::new() };
+            g.freeze(0);
+            g.freeze(1);
+            mem.journal_entry(0).store(entry(mem.geo.word_offset(0), 3), Relaxed);
+            mem.journal_entry(1).store(entry(mem.geo.word_offset(1), 7), Relaxed);
+            mem.header().journal_count.store(2, Relaxed);
+            mem.header().journal_kind.store(J_WRITES, Relaxed);
+            mem.header().journal_state.store(J_COMMITTED, Release);
+            std::mem::forget(g);
+        })
+        .join()
+        .unwrap();
+        let g = lock(&s.mem).unwrap();
+        assert_eq!(values(&s.mem), vec![3, 7]);
+        assert!((0..2).all(|n| s.mem.word(n).load(Relaxed) & (FROZEN | WATCHED) == 0));
+        assert_eq!(s.mem.header().journal_state.load(Relaxed), J_EMPTY);
+        drop(g);
+    }
+
+    /// An uncommitted journal is dropped; corrupt waiter slots and journals do no harm.
+    #[test]
+    fn corrupt_state_is_contained() {
+        let s = new_set(2);
+        let mem: &'static SetMem = unsafe { &*(&s.mem as *const SetMem) };
+        std::thread::spawn(move || {
+            std::mem::forget(lock(mem).unwrap());
+            mem.journal_entry(0).store(entry(mem.geo.word_offset(0), 9), Relaxed);
+            mem.header().journal_count.store(1, Relaxed);
+            let w = mem.waiter(1);
+            w.nsops.store(u32::MAX, Relaxed);
+            w.state.store(W_WAITING, Relaxed);
+        })
+        .join()
+        .unwrap();
+        let mut g = lock(&s.mem).unwrap();
+        assert_eq!(values(&s.mem), vec![0, 0], "an uncommitted journal changes nothing");
+        assert_eq!(s.mem.waiter(1).state.load(Relaxed), W_FREE, "a corrupt waiter is dropped");
+        assert_eq!(s.mem.header().nwaiters.load(Relaxed), 0);
+        // A committed journal pointing outside the data area, with a huge count.
+        s.mem.journal_entry(0).store(entry(0, 0xdead), Relaxed);
+        s.mem.journal_entry(1).store(entry(usize::MAX >> 33, 1), Relaxed);
+        s.mem.header().journal_count.store(u32::MAX, Relaxed);
+        s.mem.header().journal_kind.store(J_WRITES, Relaxed);
+        g.replay();
+        assert_eq!(s.mem.header().magic.load(Relaxed), MAGIC, "the header is never written through the journal");
+        drop(g);
+        // A header that lies about its geometry is refused.
+        s.mem.header().nsems.store(u32::MAX, Relaxed);
+        assert_eq!(unsafe { SetMem::open(s.ptr, s.len) }.err(), Some(Errno(libc::EIDRM)));
+        s.mem.header().nsems.store(2, Relaxed);
+        assert!(unsafe { SetMem::open(s.ptr, s.len) }.is_ok());
+        assert_eq!(unsafe { SetMem::open(s.ptr, 100) }.err(), Some(Errno(libc::EIDRM)));
+    }
+}
