@@ -175,7 +175,7 @@ impl Broker {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 4096];
         while !self.stop {
             // Notices left in rings are applied within RING_POLL even if nobody asks.
-            let timeout = if self.rings_pending() { RING_POLL_MS } else { -1 };
+            let timeout = if self.rings_pending() || self.ns.sem.has_pending() { RING_POLL_MS } else { -1 };
             let n = self.wait(&mut events, timeout);
             if n < 0 {
                 let e = Errno::last();
@@ -201,6 +201,7 @@ impl Broker {
             for pid in deaths {
                 self.process_died(pid);
             }
+            self.ns.sem.retry_pending();
             for fd in closed {
                 self.connection_closed(fd);
             }

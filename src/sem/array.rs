@@ -35,6 +35,18 @@ pub fn lock(mem: &SetMem) -> Result<Guard<'_>> {
     Ok(g)
 }
 
+/// `lock` without waiting: None while another holds the lock.
+pub fn try_lock(mem: &SetMem) -> Option<Result<Guard<'_>>> {
+    let r = mem.header().mutex.try_lock()?;
+    Some(r.map(|l| {
+        let mut g = Guard { mem, wake: Vec::new() };
+        if matches!(l, Locked::Recovered) {
+            g.recover();
+        }
+        g
+    }))
+}
+
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.mem.header().mutex.unlock();

@@ -34,6 +34,26 @@ pub struct SemSets {
     pub registry: Registry<SemSet>,
     /// Semaphores in all sets (the kernel's `used_sems`), checked against SEMMNS.
     pub used_sems: u64,
+    /// (set id, dead pid) whose exit could not be applied yet: the set's lock was held by a
+    /// process that is stopped (SIGSTOP, a debugger). The broker never blocks on a client;
+    /// it retries these every RING_POLL.
+    pending_deaths: Vec<(i32, i32)>,
+}
+
+/// Tries the set's lock for a moment (a holder that is running leaves it within
+/// microseconds).
+fn lock_briefly(mem: &SetMem) -> Option<Result<array::Guard<'_>>> {
+    for i in 0..200 {
+        if let Some(r) = array::try_lock(mem) {
+            return Some(r);
+        }
+        if i > 20 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    None
 }
 
 impl SemSets {
@@ -162,17 +182,40 @@ impl SemSets {
     /// A client process died: drop its queued calls, apply its SEM_UNDO adjustments and
     /// wake whoever can now proceed, in every set.
     pub fn process_died(&mut self, pid: i32) -> Vec<Change> {
-        for (_, obj) in self.registry.iter() {
+        for (index, obj) in self.registry.iter() {
             let h = obj.data.mem.header();
             // A set where nobody waits or holds adjustments has nothing of the dead.
             if h.nwaiters.load(Acquire) == 0 && h.undo_users.load(Acquire) == 0 && h.journal_state.load(Acquire) == 0 {
                 continue;
             }
-            if let Ok(mut g) = array::lock(&obj.data.mem) {
-                g.process_died(pid);
+            match lock_briefly(&obj.data.mem) {
+                Some(Ok(mut g)) => g.process_died(pid),
+                Some(Err(_)) => {}
+                None => self.pending_deaths.push((make_id(index, obj.seq), pid)),
             }
         }
         Vec::new()
+    }
+
+    /// Whether some death waits for a set's lock.
+    pub fn has_pending(&self) -> bool {
+        !self.pending_deaths.is_empty()
+    }
+
+    /// Applies the deaths that waited for a set's lock, where the lock is free now.
+    pub fn retry_pending(&mut self) {
+        if self.pending_deaths.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_deaths);
+        for (id, pid) in pending {
+            let Ok(obj) = self.registry.by_id(id) else { continue };
+            match array::try_lock(&obj.data.mem) {
+                Some(Ok(mut g)) => g.process_died(pid),
+                Some(Err(_)) => {}
+                None => self.pending_deaths.push((id, pid)),
+            }
+        }
     }
 
     /// (seq, perm, size) of the set at `index`, for the namespace table (size = nsems).
