@@ -12,6 +12,10 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: ipcshim COMMAND [OPTIONS]
 
 commands:
+  run [--private | --namespace NAME] [--] CMD [ARG...]
+                                      run CMD with the library preloaded, in the given namespace;
+                                      --private: a fresh namespace, removed when CMD and every
+                                      process that used it are gone. Exit status is CMD's.
   broker [--daemon] [--socket PATH]   run the namespace's broker (the library starts one itself)
   status [--socket PATH]              show the broker's pid, objects and clients
   stop [--force] [--socket PATH]      stop the broker (refused while objects exist, unless --force)
@@ -24,6 +28,9 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if cmd == "run" {
+        return run(&args[1..]);
+    }
     let flag = |name: &str| args.iter().any(|a| a == name);
     let socket = args.iter().position(|a| a == "--socket").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     let me = unsafe { libc::geteuid() };
@@ -162,4 +169,97 @@ fn stop(socket: &Path, force: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The library the command preloads: IPCSHIM_LIB, else next to this binary or in ../lib.
+fn library_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IPCSHIM_LIB") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("libipcshim.so"), dir.join("../lib/libipcshim.so")].into_iter().find(|p| p.is_file())
+}
+
+/// `ipcshim run`: CMD under the library, in a chosen or private namespace.
+fn run(args: &[String]) -> ExitCode {
+    let mut namespace = None;
+    let mut private = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--private" => private = true,
+            "--namespace" => {
+                i += 1;
+                namespace = args.get(i).cloned();
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            "-h" | "--help" => {
+                println!("usage: ipcshim run [--private | --namespace NAME] [--] CMD [ARG...]");
+                return ExitCode::SUCCESS;
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    let Some(cmd) = args.get(i) else {
+        eprintln!("ipcshim run: no command given; usage: ipcshim run [--private | --namespace NAME] [--] CMD [ARG...]");
+        return ExitCode::from(2);
+    };
+    let Some(lib) = library_path() else {
+        eprintln!("ipcshim run: cannot find libipcshim.so next to this command; set IPCSHIM_LIB");
+        return ExitCode::from(1);
+    };
+    if private {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        namespace = Some(format!("private-{}-{nanos}", std::process::id()));
+    }
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    let mut child = std::process::Command::new(cmd);
+    child.args(&args[i + 1..]).env("LD_PRELOAD", preload);
+    if let Ok(me) = std::env::current_exe() {
+        child.env("IPCSHIM_BROKER", me);
+    }
+    if let Some(ns) = &namespace {
+        child.env("IPCSHIM_NAMESPACE", ns).env_remove("IPCSHIM_SOCKET");
+    }
+    let status = match child.status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ipcshim run: cannot run {cmd}: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    if private {
+        std::env::set_var("IPCSHIM_NAMESPACE", namespace.as_deref().unwrap_or_default());
+        std::env::remove_var("IPCSHIM_SOCKET");
+        tear_down(&socket_paths(unsafe { libc::geteuid() }).0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Stops a private namespace's broker once no process uses it any more, and removes its
+/// files. Processes that outlive the command (daemons) keep it alive until they exit.
+fn tear_down(socket: &Path) {
+    loop {
+        match ask(socket, &[Op::Status as i64]) {
+            // The status request's own connection counts as one process: ours.
+            Ok(w) if w.len() >= 5 && w[3] <= 1 => break,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(_) => break,
+        }
+    }
+    let _ = ask(socket, &[Op::Stop as i64, 1]);
+    let _ = std::fs::remove_file(format!("{}.lock", socket.display()));
 }

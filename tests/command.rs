@@ -1,0 +1,69 @@
+//! The `ipcshim` command: `run` (exit status, private namespaces and their teardown),
+//! `status` and `stop`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ipcshim(dir: &Path, args: &[&str]) -> std::process::Output {
+    assert!(bin().with_file_name("libipcshim.so").exists(), "run `cargo build --release` first");
+    Command::new(bin()).args(args).env("IPCSHIM_DIR", dir).env_remove("IPCSHIM_NAMESPACE").output().unwrap()
+}
+
+#[test]
+fn run_passes_the_exit_status_through() {
+    let dir = scratch("status");
+    assert_eq!(ipcshim(&dir, &["run", "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(ipcshim(&dir, &["run", "--private", "sh", "-c", "kill -9 $$"]).status.code(), Some(137));
+    assert_eq!(ipcshim(&dir, &["run", "/nonexistent/command"]).status.code(), Some(127));
+    assert_eq!(ipcshim(&dir, &["run"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_private_gives_a_fresh_namespace_and_removes_it() {
+    let dir = scratch("private");
+    // The command sees the library and a private namespace of its own.
+    let out = ipcshim(&dir, &["run", "--private", "--", "sh", "-c", "echo $LD_PRELOAD; echo $IPCSHIM_NAMESPACE"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().contains("libipcshim.so"));
+    assert!(lines.next().unwrap().starts_with("private-"));
+    // A command that used the namespace (the probe creates a segment): afterwards neither a
+    // broker nor its socket is left.
+    let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-cmd");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
+    assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
+    let out = ipcshim(&dir, &["run", "--private", "--", probe.to_str().unwrap(), "create", "0x3131"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "), "{out:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.join("ipcshim")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "private namespace files left behind: {left:?}");
+}
+
+#[test]
+fn stop_refuses_while_objects_exist_unless_forced() {
+    let dir = scratch("stop");
+    let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-stop");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
+    assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
+    let out = ipcshim(&dir, &["run", "--namespace", "keep", "--", probe.to_str().unwrap(), "create", "0x3232"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
+    let sock = dir.join("ipcshim/keep.sock");
+    let s = sock.to_str().unwrap();
+    let status = ipcshim(&dir, &["status", "--socket", s]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("objects:     1"));
+    let refused = ipcshim(&dir, &["stop", "--socket", s]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert!(ipcshim(&dir, &["stop", "--force", "--socket", s]).status.success());
+    assert!(!ipcshim(&dir, &["status", "--socket", s]).status.success());
+}
