@@ -3,6 +3,7 @@
 
 use super::call;
 use crate::ipc::{Errno, Family, Result, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::msg::usercopy::{copy_from_user, copy_to_user};
 use crate::sem::ops::{SemOp, SEMVMX};
 use crate::sem::{client, GETALL, GETNCNT, GETPID, GETVAL, GETZCNT, SEM_INFO, SEM_STAT, SEM_STAT_ANY, SETALL, SETVAL};
 use crate::wire::Op;
@@ -22,13 +23,14 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
     if nsops == 0 {
         return Err(Errno(libc::EINVAL));
     }
-    if sops.is_null() {
-        return Err(Errno(libc::EFAULT));
-    }
+    // copy_from_user: EFAULT for NULL or an unreadable address, as the kernel.
+    let mut raw: Vec<libc::sembuf> = vec![std::mem::zeroed(); nsops];
+    copy_from_user(raw.as_mut_ptr() as *mut u8, sops as *const u8, nsops * std::mem::size_of::<libc::sembuf>())?;
     let timeout = if timeout.is_null() {
         None
     } else {
-        let ts = &*timeout;
+        let mut ts: libc::timespec = std::mem::zeroed();
+        copy_from_user(&mut ts as *mut libc::timespec as *mut u8, timeout as *const u8, std::mem::size_of::<libc::timespec>())?;
         if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
             return Err(Errno(libc::EINVAL));
         }
@@ -37,25 +39,18 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let raw = std::slice::from_raw_parts(sops, nsops);
-    let one;
-    let many: Vec<SemOp>;
-    let ops: &[SemOp] = if nsops == 1 {
-        one = [SemOp { num: raw[0].sem_num, op: raw[0].sem_op, flg: raw[0].sem_flg }];
-        &one
-    } else {
-        many = raw.iter().map(|b| SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }).collect();
-        &many
-    };
-    client::semop(id, ops, timeout)
+    let ops: Vec<SemOp> = raw.iter().map(|b| SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }).collect();
+    client::semop(id, &ops, timeout)
 }
 
 /// # Safety
 /// `sops` must be NULL or point to `nsops` operations.
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
+    // The fast path reads the operation directly (a probe would double its cost): a bad
+    // pointer there is the program's SIGSEGV, NULL and the general path's EFAULT.
     if nsops == 1 && !sops.is_null() {
-        let b = &*sops;
+        let b = std::ptr::read(sops);
         if let Some(Ok(())) = client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
             return 0;
         }
@@ -114,10 +109,8 @@ unsafe fn semctl_impl(semid: i32, semnum: i32, cmd: i32, arg: libc::c_ulong) -> 
 unsafe fn broker_ctl(semid: i32, cmd: i32, buf: *mut libc::c_void) -> Result<i32> {
     let mut req = vec![Op::Ctl as i64, Family::Sem as i64, semid as i64, cmd as i64];
     if cmd == IPC_SET {
-        if buf.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        let ds = &*(buf as *const libc::semid_ds);
+        let mut ds: libc::semid_ds = std::mem::zeroed();
+        copy_from_user(&mut ds as *mut libc::semid_ds as *mut u8, buf as *const u8, std::mem::size_of::<libc::semid_ds>())?;
         req.extend([ds.sem_perm.uid as i64, ds.sem_perm.gid as i64, ds.sem_perm.mode as i64]);
     }
     let reply = crate::client::client().request(&req)?;
@@ -128,28 +121,23 @@ unsafe fn broker_ctl(semid: i32, cmd: i32, buf: *mut libc::c_void) -> Result<i32
             if f.len() < 10 {
                 return Err(Errno(libc::EPROTO));
             }
-            if buf.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            let ds = buf as *mut libc::semid_ds;
-            std::ptr::write_bytes(ds as *mut u8, 0, std::mem::size_of::<libc::semid_ds>());
-            super::shm::fill_perm(&mut (*ds).sem_perm, f);
-            (*ds).sem_nsems = f[7] as _;
-            (*ds).sem_otime = f[8] as _;
-            (*ds).sem_ctime = f[9] as _;
+            let mut ds: libc::semid_ds = std::mem::zeroed();
+            super::shm::fill_perm(&mut ds.sem_perm, f);
+            ds.sem_nsems = f[7] as _;
+            ds.sem_otime = f[8] as _;
+            ds.sem_ctime = f[9] as _;
+            copy_to_user(buf as *mut u8, &ds as *const libc::semid_ds as *const u8, std::mem::size_of::<libc::semid_ds>())?;
         }
         IPC_INFO | SEM_INFO => {
             if f.len() < 10 {
                 return Err(Errno(libc::EPROTO));
             }
-            if buf.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            let si = &mut *(buf as *mut libc::seminfo);
+            let mut si: libc::seminfo = std::mem::zeroed();
             (si.semmap, si.semmni, si.semmns, si.semmnu, si.semmsl) =
                 (f[0] as i32, f[1] as i32, f[2] as i32, f[3] as i32, f[4] as i32);
             (si.semopm, si.semume, si.semusz, si.semvmx, si.semaem) =
                 (f[5] as i32, f[6] as i32, f[7] as i32, f[8] as i32, f[9] as i32);
+            copy_to_user(buf as *mut u8, &si as *const libc::seminfo as *const u8, std::mem::size_of::<libc::seminfo>())?;
         }
         _ => {}
     }

@@ -15,6 +15,7 @@ use crate::client::{client, creds};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use super::wait;
+use crate::msg::usercopy::{copy_from_user, copy_to_user};
 use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
 use crate::sys::Mapping;
 use crate::wire::Op;
@@ -497,7 +498,7 @@ pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
 /// GETALL into `out` (nsems entries).
 ///
 /// # Safety
-/// `out` must be NULL (EFAULT) or point to nsems writable u16.
+/// `out` is the caller's pointer: NULL or unwritable memory is EFAULT.
 pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
     let t = target(id)?;
     t.require(READ)?;
@@ -511,29 +512,26 @@ pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
     if g.removed() {
         return Err(Errno(libc::EIDRM));
     }
-    for n in 0..h.mem.geo.nsems as usize {
-        *out.add(n) = h.mem.value(n) as u16;
-    }
+    let values: Vec<u16> = (0..h.mem.geo.nsems as usize).map(|n| h.mem.value(n) as u16).collect();
     drop(g);
-    Ok(())
+    copy_to_user(out as *mut u8, values.as_ptr() as *const u8, values.len() * 2)
 }
 
 /// SETALL from `vals` (nsems entries).
 ///
 /// # Safety
-/// `vals` must be NULL (EFAULT) or point to nsems readable u16.
+/// `vals` is the caller's pointer: NULL or unreadable memory is EFAULT.
 pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
     let t = target(id)?;
     t.require(WRITE)?;
-    if vals.is_null() {
-        return Err(Errno(libc::EFAULT));
-    }
     let h = t.handle(id)?;
     let n = h.mem.geo.nsems as usize;
-    let values: Vec<(u16, u16)> = (0..n).map(|i| (i as u16, *vals.add(i))).collect();
-    if values.iter().any(|&(_, v)| v as i32 > SEMVMX) {
+    let mut raw = vec![0u16; n];
+    copy_from_user(raw.as_mut_ptr() as *mut u8, vals as *const u8, n * 2)?;
+    if raw.iter().any(|&v| v as i32 > SEMVMX) {
         return Err(Errno(libc::ERANGE));
     }
+    let values: Vec<(u16, u16)> = raw.into_iter().enumerate().map(|(i, v)| (i as u16, v)).collect();
     let mut g = array::lock(&h.mem)?;
     if g.removed() {
         return Err(Errno(libc::EIDRM));
