@@ -131,7 +131,8 @@ impl SemSets {
                 let (index, obj) = if cmd == IPC_STAT {
                     (split_id(id).ok_or(Errno(libc::EINVAL))?.0, self.registry.by_id(id)?)
                 } else {
-                    let index = id as usize;
+                    // SEM_STAT takes an index; the kernel uses the id's index bits.
+                    let index = id as usize % crate::ipc::ids::MAX_INDEX;
                     (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
                 };
                 if cmd != SEM_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
