@@ -23,8 +23,17 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
     if nsops == 0 {
         return Err(Errno(libc::EINVAL));
     }
-    // copy_from_user: EFAULT for NULL or an unreadable address, as the kernel.
-    let mut raw: Vec<libc::sembuf> = vec![std::mem::zeroed(); nsops];
+    // copy_from_user: EFAULT for NULL or an unreadable address, as the kernel. Small calls
+    // stay on the stack.
+    const SMALL: usize = 16;
+    let mut small: [libc::sembuf; SMALL] = std::mem::zeroed();
+    let mut large: Vec<libc::sembuf> = Vec::new();
+    let raw: &mut [libc::sembuf] = if nsops <= SMALL {
+        &mut small[..nsops]
+    } else {
+        large.resize(nsops, std::mem::zeroed());
+        &mut large
+    };
     copy_from_user(raw.as_mut_ptr() as *mut u8, sops as *const u8, nsops * std::mem::size_of::<libc::sembuf>())?;
     let timeout = if timeout.is_null() {
         None
@@ -39,8 +48,19 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let ops: Vec<SemOp> = raw.iter().map(|b| SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }).collect();
-    client::semop(id, &ops, timeout)
+    let to_op = |b: &libc::sembuf| SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg };
+    let mut small_ops = [SemOp { num: 0, op: 0, flg: 0 }; SMALL];
+    let large_ops: Vec<SemOp>;
+    let ops: &[SemOp] = if nsops <= SMALL {
+        for (o, b) in small_ops.iter_mut().zip(raw.iter()) {
+            *o = to_op(b);
+        }
+        &small_ops[..nsops]
+    } else {
+        large_ops = raw.iter().map(to_op).collect();
+        &large_ops
+    };
+    client::semop(id, ops, timeout)
 }
 
 /// # Safety
@@ -48,14 +68,22 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
     // The fast path reads the operation directly (a probe would double its cost): a bad
-    // pointer there is the program's SIGSEGV, NULL and the general path's EFAULT.
+    // pointer there is the program's SIGSEGV, NULL the general path's EFAULT.
     if nsops == 1 && !sops.is_null() {
         let b = std::ptr::read(sops);
         if let Some(Ok(())) = client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
             return 0;
         }
     }
-    call(-1, || semtimedop_impl(semid, sops, nsops, std::ptr::null()).map(|_| 0))
+    call(-1, || {
+        if nsops == 1 && !sops.is_null() {
+            let b = std::ptr::read(sops);
+            if let Some(r) = client::semop_cached(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
+                return r.map(|_| 0);
+            }
+        }
+        semtimedop_impl(semid, sops, nsops, std::ptr::null()).map(|_| 0)
+    })
 }
 
 /// # Safety

@@ -238,12 +238,12 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     semop_locked(h, ops, timeout)
 }
 
-/// semop of one operation without SEM_UNDO, when the set is mapped and the permission
-/// decision cached: everything inline, no lock. None: take the general path (which also
-/// produces every error in the kernel's order).
-#[inline]
-pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
-    if op.undo() || id < 0 {
+/// The checks of a single-operation semop answered from the caches (mapped set, permission
+/// decision): the handle, or None to take the general path, which produces every error of
+/// the checks in the kernel's order.
+#[inline(always)]
+fn cached_one(id: i32, op: SemOp) -> Option<&'static Handle> {
+    if id < 0 {
         return None;
     }
     let h = cached(id)?;
@@ -257,10 +257,29 @@ pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
     if c & !3 != key || (c & 3) as u32 & need == 0 {
         return None;
     }
-    match single_op(h, op) {
-        Some(Err(Errno(libc::EAGAIN))) => None,
-        r => r,
+    Some(h)
+}
+
+/// semop of one operation without SEM_UNDO on a word nobody waits on: one compare-and-swap,
+/// inline. None (or an error, which the caller has the general path confirm): otherwise.
+#[inline]
+pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
+    if op.undo() {
+        return None;
     }
+    single_op(cached_one(id, op)?, op)
+}
+
+/// semop of one operation, its checks answered from the caches, through the set's lock.
+pub fn semop_cached(id: i32, op: SemOp) -> Option<Result<()>> {
+    let h = cached_one(id, op)?;
+    if !op.undo() {
+        match single_op(h, op) {
+            Some(Err(Errno(libc::EAGAIN))) | None => {}
+            r => return r,
+        }
+    }
+    Some(semop_locked(h, std::slice::from_ref(&op), None))
 }
 
 /// The fast path: one operation on a semaphore no one waits on and the lock holder does not
