@@ -55,9 +55,16 @@ fn retire(index: usize, p: *mut Handle) {
     if HANDLES[index].compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_err() {
         return;
     }
-    let mut r = RETIRED.lock();
-    r.0.push((Instant::now(), p));
-    sweep(&mut r);
+    push_retired(p);
+}
+
+fn push_retired(p: *mut Handle) {
+    // try_lock: in a child forked while another thread held the list, the lock stays held
+    // forever; the handle is then simply never freed.
+    if let Some(mut r) = RETIRED.try_lock() {
+        r.0.push((Instant::now(), p));
+        sweep(&mut r);
+    }
 }
 
 fn sweep(r: &mut Retired) {
@@ -104,9 +111,7 @@ fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
     }));
     let old = HANDLES[index].swap(h, AcqRel);
     if !old.is_null() {
-        let mut r = RETIRED.lock();
-        r.0.push((Instant::now(), old));
-        sweep(&mut r);
+        push_retired(old);
     }
     Ok(unsafe { &*h })
 }
