@@ -132,11 +132,17 @@ impl Client {
     }
 
     /// The namespace table, connecting first if needed.
+    #[inline]
     pub fn table(&self) -> Result<&'static Table> {
         let p = self.table.load(Ordering::Acquire);
         if !p.is_null() {
             return Ok(unsafe { &(*p).table });
         }
+        self.table_slow()
+    }
+
+    #[cold]
+    fn table_slow(&self) -> Result<&'static Table> {
         let mut guard = self.conn.lock();
         self.ensure_connected(&mut guard)?;
         let p = self.table.load(Ordering::Acquire);
