@@ -1,0 +1,92 @@
+/* A process that closes every descriptor (as daemons do) keeps its SEM_UNDO adjustments
+ * (closing is not exiting: nothing is undone then), can go on using the set — also blocking
+ * and being woken — and has all its adjustments undone when it exits. */
+#include "../common.h"
+
+#include <fcntl.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+
+union semun {
+    int val;
+    struct semid_ds *buf;
+    unsigned short *array;
+    struct seminfo *__buf;
+};
+
+struct flags {
+    volatile int closed;
+    volatile int go;
+    volatile int bad;
+};
+
+static int op1(int id, unsigned short num, short op, short flg) {
+    struct sembuf b = {num, op, flg};
+    return semop(id, &b, 1);
+}
+
+static void child(int id, struct flags *f) {
+    if (op1(id, 0, -1, SEM_UNDO) != 0)
+        f->bad |= 1;
+    for (int fd = 0; fd < 1024; fd++)
+        close(fd);
+    /* A descriptor the program opens reuses the numbers the library had. */
+    int junk = open("/dev/null", 0);
+    (void)junk;
+    f->closed = 1;
+    while (!f->go)
+        usleep(1000);
+    if (op1(id, 0, -1, SEM_UNDO) != 0)
+        f->bad |= 2;
+    /* Block, and be woken. */
+    if (op1(id, 1, -1, 0) != 0)
+        f->bad |= 4;
+    _exit(0);
+}
+
+int main(void) {
+    alarm(14);
+    struct flags *f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (f == MAP_FAILED)
+        return 2;
+    memset((void *)f, 0, sizeof(*f));
+    int id = semget(IPC_PRIVATE, 2, 0600);
+    if (id < 0) {
+        perror("semget");
+        return 2;
+    }
+    union semun u;
+    u.val = 5;
+    EXPECT_OK(semctl(id, 0, SETVAL, u));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        child(id, f);
+    }
+    long long end = now_ms() + 5000;
+    while (!f->closed && now_ms() < end)
+        sleep_ms(1);
+    CHECK(f->closed);
+    sleep_ms(150);
+    /* Closing its descriptors undid nothing. */
+    CHECK(semctl(id, 0, GETVAL) == 4);
+    f->go = 1;
+    end = now_ms() + 5000;
+    while (semctl(id, 1, GETNCNT) != 1 && now_ms() < end)
+        sleep_ms(1);
+    CHECK(semctl(id, 1, GETNCNT) == 1);
+    CHECK(semctl(id, 0, GETVAL) == 3);
+    CHECK(op1(id, 1, 1, 0) == 0);
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(f->bad == 0);
+    /* Its exit undid both of its decrements. */
+    CHECK(semctl(id, 0, GETVAL) == 5);
+    CHECK(semctl(id, 1, GETVAL) == 0);
+    CHECK(semctl(id, 0, GETPID) == pid);
+    EXPECT_OK(semctl(id, 0, IPC_RMID));
+    return TEST_DONE();
+}
