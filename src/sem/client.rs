@@ -327,30 +327,50 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 }
 
 /// The kernel applies a process's SEM_UNDO adjustments (and drops its queued calls) before
-/// its parent can reap it; the broker does it when the process's pidfd says it died. When
-/// other processes hold adjustments in the set, or calls are queued, a reader (GETVAL…, or a call about to fail with EAGAIN) first
-/// makes a round trip to the broker, which handles every death it has been told of before
-/// it answers: so a parent that reaped a child sees the child's undo applied.
+/// anyone can see it dead; the broker does it when the process's pidfd says it died. So a
+/// reader (GETVAL…, or a call about to fail with EAGAIN) that finds an owner of an undo slot
+/// or of a queued call dead makes a round trip to the broker first, which handles every
+/// death it has been told of before it answers: a parent that reaped (or sees the zombie
+/// of) a child sees the child's undo applied. True if it asked the broker.
 fn settle(h: &Handle) -> bool {
-    let users = h.mem.header().undo_users.load(Acquire);
-    if h.mem.header().nwaiters.load(Acquire) > 0 {
-        // A dead process's queued calls must be gone too.
-        let _ = client().request(&[Op::Status as i64]);
-        return true;
-    }
-    if users == 0 {
+    let hd = h.mem.header();
+    let (users, waiters) = (hd.undo_users.load(Acquire), hd.nwaiters.load(Acquire));
+    if users == 0 && waiters == 0 {
         return false;
     }
-    let pid = creds::own_pid();
-    let c = h.undo.load(Acquire);
-    let mine = (c >> 32) as i32 == pid
-        && ((c & 0xffff_ffff) as usize) < h.mem.geo.undo_slots as usize
-        && h.mem.undo_pid((c & 0xffff_ffff) as usize).load(Acquire) == pid;
-    if users > mine as u32 {
+    let me = creds::own_pid();
+    let mut checked: Vec<i32> = Vec::new();
+    let mut dead = |pid: i32| {
+        if pid <= 0 || pid == me || checked.contains(&pid) {
+            return false;
+        }
+        checked.push(pid);
+        gone(pid)
+    };
+    let mut found = false;
+    if users > 0 {
+        found = (0..h.mem.geo.undo_slots as usize).any(|s| dead(h.mem.undo_pid(s).load(Acquire)));
+    }
+    if !found && waiters > 0 {
+        found = (0..h.mem.geo.waiter_slots as usize).any(|s| {
+            let w = h.mem.waiter(s);
+            w.state.load(Acquire) == W_WAITING && dead(w.pid.load(Acquire))
+        });
+    }
+    if found {
         let _ = client().request(&[Op::Status as i64]);
+    }
+    found
+}
+
+/// Whether a process has exited: gone, or a zombie child of ours.
+fn gone(pid: i32) -> bool {
+    if unsafe { libc::kill(pid, 0) } != 0 && Errno::last().0 == libc::ESRCH {
         return true;
     }
-    false
+    let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut si, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    r == 0 && unsafe { si.si_pid() } == pid
 }
 
 /// This process's undo slot in the set (claimed under the lock on first use; per pid, so a
