@@ -117,6 +117,10 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     if let Some(m) = check_access(id, access)? {
         return Ok(m);
     }
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork));
+    });
     let known = MAPPED.lock().as_ref().and_then(|m| m.get(&id)).cloned();
     if let Some(m) = known {
         remember(id, &m);
@@ -136,6 +140,14 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     Ok(mapped)
 }
 
+/// In a forked child: the map's lock may have been held by a thread that does not exist
+/// here. The mappings themselves are inherited and stay valid.
+extern "C" fn after_fork() {
+    if MAPPED.is_locked() {
+        unsafe { MAPPED.force_unlock() };
+    }
+}
+
 fn remember(id: i32, m: &Arc<Mapped>) {
     let _ = RECENT.try_with(|r| {
         if let Ok(mut r) = r.try_borrow_mut() {
@@ -151,7 +163,7 @@ struct Guard<'a> {
 
 /// Tries this many times before sleeping on a held lock: it is held for a few hundred
 /// nanoseconds at most, far less than a sleep and a wake-up cost.
-const LOCK_TRIES: u32 = 200;
+const LOCK_TRIES: u32 = 40;
 
 fn lock(queue: &Queue) -> Result<Guard<'_>> {
     let mutex = &queue.header().lock;

@@ -243,6 +243,9 @@ impl Queue {
         if count == 0 {
             return Ok(());
         }
+        if count > self.capacity as u64 {
+            return Err(CORRUPT);
+        }
         let mut last = first;
         for _ in 1..count {
             last = self.block_next(last)?.load(Relaxed);
@@ -365,7 +368,11 @@ impl Queue {
 
     /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`.
     pub fn copy_out(&self, found: &Found, len: usize, mut sink: impl FnMut(*const u8, usize, usize) -> Result<()>) -> Result<()> {
-        let len = (len as u64).min(found.size) as usize;
+        let len = (len as u64).min(found.size);
+        if blocks_for(len) > self.capacity as u64 {
+            return Err(CORRUPT);
+        }
+        let len = len as usize;
         let mut link = self.slot(found.slot)?.first_block.load(Relaxed);
         let mut off = 0usize;
         while off < len {
