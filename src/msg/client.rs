@@ -10,7 +10,7 @@ use super::layout::{Found, Queue, Search};
 use super::usercopy::check_user;
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
-use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
+use crate::ipc::perm::{S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, Locked};
 use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
@@ -30,18 +30,20 @@ struct Mapped {
 
 static MAPPED: Mutex<Option<HashMap<i32, Arc<Mapped>>>> = Mutex::new(None);
 
-/// What a thread remembers between calls (one thread-local: each access costs a call).
-#[derive(Default)]
+/// What a thread remembers of the queue it used last (one thread-local: each access to
+/// one costs a call). While the table's version of the msg family and our credentials'
+/// generation stay the same, the id is still alive and the access decision still holds.
 struct Recent {
-    /// The last decision: (creds generation, id, perm) → (may read, may write). Spares
-    /// copying our credentials on every call.
-    decided: Option<(u64, i32, Perm, bool, bool)>,
-    /// The queue this thread used last.
-    queue: Option<(i32, Arc<Mapped>)>,
+    version: u64,
+    creds: u64,
+    id: i32,
+    may_read: bool,
+    may_write: bool,
+    queue: Option<Arc<Mapped>>,
 }
 
 thread_local! {
-    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+    static RECENT: RefCell<Option<Recent>> = RefCell::new(None);
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
@@ -64,32 +66,45 @@ fn msgmax() -> Result<u64> {
     Ok(v)
 }
 
+fn denied(access: u32, may_read: bool, may_write: bool) -> bool {
+    (access == S_IRUGO && !may_read) || (access == S_IWUGO && !may_write)
+}
+
 /// `ipcperms` against the namespace table: EINVAL for an id that names no queue. Returns
 /// the queue if this thread used it last.
 fn check_access(id: i32, access: u32) -> Result<Option<Arc<Mapped>>> {
-    let entry = client().table()?.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
+    let table = client().table()?;
+    let version = table.version(Family::Msg);
+    let gen = creds::generation();
+    let recent = RECENT.try_with(|r| {
+        let r = r.try_borrow().ok()?;
+        let r = r.as_ref().filter(|r| r.version == version && version & 1 == 0 && r.creds == gen && r.id == id)?;
+        Some((r.may_read, r.may_write, r.queue.clone()))
+    });
+    if let Ok(Some((may_read, may_write, queue))) = recent {
+        if denied(access, may_read, may_write) {
+            return Err(Errno(libc::EACCES));
+        }
+        return Ok(queue);
+    }
+    let entry = table.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(entry) = entry else {
         forget(id);
         return Err(Errno(libc::EINVAL));
     };
-    let gen = creds::generation();
-    let recent = RECENT.try_with(|r| {
-        let r = r.try_borrow().ok()?;
-        let decided = r.decided.filter(|&(g, i, p, _, _)| g == gen && i == id && p == entry.perm).map(|d| (d.3, d.4));
-        let queue = r.queue.as_ref().filter(|(i, _)| *i == id).map(|(_, m)| m.clone());
-        Some((decided, queue))
-    });
-    let (decided, queue) = recent.ok().flatten().unwrap_or((None, None));
-    let (read, write) = match decided {
-        Some(d) => d,
-        None => {
-            let own = creds::own();
-            let (r, w) = (entry.perm.allows(&own, S_IRUGO), entry.perm.allows(&own, S_IWUGO));
-            let _ = RECENT.try_with(|rc| rc.try_borrow_mut().map(|mut rc| rc.decided = Some((gen, id, entry.perm, r, w))));
-            (r, w)
-        }
-    };
-    if (access == S_IRUGO && !read) || (access == S_IWUGO && !write) {
+    let own = creds::own();
+    let (may_read, may_write) = (entry.perm.allows(&own, S_IRUGO), entry.perm.allows(&own, S_IWUGO));
+    // Keep the mapping if this thread had it for the same id.
+    let queue = RECENT
+        .try_with(|r| {
+            let mut r = r.try_borrow_mut().ok()?;
+            let queue = r.take().filter(|r| r.id == id).and_then(|r| r.queue);
+            *r = Some(Recent { version, creds: gen, id, may_read, may_write, queue: queue.clone() });
+            queue
+        })
+        .ok()
+        .flatten();
+    if denied(access, may_read, may_write) {
         return Err(Errno(libc::EACCES));
     }
     Ok(queue)
@@ -102,8 +117,8 @@ fn forget(id: i32) {
     }
     let _ = RECENT.try_with(|r| {
         if let Ok(mut r) = r.try_borrow_mut() {
-            if r.queue.as_ref().map(|(i, _)| *i) == Some(id) {
-                r.queue = None;
+            if r.as_ref().map(|r| r.id) == Some(id) {
+                *r = None;
             }
         }
     });
@@ -151,7 +166,9 @@ extern "C" fn after_fork() {
 fn remember(id: i32, m: &Arc<Mapped>) {
     let _ = RECENT.try_with(|r| {
         if let Ok(mut r) = r.try_borrow_mut() {
-            r.queue = Some((id, m.clone()));
+            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+                r.queue = Some(m.clone());
+            }
         }
     });
 }
