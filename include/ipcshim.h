@@ -63,12 +63,6 @@ int shmdt(const void *shmaddr);
  */
 int shmctl(int shmid, int cmd, struct shmid_ds *buf);
 
-extern uint32_t ipcshim_user_copy(uint8_t *dst, const uint8_t *src, uintptr_t len);
-
-extern uint32_t ipcshim_probe_read(const uint8_t *p);
-
-extern uint32_t ipcshim_probe_write(uint8_t *p);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
