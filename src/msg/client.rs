@@ -73,6 +73,9 @@ fn denied(access: u32, may_read: bool, may_write: bool) -> bool {
 /// `ipcperms` against the namespace table: EINVAL for an id that names no queue. Returns
 /// the queue if this thread used it last.
 fn check_access(id: i32, access: u32) -> Result<Option<Arc<Mapped>>> {
+    if id < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
     let table = client().table()?;
     let version = table.version(Family::Msg);
     let gen = creds::generation();
@@ -124,11 +127,34 @@ fn forget(id: i32) {
     });
 }
 
-/// The queue with this id, after the access check.
-fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
+/// Runs `f` on the queue with this id, after the access check. The fast path borrows the
+/// thread's cached mapping for the call (no reference count to touch); a nested call from
+/// a signal handler finds the cache borrowed and takes the slow path.
+fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Queue) -> Result<R>) -> Result<R> {
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
+    let version = client().table()?.version(Family::Msg);
+    let gen = creds::generation();
+    let mut f = Some(f);
+    let fast = RECENT.try_with(|r| {
+        let r = r.try_borrow().ok()?;
+        let r = r.as_ref().filter(|r| r.version == version && version & 1 == 0 && r.creds == gen && r.id == id)?;
+        let mapped = r.queue.as_ref()?;
+        if denied(access, r.may_read, r.may_write) {
+            return Some(Err(Errno(libc::EACCES)));
+        }
+        Some((f.take()?)(&mapped.queue))
+    });
+    if let Ok(Some(result)) = fast {
+        return result;
+    }
+    let mapped = queue(id, access)?;
+    (f.take().ok_or(Errno(libc::EIO))?)(&mapped.queue)
+}
+
+/// The queue with this id, after the access check.
+fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     if let Some(m) = check_access(id, access)? {
         return Ok(m);
     }
@@ -253,8 +279,10 @@ pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> 
     let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
     // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
     check_user(text, msgsz, false)?;
-    let mapped = queue(id, S_IWUGO)?;
-    let q = &mapped.queue;
+    with_queue(id, S_IWUGO, |q| send(q, id, mtype, text, msgsz, flags))
+}
+
+fn send(q: &Queue, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i32) -> Result<()> {
     let h = q.header();
     let mut guard = lock(q)?;
     loop {
@@ -310,8 +338,10 @@ pub fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> 
     } else {
         Search::Equal(msgtyp)
     };
-    let mapped = queue(id, S_IRUGO)?;
-    let q = &mapped.queue;
+    with_queue(id, S_IRUGO, |q| receive(q, id, msgp, bufsz, search, flags, copy_limit))
+}
+
+fn receive(q: &Queue, id: i32, msgp: *mut u8, bufsz: usize, search: Search, flags: i32, copy_limit: usize) -> Result<usize> {
     let h = q.header();
     let text = msgp.wrapping_add(std::mem::size_of::<libc::c_long>());
     let mut guard = lock(q)?;
