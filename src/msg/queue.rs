@@ -1,9 +1,9 @@
 //! The broker's side of message queues: msgget (`newque`) and the msgctl commands
 //! (`msgctl_info`, `msgctl_stat`, `msgctl_down`). The messages and the counters that change
 //! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory;
-//! the broker maps each queue's header to read them and to set msg_qbytes and the removed
-//! flag. It never takes a queue's lock: a stopped client holding it must not stall the
-//! whole namespace, so the figures it reports are read without it.
+//! the broker maps each queue's header to read them (under the queue's lock when it can
+//! have it at once: a stopped client holding it must not stall the whole namespace) and to
+//! set msg_qbytes and the removed flag.
 
 use super::layout::{self, Header, HEADER_SIZE};
 use super::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
@@ -11,7 +11,7 @@ use crate::broker::registry::{Change, Lookup, Registry};
 use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_SYS_RESOURCE, S_IRUGO, S_IWUGO};
-use crate::ipc::sync::futex_wake;
+use crate::ipc::sync::{futex_wake, Locked};
 use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::sys::Mapping;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -34,6 +34,42 @@ pub struct Queue {
 impl Queue {
     fn header(&self) -> &Header {
         unsafe { &*(self.header.as_ptr() as *const Header) }
+    }
+
+    /// Runs `read` on the header under the queue's lock when it can be had at once (a
+    /// holder that died is repaired first, from a full mapping made for the occasion);
+    /// after a few tries without it (a client is stopped holding it), without the lock:
+    /// the broker must never hang on a client.
+    fn settled<R>(&self, read: impl Fn(&Header) -> R) -> R {
+        let h = self.header();
+        for attempt in 0..64 {
+            match h.lock.try_lock() {
+                Some(Ok(locked)) => {
+                    if let Locked::Recovered = locked {
+                        self.repair();
+                    }
+                    let r = read(h);
+                    h.lock.unlock();
+                    return r;
+                }
+                Some(Err(_)) => break,
+                None if attempt < 32 => std::hint::spin_loop(),
+                None => std::thread::yield_now(),
+            }
+        }
+        read(h)
+    }
+
+    /// Rebuilds the counters and free lists after a client died holding the lock.
+    fn repair(&self) {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(self.memfd.as_raw_fd(), &mut st) } != 0 {
+            return;
+        }
+        let Ok(full) = Mapping::map(self.memfd.as_raw_fd(), st.st_size as usize, true) else { return };
+        if let Ok(q) = unsafe { layout::Queue::new(full.as_ptr(), full.len()) } {
+            let _ = q.recover();
+        }
     }
 
     /// IPC_RMID: waiters wake up and fail with EIDRM.
@@ -121,9 +157,9 @@ impl Queues {
                 let (pool, map, tql) = if cmd == MSG_INFO {
                     let (mut msgs, mut bytes) = (0u64, 0u64);
                     for (_, obj) in self.registry.iter() {
-                        let h = obj.data.header();
-                        msgs += h.qnum.load(Relaxed);
-                        bytes += h.cbytes.load(Relaxed);
+                        let (n, b) = obj.data.settled(|h| (h.qnum.load(Relaxed), h.cbytes.load(Relaxed)));
+                        msgs += n;
+                        bytes += b;
                     }
                     (self.registry.in_use() as i64, msgs.min(i32::MAX as u64) as i64, bytes.min(i32::MAX as u64) as i64)
                 } else {
@@ -148,17 +184,9 @@ impl Queues {
                 }
                 let ret = if cmd == IPC_STAT { 0 } else { make_id(index, obj.seq) as i64 };
                 let p = &obj.perm;
-                let h = obj.data.header();
-                Ok((
-                    ret,
-                    vec![
-                        p.key as i64,
-                        p.uid as i64,
-                        p.gid as i64,
-                        p.cuid as i64,
-                        p.cgid as i64,
-                        p.mode as i64,
-                        obj.seq as i64,
+                let mut fields = vec![p.key as i64, p.uid as i64, p.gid as i64, p.cuid as i64, p.cgid as i64, p.mode as i64, obj.seq as i64];
+                fields.extend(obj.data.settled(|h| {
+                    [
                         h.qbytes.load(Relaxed) as i64,
                         h.qnum.load(Relaxed) as i64,
                         h.cbytes.load(Relaxed) as i64,
@@ -166,10 +194,10 @@ impl Queues {
                         h.lrpid.load(Relaxed) as i64,
                         h.stime.load(Relaxed),
                         h.rtime.load(Relaxed),
-                        obj.data.ctime,
-                    ],
-                    Change::None,
-                ))
+                    ]
+                }));
+                fields.push(obj.data.ctime);
+                Ok((ret, fields, Change::None))
             }
             IPC_SET | IPC_RMID => {
                 let obj = self.registry.by_id_mut(id)?;
