@@ -61,6 +61,9 @@ pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut 
             req.extend([ds.msg_perm.uid as i64, ds.msg_perm.gid as i64, ds.msg_perm.mode as i64, ds.msg_qbytes as i64]);
         }
         let reply = crate::client::client().request(&req)?;
+        if cmd == IPC_RMID {
+            client::forget(msqid);
+        }
         // The reply is [return value, fields…].
         let ret = reply.word(0)?;
         let f = &reply.words[1..];

@@ -114,7 +114,7 @@ fn check_access(id: i32, access: u32) -> Result<Option<Arc<Mapped>>> {
 }
 
 /// Drops this process's mapping of a queue that is gone (threads still using it keep it).
-fn forget(id: i32) {
+pub(crate) fn forget(id: i32) {
     if let Some(m) = MAPPED.lock().as_mut() {
         m.remove(&id);
     }
@@ -176,7 +176,11 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
     let mapped = Arc::new(Mapped { _map: map, queue });
-    MAPPED.lock().get_or_insert_with(HashMap::new).insert(id, mapped.clone());
+    let mut all = MAPPED.lock();
+    let all = all.get_or_insert_with(HashMap::new);
+    // Let go of queues removed since (their memory lives as long as someone maps them).
+    all.retain(|_, m| m.queue.header().removed.load(Relaxed) == 0);
+    all.insert(id, mapped.clone());
     remember(id, &mapped);
     Ok(mapped)
 }
