@@ -12,7 +12,7 @@ pub extern "C" fn msgget(key: libc::key_t, msgflg: libc::c_int) -> libc::c_int {
 
 #[no_mangle]
 pub extern "C" fn msgsnd(msqid: libc::c_int, msgp: *const libc::c_void, msgsz: libc::size_t, msgflg: libc::c_int) -> libc::c_int {
-    call(-1, || client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg).map(|_| 0))
+    call(-1, || unsafe { client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg) }.map(|_| 0))
 }
 
 #[no_mangle]
@@ -23,7 +23,7 @@ pub extern "C" fn msgrcv(
     msgtyp: libc::c_long,
     msgflg: libc::c_int,
 ) -> libc::ssize_t {
-    call(-1, || client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp as i64, msgflg).map(|n| n as libc::ssize_t))
+    call(-1, || unsafe { client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp, msgflg) }.map(|n| n as libc::ssize_t))
 }
 
 /// glibc's `struct msginfo` (IPC_INFO, MSG_INFO).

@@ -43,7 +43,7 @@ struct Recent {
 }
 
 thread_local! {
-    static RECENT: RefCell<Option<Recent>> = RefCell::new(None);
+    static RECENT: RefCell<Option<Recent>> = const { RefCell::new(None) };
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
@@ -271,7 +271,11 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
 }
 
 /// msgsnd. `msgp` points to the caller's `struct msgbuf` (a long, then the text).
-pub fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> {
+///
+/// # Safety
+/// `msgp` is the caller's pointer, checked here: unreadable memory gives EFAULT (see
+/// `usercopy`), but another thread may not unmap it during the call.
+pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> {
     check_user(msgp, 8, false)?;
     let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
     if (msgsz as isize) < 0 || id < 0 || msgsz as u64 > msgmax()? {
@@ -320,7 +324,10 @@ fn send(q: &Queue, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i3
 }
 
 /// msgrcv. Returns the number of text bytes stored.
-pub fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> Result<usize> {
+///
+/// # Safety
+/// As `msgsnd`, for writing.
+pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> Result<usize> {
     if id < 0 || (bufsz as isize) < 0 {
         return Err(Errno(libc::EINVAL));
     }
