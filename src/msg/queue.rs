@@ -246,3 +246,54 @@ impl Queues {
         self.registry.by_index(index).map(|o| (o.seq, o.perm, 0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::IPC_CREAT;
+
+    fn user(uid: u32, caps: u64) -> Creds {
+        Creds { pid: 10, uid, gid: uid, groups: vec![], caps }
+    }
+
+    #[test]
+    fn get_ctl_and_rmid() {
+        let mut qs = Queues::default();
+        let limits = Limits { msgmni: 2, ..Limits::default() };
+        let owner = user(1000, 0);
+        let (id, _) = qs.get(77, 0, IPC_CREAT | 0o640, &owner, &limits, "t1".into()).unwrap();
+        assert_eq!(qs.get(77, 0, 0, &owner, &limits, "t2".into()).unwrap().0, id);
+        qs.get(0, 0, 0o600, &owner, &limits, "t3".into()).unwrap();
+        assert_eq!(qs.get(0, 0, 0o600, &owner, &limits, "t4".into()).unwrap_err(), Errno(libc::ENOSPC));
+
+        let (ret, f, _) = qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap();
+        assert_eq!(ret, 0);
+        assert_eq!((f[0], f[1], f[5], f[7], f[8], f[9]), (77, 1000, 0o640, limits.msgmnb as i64, 0, 0));
+        // Others without read permission; MSG_STAT_ANY needs none.
+        let other = user(2000, 0);
+        assert_eq!(qs.ctl(id, IPC_STAT, &[], &other, &limits).unwrap_err(), Errno(libc::EACCES));
+        let index = split_id(id).unwrap().0 as i32;
+        assert_eq!(qs.ctl(index, MSG_STAT_ANY, &[], &other, &limits).unwrap().0, id as i64);
+        // IPC_SET: owner only; msg_qbytes above MSGMNB needs CAP_SYS_RESOURCE.
+        let big = limits.msgmnb as i64 + 1;
+        assert_eq!(qs.ctl(id, IPC_SET, &[1000, 1000, 0o600, 10], &other, &limits).unwrap_err(), Errno(libc::EPERM));
+        assert_eq!(qs.ctl(id, IPC_SET, &[1000, 1000, 0o600, big], &owner, &limits).unwrap_err(), Errno(libc::EPERM));
+        let admin = user(1000, 1 << CAP_SYS_RESOURCE);
+        qs.ctl(id, IPC_SET, &[1000, 1000, 0o600, big], &admin, &limits).unwrap();
+        let (_, f, _) = qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap();
+        assert_eq!((f[5], f[7]), (0o600, big));
+        // IPC_INFO's fixed values, MSG_INFO's counts.
+        let (_, f, _) = qs.ctl(0, IPC_INFO, &[], &other, &limits).unwrap();
+        assert_eq!(f, vec![512000, 16384, 8192, 16384, 2, 16, 16384, 0xffff]);
+        let (_, f, _) = qs.ctl(0, MSG_INFO, &[], &other, &limits).unwrap();
+        assert_eq!((f[0], f[1], f[6]), (2, 0, 0));
+        // IPC_RMID marks the shared header removed (waiters see EIDRM), the id is gone.
+        let keep = qs.registry.by_id(id).unwrap().data.memfd.try_clone().unwrap();
+        let map = Mapping::map(keep.as_raw_fd(), HEADER_SIZE, false).unwrap();
+        qs.ctl(id, IPC_RMID, &[], &owner, &limits).unwrap();
+        let h = unsafe { &*(map.as_ptr() as *const Header) };
+        assert_eq!(h.removed.load(Relaxed), 1);
+        assert_eq!(qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap_err(), Errno(libc::EINVAL));
+        assert_eq!(qs.ctl(-1, IPC_INFO, &[], &owner, &limits).unwrap_err(), Errno(libc::EINVAL));
+    }
+}
