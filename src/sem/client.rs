@@ -368,8 +368,10 @@ fn gone(pid: i32) -> bool {
     if unsafe { libc::kill(pid, 0) } != 0 && Errno::last().0 == libc::ESRCH {
         return true;
     }
+    // The raw system call: glibc's waitid is a cancellation point, semop is not.
     let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut si, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let r = unsafe { libc::syscall(libc::SYS_waitid, libc::P_PID, pid, &mut si as *mut libc::siginfo_t, flags, std::ptr::null_mut::<u8>()) };
     r == 0 && unsafe { si.si_pid() } == pid
 }
 

@@ -12,6 +12,10 @@
 //!
 //! The descriptor is checked before each use (a program may close or dup2 over it) and made
 //! again in a forked child (the name holds the pid).
+//!
+//! Receives, sends and closes are raw system calls: glibc's wrappers are thread
+//! cancellation points, semop is not (a pthread_cancel'ed thread blocked in the kernel's
+//! semop stays blocked; one in a cancellation point would unwind through our frames).
 
 use crate::client::creds::own_pid;
 use crate::ipc::{Errno, Result};
@@ -73,7 +77,7 @@ fn make_receiver() -> Result<WakeSocket> {
         }
     }
     let e = Errno::last();
-    unsafe { libc::close(fd) };
+    raw_close(fd);
     Err(e)
 }
 
@@ -86,12 +90,12 @@ pub fn prepare() -> Result<Address> {
             let ours = fd_identity(s.fd) == Some(s.identity);
             if ours && s.address.pid == own_pid() {
                 let mut b = [0u8; 8];
-                while unsafe { libc::recv(s.fd, b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT) } >= 0 {}
+                while raw_recv(s.fd, &mut b, libc::MSG_DONTWAIT) >= 0 {}
                 return Ok(s.address);
             }
             if ours {
                 // Inherited from the parent by fork: this copy is ours to close.
-                unsafe { libc::close(s.fd) };
+                raw_close(s.fd);
             }
             *r = None;
         }
@@ -100,6 +104,14 @@ pub fn prepare() -> Result<Address> {
         *r = Some(s);
         Ok(a)
     })
+}
+
+fn raw_recv(fd: RawFd, buf: &mut [u8], flags: i32) -> isize {
+    unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), flags, std::ptr::null_mut::<u8>(), std::ptr::null_mut::<u8>()) as isize }
+}
+
+fn raw_close(fd: RawFd) {
+    unsafe { libc::syscall(libc::SYS_close, fd) };
 }
 
 /// How long one receive lasts when the caller gave no timeout; the wait is renewed.
@@ -128,7 +140,7 @@ pub fn sleep(deadline: Option<Instant>) -> Result<()> {
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32)
     };
     let mut b = [0u8; 8];
-    let r = unsafe { libc::recv(fd, b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
+    let r = raw_recv(fd, &mut b, 0);
     if r >= 0 {
         return Ok(());
     }
@@ -149,7 +161,7 @@ pub fn wake(a: Address) {
         if current != Some((current.map(|c| c.0).unwrap_or(-1), true, true)) {
             if let Some((fd, true, false)) = current {
                 // Inherited by fork: our copy to close.
-                unsafe { libc::close(fd) };
+                raw_close(fd);
             }
             let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
             if fd < 0 {
@@ -160,7 +172,15 @@ pub fn wake(a: Address) {
         }
         let Some(&(fd, _, _)) = s.as_ref() else { return };
         unsafe {
-            libc::sendto(fd, b"w".as_ptr() as *const libc::c_void, 1, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, &sa as *const _ as *const libc::sockaddr, len)
+            libc::syscall(
+                libc::SYS_sendto,
+                fd,
+                b"w".as_ptr(),
+                1usize,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                &sa as *const libc::sockaddr_un,
+                len,
+            )
         };
     });
 }
