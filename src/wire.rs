@@ -109,7 +109,9 @@ pub fn send(sock: RawFd, words: &[i64], fd: Option<RawFd>) -> Result<()> {
         }
     }
     loop {
-        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        // Raw system calls: glibc's sendmsg/recvmsg are thread cancellation points, the
+        // SysV calls they serve are not (a pending pthread_cancel would unwind through us).
+        let r = unsafe { libc::syscall(libc::SYS_sendmsg, sock, &msg as *const libc::msghdr, libc::MSG_NOSIGNAL) };
         if r >= 0 {
             return Ok(());
         }
@@ -133,7 +135,7 @@ pub fn recv(sock: RawFd, flags: i32) -> Result<Option<Frame>> {
     msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = std::mem::size_of_val(&cmsg_buf) as _;
     let n = loop {
-        let r = unsafe { libc::recvmsg(sock, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
+        let r = unsafe { libc::syscall(libc::SYS_recvmsg, sock, &mut msg as *mut libc::msghdr, flags | libc::MSG_CMSG_CLOEXEC) };
         if r >= 0 {
             break r as usize;
         }
