@@ -1,6 +1,7 @@
 /* semop is not a thread cancellation point in glibc: a thread blocked in it stays blocked
  * after pthread_cancel (and is not interrupted: no handler of the program's runs), completes
- * its operation when it is woken, and is cancelled at its next cancellation point. */
+ * its operation when it is woken, and is cancelled at its next cancellation point. Neither
+ * are semget and semctl: a thread with a cancel pending goes through them unharmed. */
 #include "../common.h"
 
 #include <pthread.h>
@@ -51,6 +52,24 @@ static void run(void *(*fn)(void *)) {
     CHECK(semctl(id, 0, GETVAL) == 0);
 }
 
+static volatile int go, pending_ok;
+
+static void *with_cancel_pending(void *arg) {
+    (void)arg;
+    while (!go) {
+    }
+    struct semid_ds ds;
+    union {
+        struct semid_ds *buf;
+    } u = {&ds};
+    int ok = semctl(id, 0, IPC_STAT, u) == 0;
+    int k = semget(IPC_PRIVATE, 1, 0600);
+    ok = ok && k >= 0 && semctl(k, 0, GETVAL) == 0 && semctl(k, 0, IPC_RMID) == 0;
+    pending_ok = ok ? 1 : -1;
+    pthread_testcancel();
+    return NULL;
+}
+
 int main(void) {
     alarm(14);
     id = semget(IPC_PRIVATE, 1, 0600);
@@ -60,6 +79,15 @@ int main(void) {
     }
     run(blocked);
     run(blocked_timed);
+
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, with_cancel_pending, NULL) == 0);
+    CHECK(pthread_cancel(t) == 0);
+    go = 1;
+    void *res = NULL;
+    CHECK(pthread_join(t, &res) == 0);
+    CHECK(res == PTHREAD_CANCELED);
+    CHECK(pending_ok == 1);
     EXPECT_OK(semctl(id, 0, IPC_RMID));
     return TEST_DONE();
 }
