@@ -20,7 +20,7 @@ use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVA
 use crate::sys::Mapping;
 use crate::wire::Op;
 use parking_lot::Mutex;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,11 @@ fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
     let reply = client().request(&[Op::Open as i64, Family::Sem as i64, id as i64, (S_IRUGO | S_IWUGO) as i64])?;
     let size = usize::try_from(reply.word(1)?).map_err(|_| Errno(libc::EPROTO))?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
-    let map = Mapping::map(fd.as_raw_fd(), size, true)?;
+    let map = Mapping::map(fd.as_raw_fd(), size, true);
+    // The mapping keeps the memfd; close it with the raw system call (glibc's close is a
+    // cancellation point, semop/semctl are not).
+    unsafe { libc::syscall(libc::SYS_close, fd.into_raw_fd()) };
+    let map = map?;
     let mem = unsafe { SetMem::open(map.as_ptr(), size)? };
     if mem.geo.nsems as u64 != nsems {
         return Err(Errno(libc::EIDRM));
