@@ -6,7 +6,7 @@
 //! against the namespace table, so a removed queue gives EINVAL and changed permissions
 //! EACCES, as the kernel's lookup would.
 
-use super::layout::{Found, Queue, Search};
+use super::layout::{Queue, Search};
 use super::usercopy::check_user;
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
@@ -130,7 +130,7 @@ pub(crate) fn forget(id: i32) {
 /// Runs `f` on the queue with this id, after the access check. The fast path borrows the
 /// thread's cached mapping for the call (no reference count to touch); a nested call from
 /// a signal handler finds the cache borrowed and takes the slow path.
-fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Queue) -> Result<R>) -> Result<R> {
+fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Arc<Mapped>) -> Result<R>) -> Result<R> {
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
@@ -144,13 +144,13 @@ fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Queue) -> Result<R>) -> R
         if denied(access, r.may_read, r.may_write) {
             return Some(Err(Errno(libc::EACCES)));
         }
-        Some((f.take()?)(&mapped.queue))
+        Some((f.take()?)(mapped))
     });
     if let Ok(Some(result)) = fast {
         return result;
     }
     let mapped = queue(id, access)?;
-    (f.take().ok_or(Errno(libc::EIO))?)(&mapped.queue)
+    (f.take().ok_or(Errno(libc::EIO))?)(&mapped)
 }
 
 /// The queue with this id, after the access check.
@@ -242,24 +242,111 @@ impl Drop for Guard<'_> {
     }
 }
 
-/// Sleeps (the lock released) until `seq` moves: a signal gives EINTR, IPC_RMID EIDRM.
-/// `waiters` counts sleepers so that wakers skip the system call when there are none; a
-/// waker resets it to 0 as it bumps `seq` and wakes everyone.
-fn wait<'a>(guard: Guard<'a>, seq: &AtomicU32, waiters: &AtomicU32) -> Result<Guard<'a>> {
-    let queue = guard.queue;
+/// Which side of the queue a caller sleeps on.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A sender waiting for space.
+    Space,
+    /// A receiver waiting for a message.
+    Message,
+}
+
+fn words(h: &super::layout::Header, side: Side) -> (&AtomicU32, &AtomicU32) {
+    match side {
+        Side::Space => (&h.space_seq, &h.space_waiters),
+        Side::Message => (&h.msg_seq, &h.msg_waiters),
+    }
+}
+
+/// A call that has to wait: it registered as a waiter and released the lock. The C entry
+/// point sleeps (`Sleep::sleep`) outside the panic guard, so that pthread_cancel can end
+/// the sleep by unwinding, then calls again with the `Resume`.
+pub struct Sleep {
+    mapped: Arc<Mapped>,
+    side: Side,
+    expected: u32,
+    /// msgsnd: the type read before sleeping (the kernel copies the message once).
+    mtype: i64,
+}
+
+pub struct Resume {
+    sleep: Sleep,
+    /// EINTR if a signal handler ran.
+    waited: Result<()>,
+}
+
+/// What one step of msgsnd / msgrcv came to.
+pub enum Step<T> {
+    Done(T),
+    Sleep(Sleep),
+}
+
+impl<T> Step<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Done(v) => Step::Done(f(v)),
+            Step::Sleep(s) => Step::Sleep(s),
+        }
+    }
+}
+
+impl Sleep {
+    /// Sleeps until the side's sequence moves, a signal handler runs (EINTR) or the queue
+    /// is removed. A cancellation point.
+    pub fn sleep(self) -> Resume {
+        let (seq, _) = words(self.mapped.queue.header(), self.side);
+        let waited = cancellable(|| futex_wait(seq, self.expected, None));
+        Resume { sleep: self, waited }
+    }
+}
+
+/// Registers the caller as a waiter on `side` and lets go of the lock. `waiters` counts
+/// sleepers so that wakers skip the system call when there are none; a waker resets it
+/// to 0 as it bumps the sequence and wakes everyone.
+fn go_to_sleep(guard: Guard<'_>, mapped: &Arc<Mapped>, side: Side, mtype: i64) -> Sleep {
+    let (seq, waiters) = words(mapped.queue.header(), side);
     waiters.store(waiters.load(Relaxed) + 1, Relaxed);
     let expected = seq.load(Relaxed);
     drop(guard);
-    let waited = futex_wait(seq, expected, None);
-    let guard = lock(queue)?;
-    if seq.load(Relaxed) == expected {
+    Sleep { mapped: mapped.clone(), side, expected, mtype }
+}
+
+/// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR, and the
+/// caller's rights are checked again (the kernel checks them on every pass).
+fn woke(queue: &Queue, resume: &Resume, id: i32, access: u32) -> Result<()> {
+    let (seq, waiters) = words(queue.header(), resume.sleep.side);
+    if seq.load(Relaxed) == resume.sleep.expected {
         waiters.store(waiters.load(Relaxed).saturating_sub(1), Relaxed);
     }
     if queue.header().removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
     }
-    waited?;
-    Ok(guard)
+    resume.waited?;
+    check_access(id, access)?;
+    Ok(())
+}
+
+type SetCancelType = unsafe extern "C-unwind" fn(libc::c_int, *mut libc::c_int) -> libc::c_int;
+const PTHREAD_CANCEL_ASYNCHRONOUS: libc::c_int = 1;
+
+/// glibc's pthread_setcanceltype, looked up once (not declared: the C header is generated
+/// from our declarations).
+fn setcanceltype() -> Option<SetCancelType> {
+    static FN: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
+    let f = *FN.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_setcanceltype".as_ptr()) as usize });
+    (f != 0).then(|| unsafe { std::mem::transmute::<usize, SetCancelType>(f) })
+}
+
+/// msgsnd and msgrcv are cancellation points: asleep, the thread accepts asynchronous
+/// cancellation, as glibc's own blocking calls do, so pthread_cancel ends the wait (the
+/// queue's lock is not held then; a cancelled receiver takes no message).
+fn cancellable<R>(f: impl FnOnce() -> R) -> R {
+    let Some(set) = setcanceltype() else { return f() };
+    let mut old = 0;
+    unsafe { set(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old) };
+    let r = f();
+    unsafe { set(old, &mut old) };
+    r
 }
 
 /// Wakes every sleeper on `seq` if there is one (call with the lock held; the wake-up
@@ -273,12 +360,18 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
     true
 }
 
-/// msgsnd. `msgp` points to the caller's `struct msgbuf` (a long, then the text).
+/// msgsnd, up to the point where it would sleep. `msgp` points to the caller's `struct
+/// msgbuf` (a long, then the text). `resume`: back from sleeping.
 ///
 /// # Safety
 /// `msgp` is the caller's pointer, checked here: unreadable memory gives EFAULT (see
 /// `usercopy`), but another thread may not unmap it during the call.
-pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Result<()> {
+pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>) -> Result<Step<()>> {
+    let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
+    if let Some(resume) = resume {
+        let mapped = resume.sleep.mapped.clone();
+        return send(&mapped, id, resume.sleep.mtype, text, msgsz, flags, Some(resume));
+    }
     check_user(msgp, 8, false)?;
     let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
     if (msgsz as isize) < 0 || id < 0 || msgsz as u64 > msgmax()? {
@@ -287,34 +380,33 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32) -> Resu
     if mtype < 1 {
         return Err(Errno(libc::EINVAL));
     }
-    let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
     // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
     check_user(text, msgsz, false)?;
-    with_queue(id, S_IWUGO, |q| send(q, id, mtype, text, msgsz, flags))
+    with_queue(id, S_IWUGO, |m| send(m, id, mtype, text, msgsz, flags, None))
 }
 
-fn send(q: &Queue, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i32) -> Result<()> {
+fn send(mapped: &Arc<Mapped>, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>) -> Result<Step<()>> {
+    let q = &mapped.queue;
     let h = q.header();
-    let mut guard = lock(q)?;
-    loop {
-        if h.removed.load(Acquire) != 0 {
-            return Err(Errno(libc::EIDRM));
-        }
-        if q.fits(msgsz as u64) {
-            let sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| {
-                unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
-                Ok(())
-            })?;
-            if sent {
-                break;
-            }
-        }
+    let guard = lock(q)?;
+    if let Some(resume) = &resume {
+        woke(q, resume, id, S_IWUGO)?;
+    }
+    if h.removed.load(Acquire) != 0 {
+        return Err(Errno(libc::EIDRM));
+    }
+    let mut sent = false;
+    if q.fits(msgsz as u64) {
+        sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| {
+            unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
+            Ok(())
+        })?;
+    }
+    if !sent {
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        guard = wait(guard, &h.space_seq, &h.space_waiters)?;
-        // Permissions may have changed while we slept (the kernel checks on every pass).
-        check_access(id, S_IWUGO)?;
+        return Ok(Step::Sleep(go_to_sleep(guard, mapped, Side::Space, mtype)));
     }
     h.lspid.store(creds::own_pid(), Relaxed);
     h.stime.store(now_secs(), Relaxed);
@@ -323,14 +415,14 @@ fn send(q: &Queue, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     if wake {
         futex_wake(&h.msg_seq, i32::MAX);
     }
-    Ok(())
+    Ok(Step::Done(()))
 }
 
-/// msgrcv. Returns the number of text bytes stored.
+/// msgrcv, up to the point where it would sleep. Done: the number of text bytes stored.
 ///
 /// # Safety
 /// As `msgsnd`, for writing.
-pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32) -> Result<usize> {
+pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32, resume: Option<Resume>) -> Result<Step<usize>> {
     if id < 0 || (bufsz as isize) < 0 {
         return Err(Errno(libc::EINVAL));
     }
@@ -352,25 +444,41 @@ pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i
     } else {
         Search::Equal(msgtyp)
     };
-    with_queue(id, S_IRUGO, |q| receive(q, id, msgp, bufsz, search, flags, copy_limit))
+    let args = Receive { id, msgp, bufsz, search, flags, copy_limit };
+    if let Some(resume) = resume {
+        let mapped = resume.sleep.mapped.clone();
+        return receive(&mapped, &args, Some(resume));
+    }
+    with_queue(id, S_IRUGO, |m| receive(m, &args, None))
 }
 
-fn receive(q: &Queue, id: i32, msgp: *mut u8, bufsz: usize, search: Search, flags: i32, copy_limit: usize) -> Result<usize> {
+struct Receive {
+    id: i32,
+    msgp: *mut u8,
+    bufsz: usize,
+    search: Search,
+    flags: i32,
+    copy_limit: usize,
+}
+
+fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Result<Step<usize>> {
+    let &Receive { id, msgp, bufsz, search, flags, copy_limit } = args;
+    let q = &mapped.queue;
     let h = q.header();
     let text = msgp.wrapping_add(std::mem::size_of::<libc::c_long>());
-    let mut guard = lock(q)?;
-    let found: Found = loop {
-        if h.removed.load(Acquire) != 0 {
-            return Err(Errno(libc::EIDRM));
-        }
-        if let Some(found) = q.find(search)? {
-            break found;
-        }
+    let guard = lock(q)?;
+    let waited = resume.is_some();
+    if let Some(resume) = &resume {
+        woke(q, resume, id, S_IRUGO)?;
+    }
+    if h.removed.load(Acquire) != 0 {
+        return Err(Errno(libc::EIDRM));
+    }
+    let Some(found) = q.find(search)? else {
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        guard = wait(guard, &h.msg_seq, &h.msg_waiters)?;
-        check_access(id, S_IRUGO)?;
+        return Ok(Step::Sleep(go_to_sleep(guard, mapped, Side::Message, 0)));
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
         return Err(Errno(libc::E2BIG));
@@ -392,20 +500,23 @@ fn receive(q: &Queue, id: i32, msgp: *mut u8, bufsz: usize, search: Search, flag
         }
         copy_text()?;
         store_type();
-        return Ok(len);
+        return Ok(Step::Done(len));
     }
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
     copy_text()?;
     q.unlink(&found, store_type)?;
-    h.lrpid.store(creds::own_pid(), Relaxed);
+    // Linux records the process id of a receiver, except when it hands a message to a
+    // receiver that was blocked (pipelined_send): then the receiving thread's id.
+    let receiver = if waited { unsafe { libc::gettid() } } else { creds::own_pid() };
+    h.lrpid.store(receiver, Relaxed);
     h.rtime.store(now_secs(), Relaxed);
     let wake = bump(&h.space_seq, &h.space_waiters);
     drop(guard);
     if wake {
         futex_wake(&h.space_seq, i32::MAX);
     }
-    Ok(len)
+    Ok(Step::Done(len))
 }
 
 /// msgget: existing keys are found in the namespace table; creating asks the broker.
