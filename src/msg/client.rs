@@ -270,7 +270,7 @@ pub struct Sleep {
 }
 
 pub struct Resume {
-    sleep: Sleep,
+    sleep: Box<Sleep>,
     /// EINTR if a signal handler ran.
     waited: Result<()>,
 }
@@ -278,7 +278,8 @@ pub struct Resume {
 /// What one step of msgsnd / msgrcv came to.
 pub enum Step<T> {
     Done(T),
-    Sleep(Sleep),
+    /// Boxed: the fast path's result stays two words.
+    Sleep(Box<Sleep>),
 }
 
 impl<T> Step<T> {
@@ -293,7 +294,7 @@ impl<T> Step<T> {
 impl Sleep {
     /// Sleeps until the side's sequence moves, a signal handler runs (EINTR) or the queue
     /// is removed. A cancellation point.
-    pub fn sleep(self) -> Resume {
+    pub fn sleep(self: Box<Self>) -> Resume {
         let (seq, _) = words(self.mapped.queue.header(), self.side);
         let waited = cancellable(|| futex_wait(seq, self.expected, None));
         Resume { sleep: self, waited }
@@ -406,7 +407,7 @@ fn send(mapped: &Arc<Mapped>, id: i32, mtype: i64, text: *const u8, msgsz: usize
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        return Ok(Step::Sleep(go_to_sleep(guard, mapped, Side::Space, mtype)));
+        return Ok(Step::Sleep(Box::new(go_to_sleep(guard, mapped, Side::Space, mtype))));
     }
     h.lspid.store(creds::own_pid(), Relaxed);
     h.stime.store(now_secs(), Relaxed);
@@ -478,7 +479,7 @@ fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Resu
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        return Ok(Step::Sleep(go_to_sleep(guard, mapped, Side::Message, 0)));
+        return Ok(Step::Sleep(Box::new(go_to_sleep(guard, mapped, Side::Message, 0))));
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
         return Err(Errno(libc::E2BIG));
