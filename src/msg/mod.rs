@@ -8,6 +8,8 @@
 //! word in the queue's header (one for senders, one for receivers), counted so that wakers
 //! skip the system call when nobody sleeps. msgget of an existing key reads the table; the
 //! broker creates queues and answers msgctl, reading the counters from the queue's header.
+//! A blocking call sleeps in the C entry point, outside the panic guard, with asynchronous
+//! cancellation enabled (as glibc's own blocking calls), so it is a cancellation point.
 //!
 //! Where this differs from the kernel, and why:
 //! - EFAULT for a bad buffer comes from probing it (one access per page) under our SIGSEGV /
@@ -29,6 +31,11 @@
 //! - The broker reads a queue's counters under its lock when it can have it at once; if a
 //!   client is stopped holding it, IPC_STAT / MSG_INFO read them without it.
 //! - MSGMAX is asked from the broker once per process.
+//! - Only the sleep is a cancellation point (glibc also acts on a pending cancellation
+//!   when a non-blocking msgsnd / msgrcv is entered in a multi-threaded process).
+//! - msg_lrpid is the receiving thread's id whenever the receiver had slept during the
+//!   call (Linux: when the message was handed to it by pipelined_send); a receiver woken
+//!   by IPC_SET that then finds a message also records its thread id.
 
 pub mod client;
 pub mod layout;
