@@ -10,10 +10,12 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -96,6 +98,149 @@ static inline long long now_ms(void) {
 static inline void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* ---- Watchdog: every blocking wait is bounded. watchdog(secs, cleanup) arms alarm();
+ * when it fires, the message is printed, the children registered with watch_kid()
+ * (spawn_child() does it) are killed, cleanup (may be NULL) runs and the process exits 3. */
+#define WD_MAXKIDS 32
+static pid_t wd_kids[WD_MAXKIDS];
+static int wd_nkids;
+static void (*wd_cleanup)(void);
+
+static void wd_on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL watchdog: timed out\n";
+    if (write(2, msg, sizeof msg - 1) < 0) {
+    }
+    for (int i = 0; i < wd_nkids; i++)
+        kill(wd_kids[i], SIGKILL);
+    if (wd_cleanup)
+        wd_cleanup();
+    _exit(3);
+}
+
+static inline void watchdog(unsigned secs, void (*cleanup)(void)) {
+    wd_cleanup = cleanup;
+    signal(SIGALRM, wd_on_alarm);
+    alarm(secs);
+}
+
+static inline void watch_kid(pid_t pid) {
+    if (pid > 0 && wd_nkids < WD_MAXKIDS)
+        wd_kids[wd_nkids++] = pid;
+}
+
+static inline void forget_kid(pid_t pid) {
+    for (int i = 0; i < wd_nkids; i++)
+        if (wd_kids[i] == pid)
+            wd_kids[i] = wd_kids[--wd_nkids];
+}
+
+/* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
+ * its checks count through its exit status, collected with reap_child(). The child's
+ * watchdog neither kills its siblings nor runs the parent's cleanup. */
+static inline pid_t spawn_child(void (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        wd_nkids = 0;
+        wd_cleanup = NULL;
+        t_passed = t_failed = 0;
+        alarm(10);
+        fn(arg);
+        fflush(NULL);
+        _exit(t_failed ? 1 : 0);
+    }
+    watch_kid(pid);
+    return pid;
+}
+
+/* Wait status of pid if it ends within ms; otherwise it is killed and -1 returned. */
+static inline int reap_child(pid_t pid, long ms) {
+    long long end = now_ms() + ms;
+    int st = 0;
+    if (pid <= 0)
+        return -1;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            forget_kid(pid);
+            return st;
+        }
+        if (r < 0 || now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            forget_kid(pid);
+            fprintf(stderr, "  child %d did not end in time\n", (int)pid);
+            return -1;
+        }
+        sleep_ms(2);
+    }
+}
+
+/* 1 if a wait status from reap_child() is a normal exit with status 0. */
+static inline int EXITED_OK(int st) {
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 1;
+    if (st != -1)
+        fprintf(stderr, "  child wait status 0x%x\n", st);
+    return 0;
+}
+
+/* 1 while pid has not ended (it is not reaped). */
+static inline int child_alive(pid_t pid) {
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return 0;
+    return si.si_pid == 0;
+}
+
+/* ---- Dropping privileges (in a child): the groups, then gid, then uid. */
+static inline void drop_to_groups(uid_t uid, gid_t gid, int ngroups, const gid_t *groups) {
+    if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+        fprintf(stderr, "cannot drop privileges\n");
+        _exit(3);
+    }
+}
+
+/* No supplementary groups. */
+static inline void drop_to(uid_t uid, gid_t gid) { drop_to_groups(uid, gid, 0, NULL); }
+
+/* ---- Numbers from /proc */
+
+/* The first number in path, 0 if it cannot be read. */
+static inline unsigned long long read_proc_ull(const char *path) {
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        return 0;
+    }
+    if (fscanf(f, "%llu", &v) != 1)
+        v = 0;
+    fclose(f);
+    return v;
+}
+
+/* The first n numbers in path into v; exits with status 2 if they cannot be read. */
+static inline void read_proc_longs(const char *path, long *v, int n) {
+    FILE *f = fopen(path, "r");
+    int got = 0;
+    while (f && got < n && fscanf(f, "%ld", &v[got]) == 1)
+        got++;
+    if (f)
+        fclose(f);
+    if (got != n) {
+        fprintf(stderr, "cannot read %s\n", path);
+        exit(2);
     }
 }
 

@@ -8,158 +8,13 @@
  * behind a large one, one V per waiter wakes both); waiters in threads, and a signal
  * aimed at one thread. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ipc.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
-/* ---- bookkeeping: every set and child is cleaned up, also when the watchdog fires */
-#define MAXT 32
-static int w_sets[MAXT];
-static int w_nsets;
-static pid_t w_kids[MAXT];
-static int w_nkids;
-
-static void remove_all(void) {
-    for (int i = 0; i < w_nsets; i++)
-        semctl(w_sets[i], 0, IPC_RMID);
-    w_nsets = 0;
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    for (int i = 0; i < w_nkids; i++)
-        kill(w_kids[i], SIGKILL);
-    remove_all();
-    _exit(3);
-}
-
-static int new_set(int nsems) {
-    int id = semget(IPC_PRIVATE, nsems, 0600);
-    if (id < 0 || w_nsets == MAXT) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    w_sets[w_nsets++] = id;
-    return id;
-}
-
-static void rm_set(int id) {
-    semctl(id, 0, IPC_RMID);
-    for (int i = 0; i < w_nsets; i++)
-        if (w_sets[i] == id)
-            w_sets[i] = w_sets[--w_nsets];
-}
-
-/* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
- * its checks count through its exit status. */
-static pid_t spawn(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        w_nsets = w_nkids = 0;
-        t_passed = t_failed = 0;
-        alarm(10);
-        fn(arg);
-        fflush(NULL);
-        _exit(t_failed ? 1 : 0);
-    }
-    if (w_nkids < MAXT)
-        w_kids[w_nkids++] = pid;
-    return pid;
-}
-
-static void forget_kid(pid_t pid) {
-    for (int i = 0; i < w_nkids; i++)
-        if (w_kids[i] == pid)
-            w_kids[i] = w_kids[--w_nkids];
-}
-
-/* Wait status of pid if it ends within ms; otherwise it is killed and -1 returned. */
-static int reap(pid_t pid, long ms) {
-    long long end = now_ms() + ms;
-    int st = 0;
-    if (pid <= 0)
-        return -1;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            forget_kid(pid);
-            return st;
-        }
-        if (r < 0 || now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            forget_kid(pid);
-            fprintf(stderr, "  child %d did not end in time\n", (int)pid);
-            return -1;
-        }
-        sleep_ms(2);
-    }
-}
-
-/* 1 if a wait status from reap() is a normal exit with status 0. */
-static int EXITED_OK(int st) {
-    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        return 1;
-    if (st != -1)
-        fprintf(stderr, "  child wait status 0x%x\n", st);
-    return 0;
-}
-
-/* 1 while pid has not ended (it is not reaped). */
-static int alive(pid_t pid) {
-    siginfo_t si;
-    memset(&si, 0, sizeof(si));
-    if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-        return 0;
-    return si.si_pid == 0;
-}
-
-/* Poll semctl(id, num, cmd) until it returns want; 1 if it did within 5 s. */
-static int wait_for(int id, int num, int cmd, int want) {
-    long long end = now_ms() + 5000;
-    int v = -1;
-    while (now_ms() < end) {
-        v = semctl(id, num, cmd);
-        if (v == want)
-            return 1;
-        sleep_ms(1);
-    }
-    fprintf(stderr, "  semctl(%d, %d, %d) is %d, want %d\n", id, num, cmd, v, want);
-    return 0;
-}
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
-
-static int getval(int id, int num) { return semctl(id, num, GETVAL); }
-
-static int setval(int id, int num, int v) {
-    union semun u;
-    u.val = v;
-    return semctl(id, num, SETVAL, u);
-}
 
 /* ---- children */
 struct job {
@@ -253,14 +108,14 @@ static struct job mkjob(int id, unsigned short num, short op, short flg) {
 static void test_p_and_z(void) {
     int id = new_set(1);
     struct job p = mkjob(id, 0, -1, 0);
-    pid_t pid = spawn(child_job, &p);
+    pid_t pid = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(semctl(id, 0, GETZCNT) == 0);
     sleep_ms(100);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(getval(id, 0) == 0);
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 0);
     CHECK(semctl(id, 0, GETNCNT) == 0);
     /* The waiter performed the operation: it is the last pid. */
@@ -269,27 +124,27 @@ static void test_p_and_z(void) {
     /* Wait-for-zero: woken only when the value reaches 0. */
     setval(id, 0, 2);
     struct job z = mkjob(id, 0, 0, 0);
-    pid = spawn(child_job, &z);
+    pid = spawn_child(child_job, &z);
     CHECK(wait_for(id, 0, GETZCNT, 1));
     CHECK(semctl(id, 0, GETNCNT) == 0);
     CHECK(op1(id, 0, -1, 0) == 0);
     sleep_ms(100);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(semctl(id, 0, GETZCNT) == 1);
     CHECK(op1(id, 0, -1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(semctl(id, 0, GETZCNT) == 0);
 
     /* A larger decrement waits until the whole amount is there. */
     struct job p3 = mkjob(id, 0, -3, 0);
-    pid = spawn(child_job, &p3);
+    pid = spawn_child(child_job, &p3);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(op1(id, 0, 2, 0) == 0);
     sleep_ms(100);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(getval(id, 0) == 2);
     CHECK(op1(id, 0, 2, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 1);
     rm_set(id);
 }
@@ -300,7 +155,7 @@ static void test_counts_blocking_op(void) {
     struct job j = mkjob(id, 0, -1, 0);
     j.nops = 2;
     j.ops[1] = (struct sembuf){1, -1, 0};
-    pid_t pid = spawn(child_job, &j);
+    pid_t pid = spawn_child(child_job, &j);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(semctl(id, 1, GETNCNT) == 0);
     CHECK(op1(id, 0, 1, 0) == 0);
@@ -308,10 +163,10 @@ static void test_counts_blocking_op(void) {
     CHECK(semctl(id, 0, GETNCNT) == 0);
     /* Still blocked, and the available unit of semaphore 0 was not taken. */
     sleep_ms(50);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(getval(id, 0) == 1);
     CHECK(op1(id, 1, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 0 && getval(id, 1) == 0);
 
     /* The same for wait-for-zero. */
@@ -320,28 +175,28 @@ static void test_counts_blocking_op(void) {
     struct job z = mkjob(id, 0, 0, 0);
     z.nops = 2;
     z.ops[1] = (struct sembuf){1, 0, 0};
-    pid = spawn(child_job, &z);
+    pid = spawn_child(child_job, &z);
     CHECK(wait_for(id, 0, GETZCNT, 1));
     CHECK(semctl(id, 1, GETZCNT) == 0);
     CHECK(op1(id, 0, -1, 0) == 0);
     CHECK(wait_for(id, 1, GETZCNT, 1));
     CHECK(semctl(id, 0, GETZCNT) == 0);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(op1(id, 1, -1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
 
     /* IPC_NOWAIT on an operation that can proceed does not stop a later operation
      * from blocking; while blocked, the earlier increment is not visible. */
     struct job n = mkjob(id, 0, 1, IPC_NOWAIT);
     n.nops = 2;
     n.ops[1] = (struct sembuf){1, -1, 0};
-    pid = spawn(child_job, &n);
+    pid = spawn_child(child_job, &n);
     CHECK(wait_for(id, 1, GETNCNT, 1));
     sleep_ms(50);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(getval(id, 0) == 0);
     CHECK(op1(id, 1, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 1 && getval(id, 1) == 0);
     rm_set(id);
 }
@@ -380,10 +235,10 @@ static void test_timeout(void) {
     /* A semtimedop waiter woken before its timeout succeeds. */
     struct job j = mkjob(id, 0, -1, 0);
     j.timeout_ms = 8000;
-    pid_t pid = spawn(child_job, &j);
+    pid_t pid = spawn_child(child_job, &j);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 0);
     rm_set(id);
 }
@@ -398,7 +253,7 @@ static void eintr_case(struct job *j, int cnt_cmd, int sa_flags, int semnum, sho
     }
     j->sa_flags = sa_flags;
     j->notify_fd = fds[1];
-    pid_t pid = spawn(child_eintr, j);
+    pid_t pid = spawn_child(child_eintr, j);
     close(fds[1]);
     CHECK(wait_for(j->id, semnum, cnt_cmd, 1));
     kill(pid, SIGUSR1);
@@ -409,7 +264,7 @@ static void eintr_case(struct job *j, int cnt_cmd, int sa_flags, int semnum, sho
     close(fds[0]);
     CHECK(wait_for(j->id, semnum, cnt_cmd, 1));
     CHECK(op1(j->id, (unsigned short)semnum, release, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(semctl(j->id, semnum, cnt_cmd) == 0);
 }
 
@@ -444,13 +299,13 @@ static void test_stop_cont(void) {
     int id = new_set(1);
     struct job p = mkjob(id, 0, -1, 0);
     p.want_errno = EINTR;
-    pid_t pid = spawn(child_job, &p);
+    pid_t pid = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     kill(pid, SIGSTOP);
     int st = 0;
     CHECK(waitpid(pid, &st, WUNTRACED) == pid && WIFSTOPPED(st));
     kill(pid, SIGCONT);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(semctl(id, 0, GETNCNT) == 0);
     CHECK(getval(id, 0) == 0);
     rm_set(id);
@@ -459,23 +314,23 @@ static void test_stop_cont(void) {
 static void test_no_eintr(void) {
     int id = new_set(1);
     struct job p = mkjob(id, 0, -1, 0);
-    pid_t pid = spawn(child_ignore, &p);
+    pid_t pid = spawn_child(child_ignore, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     kill(pid, SIGUSR1);
     sleep_ms(100);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(semctl(id, 0, GETNCNT) == 1);
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
 
-    pid = spawn(child_masked, &p);
+    pid = spawn_child(child_masked, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     kill(pid, SIGUSR1);
     sleep_ms(100);
-    CHECK(alive(pid));
+    CHECK(child_alive(pid));
     CHECK(semctl(id, 0, GETNCNT) == 1);
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 0);
     rm_set(id);
 }
@@ -495,35 +350,35 @@ static void test_rmid_wakes_all(void) {
     pid_t pids[5];
     for (int i = 0; i < 5; i++) {
         jobs[i].want_errno = EIDRM;
-        pids[i] = spawn(child_job, &jobs[i]);
+        pids[i] = spawn_child(child_job, &jobs[i]);
     }
     CHECK(wait_for(id, 0, GETNCNT, 4));
     CHECK(wait_for(id, 1, GETZCNT, 1));
     EXPECT_OK(semctl(id, 0, IPC_RMID));
     rm_set(id);
     for (int i = 0; i < 5; i++)
-        CHECK(EXITED_OK(reap(pids[i], 5000)));
+        CHECK(EXITED_OK(reap_child(pids[i], 5000)));
 }
 
 /* Two waiters for one unit each: two V operations (or one V of 2) wake both. */
 static void test_two_waiters(void) {
     int id = new_set(1);
     struct job p = mkjob(id, 0, -1, 0);
-    pid_t a = spawn(child_job, &p);
-    pid_t b = spawn(child_job, &p);
+    pid_t a = spawn_child(child_job, &p);
+    pid_t b = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 2));
     CHECK(op1(id, 0, 1, 0) == 0);
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(a, 5000)));
-    CHECK(EXITED_OK(reap(b, 5000)));
+    CHECK(EXITED_OK(reap_child(a, 5000)));
+    CHECK(EXITED_OK(reap_child(b, 5000)));
     CHECK(getval(id, 0) == 0);
 
-    a = spawn(child_job, &p);
-    b = spawn(child_job, &p);
+    a = spawn_child(child_job, &p);
+    b = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 2));
     CHECK(op1(id, 0, 2, 0) == 0);
-    CHECK(EXITED_OK(reap(a, 5000)));
-    CHECK(EXITED_OK(reap(b, 5000)));
+    CHECK(EXITED_OK(reap_child(a, 5000)));
+    CHECK(EXITED_OK(reap_child(b, 5000)));
     CHECK(getval(id, 0) == 0);
     CHECK(semctl(id, 0, GETNCNT) == 0);
     rm_set(id);
@@ -533,17 +388,17 @@ static void test_two_waiters(void) {
 static void test_fifo(void) {
     int id = new_set(1);
     struct job p = mkjob(id, 0, -1, 0);
-    pid_t a = spawn(child_job, &p);
+    pid_t a = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
-    pid_t b = spawn(child_job, &p);
+    pid_t b = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 2));
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(a, 5000)));
+    CHECK(EXITED_OK(reap_child(a, 5000)));
     sleep_ms(50);
-    CHECK(alive(b));
+    CHECK(child_alive(b));
     CHECK(semctl(id, 0, GETNCNT) == 1);
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(b, 5000)));
+    CHECK(EXITED_OK(reap_child(b, 5000)));
     rm_set(id);
 }
 
@@ -552,18 +407,18 @@ static void test_no_starvation(void) {
     int id = new_set(1);
     struct job two = mkjob(id, 0, -2, 0);
     struct job one = mkjob(id, 0, -1, 0);
-    pid_t a = spawn(child_job, &two);
+    pid_t a = spawn_child(child_job, &two);
     CHECK(wait_for(id, 0, GETNCNT, 1));
-    pid_t b = spawn(child_job, &one);
+    pid_t b = spawn_child(child_job, &one);
     CHECK(wait_for(id, 0, GETNCNT, 2));
     CHECK(op1(id, 0, 1, 0) == 0);
-    CHECK(EXITED_OK(reap(b, 5000)));
+    CHECK(EXITED_OK(reap_child(b, 5000)));
     sleep_ms(50);
-    CHECK(alive(a));
+    CHECK(child_alive(a));
     CHECK(getval(id, 0) == 0);
     CHECK(semctl(id, 0, GETNCNT) == 1);
     CHECK(op1(id, 0, 2, 0) == 0);
-    CHECK(EXITED_OK(reap(a, 5000)));
+    CHECK(EXITED_OK(reap_child(a, 5000)));
     CHECK(getval(id, 0) == 0);
     rm_set(id);
 }
@@ -572,20 +427,20 @@ static void test_no_starvation(void) {
 static void test_setval_wakes(void) {
     int id = new_set(2);
     struct job p = mkjob(id, 0, -1, 0);
-    pid_t pid = spawn(child_job, &p);
+    pid_t pid = spawn_child(child_job, &p);
     CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(setval(id, 0, 3) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(id, 0) == 2);
 
     struct job z = mkjob(id, 0, 0, 0);
-    pid = spawn(child_job, &z);
+    pid = spawn_child(child_job, &z);
     CHECK(wait_for(id, 0, GETZCNT, 1));
     unsigned short zeros[2] = {0, 5};
     union semun u;
     u.array = zeros;
     CHECK(semctl(id, 0, SETALL, u) == 0);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     rm_set(id);
 }
 
@@ -647,8 +502,7 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    sem_watchdog(14);
 
     test_p_and_z();
     test_counts_blocking_op();

@@ -6,63 +6,13 @@
  * [-32768, 32767]; undo on a removed set is skipped while the others still apply; GETPID
  * names the exiting process after its undo. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ipc.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
-#define SEMVMX 32767
-
-/* ---- bookkeeping: every set and child is cleaned up, also when the watchdog fires */
-#define MAXT 32
-static int w_sets[MAXT];
-static int w_nsets;
-static pid_t w_kids[MAXT];
-static int w_nkids;
-
-static void remove_all(void) {
-    for (int i = 0; i < w_nsets; i++)
-        semctl(w_sets[i], 0, IPC_RMID);
-    w_nsets = 0;
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    for (int i = 0; i < w_nkids; i++)
-        kill(w_kids[i], SIGKILL);
-    remove_all();
-    _exit(3);
-}
-
-static int new_set(int nsems) {
-    int id = semget(IPC_PRIVATE, nsems, 0600);
-    if (id < 0 || w_nsets == MAXT) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    w_sets[w_nsets++] = id;
-    return id;
-}
-
-static void rm_set(int id) {
-    semctl(id, 0, IPC_RMID);
-    for (int i = 0; i < w_nsets; i++)
-        if (w_sets[i] == id)
-            w_sets[i] = w_sets[--w_nsets];
-}
 
 /* A two-way channel between the parent and one child. */
 struct chan {
@@ -111,99 +61,6 @@ static void go(struct chan *c) {
         perror("write");
 }
 
-/* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
- * its checks count through its exit status. */
-static pid_t spawn(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        w_nsets = w_nkids = 0;
-        t_passed = t_failed = 0;
-        alarm(10);
-        fn(arg);
-        fflush(NULL);
-        _exit(t_failed ? 1 : 0);
-    }
-    if (w_nkids < MAXT)
-        w_kids[w_nkids++] = pid;
-    return pid;
-}
-
-static void forget_kid(pid_t pid) {
-    for (int i = 0; i < w_nkids; i++)
-        if (w_kids[i] == pid)
-            w_kids[i] = w_kids[--w_nkids];
-}
-
-/* Wait status of pid if it ends within ms; otherwise it is killed and -1 returned. */
-static int reap(pid_t pid, long ms) {
-    long long end = now_ms() + ms;
-    int st = 0;
-    if (pid <= 0)
-        return -1;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            forget_kid(pid);
-            return st;
-        }
-        if (r < 0 || now_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            forget_kid(pid);
-            fprintf(stderr, "  child %d did not end in time\n", (int)pid);
-            return -1;
-        }
-        sleep_ms(2);
-    }
-}
-
-/* 1 if a wait status from reap() is a normal exit with status 0. */
-static int EXITED_OK(int st) {
-    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        return 1;
-    if (st != -1)
-        fprintf(stderr, "  child wait status 0x%x\n", st);
-    return 0;
-}
-
-static int wait_for(int id, int num, int cmd, int want) {
-    long long end = now_ms() + 5000;
-    int v = -1;
-    while (now_ms() < end) {
-        v = semctl(id, num, cmd);
-        if (v == want)
-            return 1;
-        sleep_ms(1);
-    }
-    fprintf(stderr, "  semctl(%d, %d, %d) is %d, want %d\n", id, num, cmd, v, want);
-    return 0;
-}
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
-
-static int getval(int id, int num) { return semctl(id, num, GETVAL); }
-
-static int setval(int id, int num, int v) {
-    union semun u;
-    u.val = v;
-    return semctl(id, num, SETVAL, u);
-}
-
-static int setall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, SETALL, u);
-}
-
 /* ---- tests */
 struct ctx {
     int id;
@@ -226,13 +83,13 @@ static void test_exit_restores(void) {
     struct ctx c = {new_set(3), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 5);
-    pid_t pid = spawn(child_exit_restores, &c);
+    pid_t pid = spawn_child(child_exit_restores, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 3 && getval(c.id, 2) == 1);
     /* Another process moves the values meanwhile: the adjustments are relative. */
     CHECK(op1(c.id, 0, 10, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 15);
     CHECK(getval(c.id, 1) == 0);
     /* Semaphore 2 was changed without SEM_UNDO: it keeps the child's increment. */
@@ -257,11 +114,11 @@ static void test_reversal(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 3);
-    pid_t pid = spawn(child_reversal, &c);
+    pid_t pid = spawn_child(child_reversal, &c);
     CHECK(heard(&c.ch));
     CHECK(op1(c.id, 0, -3, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 0);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -286,8 +143,8 @@ static void test_failed_calls(void) {
     struct ctx c = {new_set(3), -1, {{0}, {0}}};
     unsigned short init[3] = {0, 4, SEMVMX};
     setall(c.id, init);
-    pid_t pid = spawn(child_failed_calls, &c);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    pid_t pid = spawn_child(child_failed_calls, &c);
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 0 && getval(c.id, 1) == 4 && getval(c.id, 2) == SEMVMX);
     rm_set(c.id);
 }
@@ -310,20 +167,20 @@ static void child_block_forever(void *arg) {
 static void test_blocked_then_done(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
-    pid_t pid = spawn(child_blocked_undo, &c);
+    pid_t pid = spawn_child(child_blocked_undo, &c);
     CHECK(wait_for(c.id, 0, GETNCNT, 1));
     CHECK(op1(c.id, 0, 1, 0) == 0);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 1);
 
     setval(c.id, 0, 0);
-    pid = spawn(child_block_forever, &c);
+    pid = spawn_child(child_block_forever, &c);
     CHECK(wait_for(c.id, 0, GETNCNT, 1));
     kill(pid, SIGKILL);
-    int st = reap(pid, 5000);
+    int st = reap_child(pid, 5000);
     CHECK(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     CHECK(wait_for(c.id, 0, GETNCNT, 0));
     CHECK(getval(c.id, 0) == 0);
@@ -348,17 +205,17 @@ static void test_sigkill(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 1);
-    pid_t holder = spawn(child_hold, &c);
+    pid_t holder = spawn_child(child_hold, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
-    pid_t waiter = spawn(child_p, &c);
+    pid_t waiter = spawn_child(child_p, &c);
     CHECK(wait_for(c.id, 0, GETNCNT, 1));
     sleep_ms(50);
     CHECK(semctl(c.id, 0, GETNCNT) == 1);
     kill(holder, SIGKILL);
-    int st = reap(holder, 5000);
+    int st = reap_child(holder, 5000);
     CHECK(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    CHECK(EXITED_OK(reap(waiter, 5000)));
+    CHECK(EXITED_OK(reap_child(waiter, 5000)));
     CHECK(getval(c.id, 0) == 0);
     CHECK(semctl(c.id, 0, GETNCNT) == 0);
     CHECK(semctl(c.id, 0, GETPID) == waiter);
@@ -395,11 +252,11 @@ static void test_fork(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 1);
-    pid_t pid = spawn(child_forks, &c);
+    pid_t pid = spawn_child(child_forks, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 1);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -430,11 +287,11 @@ static void test_threads(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 2);
-    pid_t pid = spawn(child_threads, &c);
+    pid_t pid = spawn_child(child_threads, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 2);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -467,11 +324,11 @@ static void test_exec(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
     setval(c.id, 0, 1);
-    pid_t pid = spawn(child_execs, &c);
+    pid_t pid = spawn_child(child_execs, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 1);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -500,31 +357,31 @@ static void test_setval_setall_clear(void) {
     chan_open(&c.ch);
     unsigned short five[2] = {5, 5};
     setall(c.id, five);
-    pid_t pid = spawn(child_two_undos, &c);
+    pid_t pid = spawn_child(child_two_undos, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 4);
     CHECK(setval(c.id, 0, 10) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 10);
     CHECK(getval(c.id, 1) == 5);
 
     setall(c.id, five);
-    pid = spawn(child_two_undos, &c);
+    pid = spawn_child(child_two_undos, &c);
     CHECK(heard(&c.ch));
     unsigned short seven[2] = {7, 7};
     CHECK(setall(c.id, seven) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 7 && getval(c.id, 1) == 7);
 
     setval(c.id, 0, 10);
-    pid = spawn(child_undo_after_setval, &c);
+    pid = spawn_child(child_undo_after_setval, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 9);
     CHECK(setval(c.id, 0, 20) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 20);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -548,22 +405,22 @@ static void child_down5(void *arg) {
 static void test_clamp(void) {
     struct ctx c = {new_set(1), -1, {{0}, {0}}};
     chan_open(&c.ch);
-    pid_t pid = spawn(child_up5, &c);
+    pid_t pid = spawn_child(child_up5, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 5);
     CHECK(op1(c.id, 0, -4, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == 0);
     CHECK(semctl(c.id, 0, GETPID) == pid);
 
     setval(c.id, 0, 10);
-    pid = spawn(child_down5, &c);
+    pid = spawn_child(child_down5, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 5);
     CHECK(op1(c.id, 0, SEMVMX - 5, 0) == 0);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id, 0) == SEMVMX);
     chan_close(&c.ch);
     rm_set(c.id);
@@ -596,15 +453,15 @@ static void child_adj_positive(void *arg) {
 
 static void test_adj_range(void) {
     struct ctx c = {new_set(2), -1, {{0}, {0}}};
-    pid_t pid = spawn(child_adj_negative, &c);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    pid_t pid = spawn_child(child_adj_negative, &c);
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     /* 2 + (-32768), clamped. */
     CHECK(getval(c.id, 0) == 0);
     CHECK(getval(c.id, 1) == 0);
 
     setval(c.id, 0, SEMVMX);
-    pid = spawn(child_adj_positive, &c);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    pid = spawn_child(child_adj_positive, &c);
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     /* 32766 + 32767, clamped. */
     CHECK(getval(c.id, 0) == SEMVMX);
     rm_set(c.id);
@@ -624,11 +481,11 @@ static void test_removed_set(void) {
     chan_open(&c.ch);
     setval(c.id, 0, 1);
     setval(c.id2, 0, 1);
-    pid_t pid = spawn(child_two_sets, &c);
+    pid_t pid = spawn_child(child_two_sets, &c);
     CHECK(heard(&c.ch));
     rm_set(c.id);
     go(&c.ch);
-    CHECK(EXITED_OK(reap(pid, 5000)));
+    CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(getval(c.id2, 0) == 1);
     EXPECT_ERR(getval(c.id, 0), EINVAL);
     chan_close(&c.ch);
@@ -638,8 +495,7 @@ static void test_removed_set(void) {
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--exec-child") == 0)
         return exec_child_main(atoi(argv[2]), atoi(argv[3]));
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    sem_watchdog(14);
 
     test_exit_restores();
     test_reversal();
