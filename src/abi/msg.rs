@@ -2,7 +2,7 @@
 
 use super::call;
 use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
-use crate::msg::client::{self, Step};
+use crate::msg::client::{self, Resume, Sleep};
 use crate::msg::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
 use crate::wire::Op;
 
@@ -14,20 +14,21 @@ pub extern "C" fn msgget(key: libc::key_t, msgflg: libc::c_int) -> libc::c_int {
 /// Runs a msgsnd / msgrcv to the end: each step under the panic guard (`call`), each
 /// sleep outside it. Sleeping is a cancellation point: pthread_cancel unwinds from there
 /// into the caller (hence "C-unwind"), and a panic guard in between would stop it.
-fn run<T: Copy>(mut step: impl FnMut(Option<client::Resume>) -> crate::ipc::Result<Step<T>>, fail: T) -> T {
+fn run<T: Copy>(mut step: impl FnMut(Option<Resume>, &mut Option<Box<Sleep>>) -> crate::ipc::Result<T>, fail: T) -> T {
     let mut resume = None;
     loop {
-        match call(None, || step(resume.take()).map(Some)) {
-            None => return fail,
-            Some(Step::Done(v)) => return v,
-            Some(Step::Sleep(s)) => resume = Some(s.sleep()),
+        let mut sleep = None;
+        let v = call(fail, || step(resume.take(), &mut sleep));
+        match sleep {
+            None => return v,
+            Some(s) => resume = Some(s.sleep()),
         }
     }
 }
 
 #[no_mangle]
 pub extern "C-unwind" fn msgsnd(msqid: libc::c_int, msgp: *const libc::c_void, msgsz: libc::size_t, msgflg: libc::c_int) -> libc::c_int {
-    run(|resume| unsafe { client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg, resume) }.map(|s| s.map(|_| 0)), -1)
+    run(|resume, sleep| unsafe { client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg, resume, sleep) }.map(|_| 0), -1)
 }
 
 #[no_mangle]
@@ -38,7 +39,7 @@ pub extern "C-unwind" fn msgrcv(
     msgtyp: libc::c_long,
     msgflg: libc::c_int,
 ) -> libc::ssize_t {
-    run(|resume| unsafe { client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp, msgflg, resume) }.map(|s| s.map(|n| n as libc::ssize_t)), -1)
+    run(|resume, sleep| unsafe { client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp, msgflg, resume, sleep) }.map(|n| n as libc::ssize_t), -1)
 }
 
 /// glibc's `struct msginfo` (IPC_INFO, MSG_INFO).

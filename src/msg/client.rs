@@ -130,6 +130,7 @@ pub(crate) fn forget(id: i32) {
 /// Runs `f` on the queue with this id, after the access check. The fast path borrows the
 /// thread's cached mapping for the call (no reference count to touch); a nested call from
 /// a signal handler finds the cache borrowed and takes the slow path.
+#[inline(always)]
 fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Arc<Mapped>) -> Result<R>) -> Result<R> {
     if id < 0 {
         return Err(Errno(libc::EINVAL));
@@ -215,6 +216,7 @@ struct Guard<'a> {
 /// 40 tries gave about 12 context switches per 100 messages, 100 tries under 1.
 const LOCK_TRIES: u32 = 100;
 
+#[inline(always)]
 fn lock(queue: &Queue) -> Result<Guard<'_>> {
     let mutex = &queue.header().lock;
     let mut locked = None;
@@ -275,21 +277,9 @@ pub struct Resume {
     waited: Result<()>,
 }
 
-/// What one step of msgsnd / msgrcv came to.
-pub enum Step<T> {
-    Done(T),
-    /// Boxed: the fast path's result stays two words.
-    Sleep(Box<Sleep>),
-}
-
-impl<T> Step<T> {
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
-        match self {
-            Step::Done(v) => Step::Done(f(v)),
-            Step::Sleep(s) => Step::Sleep(s),
-        }
-    }
-}
+/// What a step that must sleep returns, its `Sleep` put in the caller's slot (so that
+/// the fast path's result stays small enough to come back in registers).
+const SLEEPING: Errno = Errno(0);
 
 impl Sleep {
     /// Sleeps until the side's sequence moves, a signal handler runs (EINTR) or the queue
@@ -367,11 +357,11 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
 /// # Safety
 /// `msgp` is the caller's pointer, checked here: unreadable memory gives EFAULT (see
 /// `usercopy`), but another thread may not unmap it during the call.
-pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>) -> Result<Step<()>> {
+pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Box<Sleep>>) -> Result<()> {
     let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
     if let Some(resume) = resume {
         let mapped = resume.sleep.mapped.clone();
-        return send(&mapped, id, resume.sleep.mtype, text, msgsz, flags, Some(resume));
+        return send(&mapped, id, resume.sleep.mtype, text, msgsz, flags, Some(resume), sleep);
     }
     check_user(msgp, 8, false)?;
     let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
@@ -383,10 +373,20 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume:
     }
     // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
     check_user(text, msgsz, false)?;
-    with_queue(id, S_IWUGO, |m| send(m, id, mtype, text, msgsz, flags, None))
+    with_queue(id, S_IWUGO, |m| send(m, id, mtype, text, msgsz, flags, None, sleep))
 }
 
-fn send(mapped: &Arc<Mapped>, id: i32, mtype: i64, text: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>) -> Result<Step<()>> {
+#[allow(clippy::too_many_arguments)]
+fn send(
+    mapped: &Arc<Mapped>,
+    id: i32,
+    mtype: i64,
+    text: *const u8,
+    msgsz: usize,
+    flags: i32,
+    resume: Option<Resume>,
+    sleep: &mut Option<Box<Sleep>>,
+) -> Result<()> {
     let q = &mapped.queue;
     let h = q.header();
     let guard = lock(q)?;
@@ -407,7 +407,8 @@ fn send(mapped: &Arc<Mapped>, id: i32, mtype: i64, text: *const u8, msgsz: usize
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        return Ok(Step::Sleep(Box::new(go_to_sleep(guard, mapped, Side::Space, mtype))));
+        *sleep = Some(Box::new(go_to_sleep(guard, mapped, Side::Space, mtype)));
+        return Err(SLEEPING);
     }
     h.lspid.store(creds::own_pid(), Relaxed);
     h.stime.store(now_secs(), Relaxed);
@@ -416,14 +417,22 @@ fn send(mapped: &Arc<Mapped>, id: i32, mtype: i64, text: *const u8, msgsz: usize
     if wake {
         futex_wake(&h.msg_seq, i32::MAX);
     }
-    Ok(Step::Done(()))
+    Ok(())
 }
 
 /// msgrcv, up to the point where it would sleep. Done: the number of text bytes stored.
 ///
 /// # Safety
 /// As `msgsnd`, for writing.
-pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i32, resume: Option<Resume>) -> Result<Step<usize>> {
+pub unsafe fn msgrcv(
+    id: i32,
+    msgp: *mut u8,
+    bufsz: usize,
+    msgtyp: i64,
+    flags: i32,
+    resume: Option<Resume>,
+    sleep: &mut Option<Box<Sleep>>,
+) -> Result<usize> {
     if id < 0 || (bufsz as isize) < 0 {
         return Err(Errno(libc::EINVAL));
     }
@@ -448,9 +457,9 @@ pub unsafe fn msgrcv(id: i32, msgp: *mut u8, bufsz: usize, msgtyp: i64, flags: i
     let args = Receive { id, msgp, bufsz, search, flags, copy_limit };
     if let Some(resume) = resume {
         let mapped = resume.sleep.mapped.clone();
-        return receive(&mapped, &args, Some(resume));
+        return receive(&mapped, &args, Some(resume), sleep);
     }
-    with_queue(id, S_IRUGO, |m| receive(m, &args, None))
+    with_queue(id, S_IRUGO, |m| receive(m, &args, None, sleep))
 }
 
 struct Receive {
@@ -462,7 +471,7 @@ struct Receive {
     copy_limit: usize,
 }
 
-fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Result<Step<usize>> {
+fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>, sleep: &mut Option<Box<Sleep>>) -> Result<usize> {
     let &Receive { id, msgp, bufsz, search, flags, copy_limit } = args;
     let q = &mapped.queue;
     let h = q.header();
@@ -479,7 +488,8 @@ fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Resu
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        return Ok(Step::Sleep(Box::new(go_to_sleep(guard, mapped, Side::Message, 0))));
+        *sleep = Some(Box::new(go_to_sleep(guard, mapped, Side::Message, 0)));
+        return Err(SLEEPING);
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
         return Err(Errno(libc::E2BIG));
@@ -501,7 +511,7 @@ fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Resu
         }
         copy_text()?;
         store_type();
-        return Ok(Step::Done(len));
+        return Ok(len);
     }
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
@@ -517,7 +527,7 @@ fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>) -> Resu
     if wake {
         futex_wake(&h.space_seq, i32::MAX);
     }
-    Ok(Step::Done(len))
+    Ok(len)
 }
 
 /// msgget: existing keys are found in the namespace table; creating asks the broker.

@@ -200,6 +200,7 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(
 
 /// EFAULT unless every byte of `[p, p + len)` can be read (`write`: written), probed
 /// once per page. The copies that follow can then be plain ones.
+#[inline(always)]
 pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
     if len == 0 {
         return Ok(());
