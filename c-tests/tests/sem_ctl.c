@@ -7,58 +7,11 @@
  * EINVAL for an invalid uid/gid), IPC_RMID, EINVAL for bad semnum, bad cmd, negative or
  * removed id, EFAULT for a NULL buffer. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <sys/ipc.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
-#define SEMVMX 32767
-
-#define MAXT 32
-static int w_sets[MAXT];
-static int w_nsets;
-
-static void remove_all(void) {
-    for (int i = 0; i < w_nsets; i++)
-        semctl(w_sets[i], 0, IPC_RMID);
-    w_nsets = 0;
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    remove_all();
-    _exit(3);
-}
-
-static int new_set_mode(int nsems, int mode) {
-    int id = semget(IPC_PRIVATE, nsems, mode);
-    if (id < 0 || w_nsets == MAXT) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    w_sets[w_nsets++] = id;
-    return id;
-}
-
-static int new_set(int nsems) { return new_set_mode(nsems, 0600); }
-
-static void rm_set(int id) {
-    semctl(id, 0, IPC_RMID);
-    for (int i = 0; i < w_nsets; i++)
-        if (w_sets[i] == id)
-            w_sets[i] = w_sets[--w_nsets];
-}
 
 /* Run fn in a child (non-blocking work only); returns the child's pid once it exited
  * with status 0, or -1. */
@@ -79,48 +32,6 @@ static pid_t child_run(void (*fn)(void *), void *arg) {
         return -1;
     }
     return pid;
-}
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
-
-static int getval(int id, int num) {
-    union semun u;
-    u.val = 0;
-    return semctl(id, num, GETVAL, u);
-}
-
-static int setval(int id, int num, int v) {
-    union semun u;
-    u.val = v;
-    return semctl(id, num, SETVAL, u);
-}
-
-static int getall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, GETALL, u);
-}
-
-static int setall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, SETALL, u);
-}
-
-static int stat_set(int id, struct semid_ds *ds) {
-    union semun u;
-    memset(ds, 0, sizeof(*ds));
-    u.buf = ds;
-    return semctl(id, 0, IPC_STAT, u);
-}
-
-static int cmd_no_arg(int id, int num, int cmd) {
-    union semun u;
-    u.buf = NULL;
-    return semctl(id, num, cmd, u);
 }
 
 static void test_getval_setval(void) {
@@ -316,8 +227,7 @@ static void test_ipc_stat(void) {
     int kid = semget(key, 2, IPC_CREAT | IPC_EXCL | 0604);
     time_t t1 = time(NULL);
     CHECK(kid >= 0);
-    if (kid >= 0 && w_nsets < MAXT)
-        w_sets[w_nsets++] = kid;
+    track(kid);
 
     struct semid_ds ds;
     CHECK(stat_set(id, &ds) == 0);
@@ -512,8 +422,7 @@ static void test_bad_cmd(void) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    sem_watchdog(14);
 
     test_getval_setval();
     test_getall_setall();

@@ -5,49 +5,13 @@
  * key lookup, EEXIST before the nsems check, the nsems check before EACCES), and ENOSPC
  * when the machine's SEMMNI or SEMMNS is small enough to reach. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <grp.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
 
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
 static key_t key_base;
-static long lim_semmsl, lim_semmns, lim_semopm, lim_semmni;
-
-static void read_limits(void) {
-    FILE *f = fopen("/proc/sys/kernel/sem", "r");
-    if (!f || fscanf(f, "%ld %ld %ld %ld", &lim_semmsl, &lim_semmns, &lim_semopm,
-                     &lim_semmni) != 4) {
-        fprintf(stderr, "cannot read /proc/sys/kernel/sem\n");
-        exit(2);
-    }
-    fclose(f);
-}
-
-static int stat_set(int id, struct semid_ds *ds) {
-    union semun u;
-    memset(ds, 0, sizeof(*ds));
-    u.buf = ds;
-    return semctl(id, 0, IPC_STAT, u);
-}
-
-static void rm_set(int id) {
-    if (id >= 0)
-        semctl(id, 0, IPC_RMID);
-}
-
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
 
 static void test_private(void) {
     time_t t0 = time(NULL);
@@ -340,7 +304,7 @@ static int test_enospc(void) {
 int main(void) {
     alarm(14);
     key_base = (key_t)(0x5E00000 ^ (getpid() << 4));
-    read_limits();
+    read_sem_limits();
 
     test_private();
     test_nsems();

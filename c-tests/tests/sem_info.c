@@ -5,17 +5,12 @@
  * read permission, SEM_STAT_ANY and the *_INFO commands do not; EINVAL for a negative
  * id or a free index, EFAULT for a NULL buffer. */
 #include "../common.h"
+#define SEM_MAXT 64
+#include "../sem_common.h"
 
 #include <grp.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
 
 /* The kernel's compile-time constants (include/uapi/linux/sem.h). */
 #define K_SEMVMX 32767
@@ -25,74 +20,11 @@ union semun {
 #define K_SEMMNS_DEFAULT 1024000000 /* SEMMNU and SEMMAP */
 #define IDX(id) ((id) % 32768)
 
-static long lim_semmsl, lim_semmns, lim_semopm, lim_semmni;
-
-#define MAXT 64
-static int w_sets[MAXT];
-static int w_nsets;
-
-static void remove_all(void) {
-    for (int i = 0; i < w_nsets; i++)
-        semctl(w_sets[i], 0, IPC_RMID);
-    w_nsets = 0;
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    remove_all();
-    _exit(3);
-}
-
-static void read_limits(void) {
-    FILE *f = fopen("/proc/sys/kernel/sem", "r");
-    if (!f || fscanf(f, "%ld %ld %ld %ld", &lim_semmsl, &lim_semmns, &lim_semopm,
-                     &lim_semmni) != 4) {
-        fprintf(stderr, "cannot read /proc/sys/kernel/sem\n");
-        exit(2);
-    }
-    fclose(f);
-}
-
-static int new_set_mode(int nsems, int mode) {
-    int id = semget(IPC_PRIVATE, nsems, mode);
-    if (id < 0 || w_nsets == MAXT) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    w_sets[w_nsets++] = id;
-    return id;
-}
-
-static void rm_set(int id) {
-    semctl(id, 0, IPC_RMID);
-    for (int i = 0; i < w_nsets; i++)
-        if (w_sets[i] == id)
-            w_sets[i] = w_sets[--w_nsets];
-}
-
 static int info(int semid, int cmd, struct seminfo *si) {
     union semun u;
     memset(si, 0xa5, sizeof(*si));
     u.__buf = si;
     return semctl(semid, 0, cmd, u);
-}
-
-static int stat_cmd(int idx, int cmd, struct semid_ds *ds) {
-    union semun u;
-    memset(ds, 0, sizeof(*ds));
-    u.buf = ds;
-    return semctl(idx, 0, cmd, u);
-}
-
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
 }
 
 /* Fields that are the same for IPC_INFO and SEM_INFO. */
@@ -212,9 +144,8 @@ static void stranger_stat(void *arg) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(14);
-    read_limits();
+    sem_watchdog(14);
+    read_sem_limits();
 
     /* Sets of our own: 25 small ones (more than SEMUSZ, so semusz cannot be the
      * constant), and enough semaphores to exceed SEMAEM if the limits allow. */

@@ -7,78 +7,10 @@
  * semtimedop's EINVAL for a bad timespec (after EFAULT, before EFBIG) and EAGAIN for a
  * zero timeout; semtimedop with a NULL timeout behaves as semop. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <sys/ipc.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
-#define SEMVMX 32767
-
-static long lim_semmsl, lim_semmns, lim_semopm, lim_semmni;
-static int sets[32];
-static int nsets;
-
-static void read_limits(void) {
-    FILE *f = fopen("/proc/sys/kernel/sem", "r");
-    if (!f || fscanf(f, "%ld %ld %ld %ld", &lim_semmsl, &lim_semmns, &lim_semopm,
-                     &lim_semmni) != 4) {
-        fprintf(stderr, "cannot read /proc/sys/kernel/sem\n");
-        exit(2);
-    }
-    fclose(f);
-}
-
-static void remove_all(void) {
-    for (int i = 0; i < nsets; i++)
-        semctl(sets[i], 0, IPC_RMID);
-    nsets = 0;
-}
-
-/* Watchdog: none of these calls may block. */
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: a call blocked\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    remove_all();
-    _exit(3);
-}
-
-static int new_set(int nsems) {
-    int id = semget(IPC_PRIVATE, nsems, 0600);
-    if (id < 0) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    sets[nsets++] = id;
-    return id;
-}
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
-
-static int getval(int id, int num) { return semctl(id, num, GETVAL); }
-
-static int setval(int id, int num, int v) {
-    union semun u;
-    u.val = v;
-    return semctl(id, num, SETVAL, u);
-}
-
-static int setall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, SETALL, u);
-}
 
 /* 1 if the set's first n values are exactly want. */
 static int values_are(int id, int n, const unsigned short *want) {
@@ -381,9 +313,8 @@ static void test_semtimedop(void) {
 }
 
 int main(void) {
-    read_limits();
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    read_sem_limits();
+    sem_watchdog(14); /* none of these calls may block */
 
     test_single();
     test_multi();

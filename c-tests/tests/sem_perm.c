@@ -7,105 +7,18 @@
  * Also the order of checks: EFBIG before EACCES in semop, EACCES before the semnum check
  * for GETVAL, the value and semnum checks before EACCES for SETVAL. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <grp.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/sem.h>
 
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
-#define MAXT 32
-static int w_sets[MAXT];
-static int w_nsets;
-
-static void remove_all(void) {
-    for (int i = 0; i < w_nsets; i++)
-        semctl(w_sets[i], 0, IPC_RMID);
-    w_nsets = 0;
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    remove_all();
-    _exit(3);
-}
-
-static void track(int id) {
-    if (id >= 0 && w_nsets < MAXT)
-        w_sets[w_nsets++] = id;
-}
-
-static int new_set_mode(int nsems, int mode) {
-    int id = semget(IPC_PRIVATE, nsems, mode);
-    if (id < 0) {
-        perror("semget");
-        remove_all();
-        exit(2);
-    }
-    track(id);
-    return id;
-}
-
-static void rm_set(int id) {
-    semctl(id, 0, IPC_RMID);
-    for (int i = 0; i < w_nsets; i++)
-        if (w_sets[i] == id)
-            w_sets[i] = w_sets[--w_nsets];
-}
-
 /* Become uid/gid with the given supplementary groups; a child's watchdog too. */
 static void become(uid_t uid, gid_t gid, int ngroups, const gid_t *groups) {
     alarm(10);
     signal(SIGALRM, SIG_DFL);
-    if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
-
-static int ctl(int id, int num, int cmd) {
-    union semun u;
-    u.val = 0;
-    return semctl(id, num, cmd, u);
-}
-
-static int setval(int id, int num, int v) {
-    union semun u;
-    u.val = v;
-    return semctl(id, num, SETVAL, u);
-}
-
-static int getall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, GETALL, u);
-}
-
-static int setall(int id, unsigned short *vals) {
-    union semun u;
-    u.array = vals;
-    return semctl(id, 0, SETALL, u);
-}
-
-static int stat_set(int id, struct semid_ds *ds) {
-    union semun u;
-    memset(ds, 0, sizeof(*ds));
-    u.buf = ds;
-    return semctl(id, 0, IPC_STAT, u);
+    drop_to_groups(uid, gid, ngroups, groups);
 }
 
 /* IPC_SET from a buffer filled from scratch (IPC_STAT may not be permitted). */
@@ -126,29 +39,29 @@ static void check_access(int id, int r, int w) {
     struct semid_ds ds;
     /* sem 0 is 0, sem 1 is 1 on entry and on exit */
     if (r) {
-        CHECK(ctl(id, 0, GETVAL) == 0);
-        CHECK(ctl(id, 1, GETVAL) == 1);
+        CHECK(cmd_no_arg(id, 0, GETVAL) == 0);
+        CHECK(cmd_no_arg(id, 1, GETVAL) == 1);
         CHECK(getall(id, vals) == 0 && vals[1] == 1);
-        CHECK(ctl(id, 0, GETPID) >= 0);
-        CHECK(ctl(id, 0, GETNCNT) == 0);
-        CHECK(ctl(id, 0, GETZCNT) == 0);
+        CHECK(cmd_no_arg(id, 0, GETPID) >= 0);
+        CHECK(cmd_no_arg(id, 0, GETNCNT) == 0);
+        CHECK(cmd_no_arg(id, 0, GETZCNT) == 0);
         CHECK(stat_set(id, &ds) == 0 && ds.sem_nsems == 2);
         CHECK(op1(id, 0, 0, 0) == 0);
         EXPECT_ERR(op1(id, 1, 0, IPC_NOWAIT), EAGAIN);
         struct timespec ts = {0, 1000000L};
         EXPECT_ERR(semtimedop(id, &(struct sembuf){1, 0, 0}, 1, &ts), EAGAIN);
         /* GETVAL checks permission before semnum. */
-        EXPECT_ERR(ctl(id, 9, GETVAL), EINVAL);
+        EXPECT_ERR(cmd_no_arg(id, 9, GETVAL), EINVAL);
     } else {
-        EXPECT_ERR(ctl(id, 0, GETVAL), EACCES);
+        EXPECT_ERR(cmd_no_arg(id, 0, GETVAL), EACCES);
         EXPECT_ERR(getall(id, vals), EACCES);
-        EXPECT_ERR(ctl(id, 0, GETPID), EACCES);
-        EXPECT_ERR(ctl(id, 0, GETNCNT), EACCES);
-        EXPECT_ERR(ctl(id, 0, GETZCNT), EACCES);
+        EXPECT_ERR(cmd_no_arg(id, 0, GETPID), EACCES);
+        EXPECT_ERR(cmd_no_arg(id, 0, GETNCNT), EACCES);
+        EXPECT_ERR(cmd_no_arg(id, 0, GETZCNT), EACCES);
         EXPECT_ERR(stat_set(id, &ds), EACCES);
         EXPECT_ERR(op1(id, 0, 0, 0), EACCES);
         EXPECT_ERR(op1(id, 1, 0, IPC_NOWAIT), EACCES);
-        EXPECT_ERR(ctl(id, 9, GETVAL), EACCES);
+        EXPECT_ERR(cmd_no_arg(id, 9, GETVAL), EACCES);
     }
     if (w) {
         CHECK(op1(id, 0, 1, 0) == 0);
@@ -193,7 +106,7 @@ static void check_not_owner(int id) {
     ds.sem_perm.mode = 0666;
     u.buf = &ds;
     EXPECT_ERR(semctl(id, 0, IPC_SET, u), EPERM);
-    EXPECT_ERR(ctl(id, 0, IPC_RMID), EPERM);
+    EXPECT_ERR(cmd_no_arg(id, 0, IPC_RMID), EPERM);
 }
 
 struct pctx {
@@ -224,7 +137,7 @@ static void test_other_class(void) {
         struct semid_ds ds;
         CHECK(stat_set(p.id, &ds) == 0);
         CHECK((int)ds.sem_perm.mode == cases[i].mode && ds.sem_perm.uid == 0);
-        CHECK(ctl(p.id, 0, GETVAL) == 0 && ctl(p.id, 1, GETVAL) == 1);
+        CHECK(cmd_no_arg(p.id, 0, GETVAL) == 0 && cmd_no_arg(p.id, 1, GETVAL) == 1);
         rm_set(p.id);
     }
 }
@@ -315,14 +228,14 @@ static void stranger_uses_set(void *arg) {
 static void owner_removes_set(void *arg) {
     struct pctx *p = arg;
     become(1002, 1002, 0, NULL);
-    CHECK(ctl(p->id, 0, IPC_RMID) == 0);
-    EXPECT_ERR(ctl(p->id, 0, GETVAL), EINVAL);
+    CHECK(cmd_no_arg(p->id, 0, IPC_RMID) == 0);
+    EXPECT_ERR(cmd_no_arg(p->id, 0, GETVAL), EINVAL);
 }
 
 static void creator_removes_set(void *arg) {
     struct pctx *p = arg;
     become(1001, 1001, 0, NULL);
-    CHECK(ctl(p->id, 0, IPC_RMID) == 0);
+    CHECK(cmd_no_arg(p->id, 0, IPC_RMID) == 0);
 }
 
 static void test_owner_and_creator(void) {
@@ -398,13 +311,12 @@ static void test_root(void) {
     CHECK(set_perm(id, 1001, 1001, 0000) == 0);
     check_access(id, 1, 1);
     CHECK(set_perm(id, 1001, 1001, 0000) == 0);
-    CHECK(ctl(id, 0, IPC_RMID) == 0);
+    CHECK(cmd_no_arg(id, 0, IPC_RMID) == 0);
     rm_set(id);
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    sem_watchdog(14);
 
     test_other_class();
     test_group_class();

@@ -13,13 +13,6 @@
 
 static long page;
 
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
-
 /* The permission string ("rw-s") of the mapping that starts at addr in
  * /proc/self/maps, or "" if none starts there. */
 static void map_perms(const void *addr, char out[5]) {

@@ -4,26 +4,15 @@
  * creator, EPERM for others), EACCES for IPC_STAT without read permission, and the
  * errors EINVAL (unknown cmd, negative cmd or id, bad id) and EFAULT (NULL buffer). */
 #include "../common.h"
+#include "../shm_common.h"
 
 #include <grp.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
-
 static int near_now(time_t t) {
     time_t now = time(NULL);
     return t >= now - 5 && t <= now + 1;
-}
-
-static int stat_seg(int id, struct shmid_ds *ds) {
-    memset(ds, 0, sizeof(*ds));
-    return shmctl(id, IPC_STAT, ds);
 }
 
 /* Neither owner nor creator: EPERM for IPC_SET and IPC_RMID; EACCES for IPC_STAT

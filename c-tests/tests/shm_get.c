@@ -4,6 +4,7 @@
  * EACCES for another uid, the check order (EEXIST before EINVAL, EINVAL before EACCES),
  * and SHM_NORESERVE. */
 #include "../common.h"
+#include "../shm_common.h"
 
 #include <grp.h>
 #include <stdint.h>
@@ -11,31 +12,6 @@
 #include <sys/shm.h>
 
 static key_t key_base;
-
-static unsigned long long read_proc_ull(const char *path) {
-    FILE *f = fopen(path, "r");
-    unsigned long long v = 0;
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return 0;
-    }
-    if (fscanf(f, "%llu", &v) != 1)
-        v = 0;
-    fclose(f);
-    return v;
-}
-
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
-
-static int stat_seg(int id, struct shmid_ds *ds) {
-    memset(ds, 0, sizeof(*ds));
-    return shmctl(id, IPC_STAT, ds);
-}
 
 /* Child with another uid, segment key (mode 0600, root's). */
 static void other_uid_lookup(void *arg) {

@@ -10,26 +10,6 @@
 #include <sys/resource.h>
 #include <sys/shm.h>
 
-static unsigned long long read_proc_ull(const char *path) {
-    FILE *f = fopen(path, "r");
-    unsigned long long v = 0;
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return 0;
-    }
-    if (fscanf(f, "%llu", &v) != 1)
-        v = 0;
-    fclose(f);
-    return v;
-}
-
-static void drop_to(uid_t uid, gid_t gid) {
-    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-        fprintf(stderr, "cannot drop privileges\n");
-        _exit(3);
-    }
-}
-
 static int ipc_info(struct shminfo *info) {
     memset(info, 0, sizeof(*info));
     return shmctl(0, IPC_INFO, (struct shmid_ds *)info);

@@ -8,19 +8,6 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
-static unsigned long long read_proc_ull(const char *path) {
-    FILE *f = fopen(path, "r");
-    unsigned long long v = 0;
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return 0;
-    }
-    if (fscanf(f, "%llu", &v) != 1)
-        v = 0;
-    fclose(f);
-    return v;
-}
-
 static int used_ids(void) {
     struct shm_info si;
     memset(&si, 0, sizeof(si));

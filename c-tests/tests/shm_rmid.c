@@ -3,14 +3,10 @@
  * a new segment, the old one stays usable, IPC_STAT/IPC_SET/IPC_RMID/shmat on it still
  * work), destruction at the last detach, also when the last detach is a process exit. */
 #include "../common.h"
+#include "../shm_common.h"
 
 #include <sys/ipc.h>
 #include <sys/shm.h>
-
-static int stat_seg(int id, struct shmid_ds *ds) {
-    memset(ds, 0, sizeof(*ds));
-    return shmctl(id, IPC_STAT, ds);
-}
 
 /* Polls (up to 5 s) until IPC_STAT on id fails; returns the errno it failed with, or 0. */
 static int wait_gone(int id) {
