@@ -360,6 +360,9 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
 pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Box<Sleep>>) -> Result<()> {
     let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
     if let Some(resume) = resume {
+        // The kernel copied the text before sleeping; we copy it now: probe it again
+        // (EFAULT rather than a crash if the program unmapped it meanwhile).
+        check_user(text, msgsz, false)?;
         let mapped = resume.sleep.mapped.clone();
         return send(&mapped, id, resume.sleep.mtype, text, msgsz, flags, Some(resume), sleep);
     }
