@@ -138,6 +138,13 @@ static inline void forget_kid(pid_t pid) {
             wd_kids[i] = wd_kids[--wd_nkids];
 }
 
+/* Kill every pid > 0 of pids[0..n) (async-signal-safe: for watchdog cleanups). */
+static inline void kill_kids(const pid_t *pids, int n) {
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0)
+            kill(pids[i], SIGKILL);
+}
+
 /* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
  * its checks count through its exit status, collected with reap_child(). The child's
  * watchdog neither kills its siblings nor runs the parent's cleanup. */

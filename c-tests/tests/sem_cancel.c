@@ -3,6 +3,7 @@
  * its operation when it is woken, and is cancelled at its next cancellation point. Neither
  * are semget and semctl: a thread with a cancel pending goes through them unharmed. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <pthread.h>
 #include <sys/ipc.h>
@@ -71,12 +72,8 @@ static void *with_cancel_pending(void *arg) {
 }
 
 int main(void) {
-    alarm(14);
-    id = semget(IPC_PRIVATE, 1, 0600);
-    if (id < 0) {
-        perror("semget");
-        return 2;
-    }
+    sem_watchdog(14);
+    id = new_set(1);
     run(blocked);
     run(blocked_timed);
 

@@ -6,17 +6,11 @@
  * Checked throughout (GETALL) and at the end, when nobody may be left waiting and the set
  * must still work: no lost or duplicated unit, no half-applied call, no stuck lock. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <sys/ipc.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
 
 #define NW 6
 #define SUM 40
@@ -26,17 +20,10 @@ union semun {
 static int set_id = -1;
 static pid_t workers[NW];
 
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    for (int i = 0; i < NW; i++)
-        if (workers[i] > 0)
-            kill(workers[i], SIGKILL);
-    if (set_id >= 0)
-        semctl(set_id, 0, IPC_RMID);
-    _exit(3);
+/* Watchdog cleanup (the set is removed by remove_all()). */
+static void kill_workers(void) {
+    kill_kids(workers, NW);
+    remove_all();
 }
 
 static int timed(struct sembuf *ops, size_t n, long ms) {
@@ -113,13 +100,8 @@ static int check_values(const char *when) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(20);
-    set_id = semget(IPC_PRIVATE, 3, 0600);
-    if (set_id < 0) {
-        perror("semget");
-        return 2;
-    }
+    watchdog(20, kill_workers);
+    set_id = new_set(3);
     unsigned short init[3] = {SUM / 2, SUM / 2, RES};
     union semun u;
     u.array = init;

@@ -2,6 +2,7 @@
  * (closing is not exiting: nothing is undone then), can go on using the set — also blocking
  * and being woken — and has all its adjustments undone when it exits. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <fcntl.h>
 #include <sys/ipc.h>
@@ -9,23 +10,11 @@
 #include <sys/prctl.h>
 #include <sys/sem.h>
 
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
 struct flags {
     volatile int closed;
     volatile int go;
     volatile int bad;
 };
-
-static int op1(int id, unsigned short num, short op, short flg) {
-    struct sembuf b = {num, op, flg};
-    return semop(id, &b, 1);
-}
 
 static void child(int id, struct flags *f) {
     if (op1(id, 0, -1, SEM_UNDO) != 0)
@@ -47,16 +36,12 @@ static void child(int id, struct flags *f) {
 }
 
 int main(void) {
-    alarm(14);
+    sem_watchdog(14);
     struct flags *f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (f == MAP_FAILED)
         return 2;
     memset((void *)f, 0, sizeof(*f));
-    int id = semget(IPC_PRIVATE, 2, 0600);
-    if (id < 0) {
-        perror("semget");
-        return 2;
-    }
+    int id = new_set(2);
     union semun u;
     u.val = 5;
     EXPECT_OK(semctl(id, 0, SETVAL, u));

@@ -3,31 +3,21 @@
  * operation call, semtimedop's timeout, GETALL's and SETALL's arrays, IPC_STAT's and
  * IPC_SET's semid_ds, IPC_INFO's seminfo — an unmapped page and a read-only page. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/sem.h>
 
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
-
 int main(void) {
-    alarm(14);
+    sem_watchdog(14);
     long page = sysconf(_SC_PAGESIZE);
     void *gone = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     char *ro = mmap(NULL, (size_t)page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (gone == MAP_FAILED || ro == MAP_FAILED)
         return 2;
     munmap(gone, (size_t)page);
-    int id = semget(IPC_PRIVATE, 2, 0600);
-    if (id < 0) {
-        perror("semget");
-        return 2;
-    }
+    int id = new_set(2);
     union semun u;
 
     /* The operations of a call. */

@@ -5,18 +5,12 @@
  * SEM_UNDO); the others wait for it or poll with IPC_NOWAIT.  At the end every value is back
  * where it started and nobody waits. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <pthread.h>
 #include <sys/ipc.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
 
 #define POOL 5
 #define SUM 20
@@ -78,12 +72,8 @@ static int run_threads(unsigned salt) {
 }
 
 int main(void) {
-    alarm(14);
-    id = semget(IPC_PRIVATE, 3, 0600);
-    if (id < 0) {
-        perror("semget");
-        return 2;
-    }
+    sem_watchdog(14);
+    id = new_set(3);
     unsigned short init[3] = {SUM / 2, SUM / 2, POOL};
     union semun u;
     u.array = init;

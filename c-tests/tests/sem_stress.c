@@ -7,18 +7,12 @@
  * exceeds its initial value, and at the end that every value is back at its initial
  * value (all holds released or undone), with nobody left waiting. */
 #include "../common.h"
+#include "../sem_common.h"
 
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-
-union semun {
-    int val;
-    struct semid_ds *buf;
-    unsigned short *array;
-    struct seminfo *__buf;
-};
 
 #define NSEMS 3
 #define NKIDS 4
@@ -38,17 +32,10 @@ struct shared {
 static int set_id = -1;
 static pid_t kids[NKIDS];
 
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: timed out\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {
-    }
-    for (int i = 0; i < NKIDS; i++)
-        if (kids[i] > 0)
-            kill(kids[i], SIGKILL);
-    if (set_id >= 0)
-        semctl(set_id, 0, IPC_RMID);
-    _exit(3);
+/* Watchdog cleanup (the set is removed by remove_all()). */
+static void kill_children(void) {
+    kill_kids(kids, NKIDS);
+    remove_all();
 }
 
 static int total_held(const int *held) {
@@ -183,8 +170,7 @@ static void child(int me, struct shared *sh, long long start) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(14);
+    watchdog(14, kill_children);
 
     struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -193,11 +179,7 @@ int main(void) {
         return 2;
     }
     memset((void *)sh, 0, sizeof(*sh));
-    set_id = semget(IPC_PRIVATE, NSEMS, 0600);
-    if (set_id < 0) {
-        perror("semget");
-        return 2;
-    }
+    set_id = new_set(NSEMS);
     union semun u;
     unsigned short vals[NSEMS];
     memcpy(vals, init_vals, sizeof(vals));
