@@ -35,10 +35,7 @@ static void run(void *(*fn)(void *)) {
     returned = 0;
     pthread_t t;
     CHECK(pthread_create(&t, NULL, fn, NULL) == 0);
-    long long end = now_ms() + 5000;
-    while (semctl(id, 0, GETNCNT) != 1 && now_ms() < end)
-        sleep_ms(1);
-    CHECK(semctl(id, 0, GETNCNT) == 1);
+    CHECK(wait_for(id, 0, GETNCNT, 1));
     CHECK(pthread_cancel(t) == 0);
     sleep_ms(200);
     /* Still blocked, not cancelled, not interrupted. */

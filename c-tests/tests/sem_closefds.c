@@ -59,14 +59,10 @@ int main(void) {
     /* Closing its descriptors undid nothing. */
     CHECK(semctl(id, 0, GETVAL) == 4);
     f->go = 1;
-    end = now_ms() + 5000;
-    while (semctl(id, 1, GETNCNT) != 1 && now_ms() < end)
-        sleep_ms(1);
-    CHECK(semctl(id, 1, GETNCNT) == 1);
+    CHECK(wait_for(id, 1, GETNCNT, 1));
     CHECK(semctl(id, 0, GETVAL) == 3);
     CHECK(op1(id, 1, 1, 0) == 0);
-    int st = 0;
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(EXITED_OK(reap_child(pid, 10000)));
     CHECK(f->bad == 0);
     /* Its exit undid both of its decrements. */
     CHECK(semctl(id, 0, GETVAL) == 5);

@@ -16,22 +16,8 @@
 /* Run fn in a child (non-blocking work only); returns the child's pid once it exited
  * with status 0, or -1. */
 static pid_t child_run(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        alarm(10);
-        t_passed = t_failed = 0;
-        fn(arg);
-        fflush(NULL);
-        _exit(t_failed ? 1 : 0);
-    }
-    int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "  child failed, status 0x%x\n", st);
-        return -1;
-    }
-    return pid;
+    pid_t pid = spawn_child(fn, arg);
+    return EXITED_OK(reap_child(pid, 15000)) ? pid : -1;
 }
 
 static void test_getval_setval(void) {

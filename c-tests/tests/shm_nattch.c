@@ -46,11 +46,6 @@ static pid_t fork_waiting(int *go_w) {
     return pid;
 }
 
-static int exited_ok(pid_t pid) {
-    int st = -1;
-    return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "sleep") == 0) {
         /* Exec'd helper: lives until killed (at most 20 s). */
@@ -82,7 +77,7 @@ int main(int argc, char **argv) {
     CHECK(ds.shm_lpid == me);
     CHECK(write(go, "x", 1) == 1);
     close(go);
-    CHECK(exited_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 25000)));
     /* Exit detaches: back to 1, the exiting child is the last to operate. */
     CHECK(wait_nattch(1) == 1);
     ds = st_();
@@ -98,7 +93,7 @@ int main(int argc, char **argv) {
     CHECK(st_().shm_nattch == 4);
     CHECK(write(go, "x", 1) == 1);
     close(go);
-    CHECK(exited_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 25000)));
     CHECK(wait_nattch(2) == 2);
     EXPECT_OK(shmdt(b));
     CHECK(st_().shm_nattch == 1);
@@ -128,7 +123,7 @@ int main(int argc, char **argv) {
     CHECK(ds.shm_nattch == 1);
     CHECK(ds.shm_lpid == pid);
     CHECK(write(go2[1], "x", 1) == 1);
-    CHECK(exited_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 25000)));
     CHECK(st_().shm_nattch == 1);
     close(go2[1]);
     close(done[0]);
@@ -159,7 +154,7 @@ int main(int argc, char **argv) {
     CHECK(ds.shm_lpid == pid);
     CHECK(strcmp(a, "child attach") == 0);
     CHECK(write(go2[1], "x", 1) == 1);
-    CHECK(exited_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 25000)));
     CHECK(wait_nattch(1) == 1);
     close(go2[1]);
     close(done[0]);

@@ -62,15 +62,6 @@ static pid_t spawn_self(const char *argv0, const char *role, key_t key) {
     return pid;
 }
 
-static int wait_ok(pid_t pid) {
-    int st = -1;
-    if (pid <= 0 || waitpid(pid, &st, 0) != pid)
-        return 0;
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-        fprintf(stderr, "child %d: status 0x%x\n", (int)pid, st);
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 /* A forked child creates key and writes into it; detach explicitly or by exit. */
 static void creator_child(key_t key, int detach) {
     int id = shmget(key, SZ, IPC_CREAT | IPC_EXCL | 0640);
@@ -138,7 +129,7 @@ int main(int argc, char **argv) {
     pid_t pid = fork();
     if (pid == 0)
         creator_child(base + 1, 0);
-    CHECK(wait_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 10000)));
     check_left(base + 1, pid, "left by an exited child", forced);
 
     /* A child creates, writes, detaches and exits. */
@@ -146,14 +137,14 @@ int main(int argc, char **argv) {
     pid = fork();
     if (pid == 0)
         creator_child(base + 2, 1);
-    CHECK(wait_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 10000)));
     check_left(base + 2, pid, "left by a detached child", forced);
 
     /* An exec'd program creates the segment by key; the parent finds it. */
     key_t kw = base + 3;
     EXPECT_ERR(shmget(kw, 0, 0), ENOENT);
     pid = spawn_self(argv[0], "writer", kw);
-    CHECK(wait_ok(pid));
+    CHECK(EXITED_OK(reap_child(pid, 10000)));
     if (forced) {
         EXPECT_ERR(shmget(kw, 0, 0), ENOENT);
     } else {
@@ -184,7 +175,7 @@ int main(int argc, char **argv) {
         if (p != (void *)-1) {
             strcpy(p, "question from parent");
             pid = spawn_self(argv[0], "answer", ka);
-            CHECK(wait_ok(pid));
+            CHECK(EXITED_OK(reap_child(pid, 10000)));
             char want[64];
             snprintf(want, sizeof(want), "answer from %d", (int)pid);
             CHECK(strcmp(p + 1000, want) == 0);
