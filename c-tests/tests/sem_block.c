@@ -13,7 +13,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ipc.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 /* ---- children */

@@ -10,7 +10,6 @@
 #include "../sem_common.h"
 
 #include <sys/ipc.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 /* Run fn in a child (non-blocking work only); returns the child's pid once it exited

@@ -190,8 +190,7 @@ static void stranger_read_only(void *arg) {
 static void group_member_egid(void *arg) {
     key_t k = *(key_t *)arg;
     int id = semget(k, 0, 0);
-    if (setgroups(0, NULL) != 0 || setgid(2000) != 0 || setuid(1001) != 0)
-        _exit(3);
+    drop_to(1001, 2000);
     CHECK(semget(k, 0, 0400) == id);
     CHECK(semget(k, 0, 0040) == id);
     EXPECT_ERR(semget(k, 0, 0600), EACCES);
@@ -202,8 +201,7 @@ static void group_member_supplementary(void *arg) {
     key_t k = *(key_t *)arg;
     int id = semget(k, 0, 0);
     gid_t groups[2] = {1500, 2000};
-    if (setgroups(2, groups) != 0 || setgid(3000) != 0 || setuid(1001) != 0)
-        _exit(3);
+    drop_to_groups(1001, 3000, 2, groups);
     CHECK(semget(k, 0, 0440) == id);
     EXPECT_ERR(semget(k, 0, 0200), EACCES);
 }

@@ -8,7 +8,6 @@
 #define SEM_MAXT 64
 #include "../sem_common.h"
 
-#include <grp.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
 

@@ -11,7 +11,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ipc.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 /* A two-way channel between the parent and one child. */

@@ -5,7 +5,6 @@
  * shmdt's EINVAL cases. */
 #include "../common.h"
 
-#include <grp.h>
 #include <stdint.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>

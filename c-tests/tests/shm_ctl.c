@@ -6,7 +6,6 @@
 #include "../common.h"
 #include "../shm_common.h"
 
-#include <grp.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 

@@ -36,8 +36,7 @@ static void other_uid_lookup(void *arg) {
 static void group_lookup(void *arg) {
     key_t key = *(key_t *)arg;
     gid_t groups[1] = {0};
-    if (setgroups(1, groups) != 0 || setgid(2000) != 0 || setuid(1001) != 0)
-        _exit(3);
+    drop_to_groups(1001, 2000, 1, groups);
     /* Supplementary group 0 matches the segment's gid 0: group bits (r--) apply. */
     CHECK(EXPECT_OK(shmget(key, 0, 0400)) >= 0);
     CHECK(EXPECT_OK(shmget(key, 0, 0040)) >= 0);

@@ -5,7 +5,6 @@
  * lock a segment (SHM_LOCKED in mode). */
 #include "../common.h"
 
-#include <grp.h>
 #include <sys/ipc.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
