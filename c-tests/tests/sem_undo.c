@@ -60,12 +60,30 @@ static void go(struct chan *c) {
         perror("write");
 }
 
+/* Parent side: let the child go on and collect it; 1 if it exited with status 0. */
+static int let_exit(struct chan *c, pid_t pid) {
+    go(c);
+    return EXITED_OK(reap_child(pid, 5000));
+}
+
 /* ---- tests */
 struct ctx {
     int id;
     int id2;
     struct chan ch;
 };
+
+/* A context with a new set of nsems semaphores and an open channel. */
+static struct ctx ctx_open(int nsems) {
+    struct ctx c = {new_set(nsems), -1, {{0}, {0}}};
+    chan_open(&c.ch);
+    return c;
+}
+
+static void ctx_close(struct ctx *c) {
+    chan_close(&c->ch);
+    rm_set(c->id);
+}
 
 static void child_exit_restores(void *arg) {
     struct ctx *c = arg;
@@ -79,16 +97,14 @@ static void child_exit_restores(void *arg) {
 }
 
 static void test_exit_restores(void) {
-    struct ctx c = {new_set(3), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(3);
     setval(c.id, 0, 5);
     pid_t pid = spawn_child(child_exit_restores, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 3 && getval(c.id, 2) == 1);
     /* Another process moves the values meanwhile: the adjustments are relative. */
     CHECK(op1(c.id, 0, 10, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 15);
     CHECK(getval(c.id, 1) == 0);
     /* Semaphore 2 was changed without SEM_UNDO: it keeps the child's increment. */
@@ -96,8 +112,7 @@ static void test_exit_restores(void) {
     /* The exiting process is the last to have changed the undone semaphores. */
     CHECK(semctl(c.id, 0, GETPID) == pid);
     CHECK(semctl(c.id, 1, GETPID) == pid);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* An operation that reverses an earlier one leaves a zero adjustment. */
@@ -110,17 +125,14 @@ static void child_reversal(void *arg) {
 }
 
 static void test_reversal(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     setval(c.id, 0, 3);
     pid_t pid = spawn_child(child_reversal, &c);
     CHECK(heard(&c.ch));
     CHECK(op1(c.id, 0, -3, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 0);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* Failed calls record no adjustment. */
@@ -164,15 +176,13 @@ static void child_block_forever(void *arg) {
 }
 
 static void test_blocked_then_done(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     pid_t pid = spawn_child(child_blocked_undo, &c);
     CHECK(wait_for(c.id, 0, GETNCNT, 1));
     CHECK(op1(c.id, 0, 1, 0) == 0);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 1);
 
     setval(c.id, 0, 0);
@@ -183,8 +193,7 @@ static void test_blocked_then_done(void) {
     CHECK(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     CHECK(wait_for(c.id, 0, GETNCNT, 0));
     CHECK(getval(c.id, 0) == 0);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* SIGKILL applies the undo, and a blocked waiter then gets the semaphore. */
@@ -201,8 +210,7 @@ static void child_p(void *arg) {
 }
 
 static void test_sigkill(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     setval(c.id, 0, 1);
     pid_t holder = spawn_child(child_hold, &c);
     CHECK(heard(&c.ch));
@@ -218,8 +226,7 @@ static void test_sigkill(void) {
     CHECK(getval(c.id, 0) == 0);
     CHECK(semctl(c.id, 0, GETNCNT) == 0);
     CHECK(semctl(c.id, 0, GETPID) == waiter);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* fork: the child starts with no adjustments; the parent's stay. */
@@ -248,17 +255,14 @@ static void child_forks(void *arg) {
 }
 
 static void test_fork(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     setval(c.id, 0, 1);
     pid_t pid = spawn_child(child_forks, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 1);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* Threads share the process's adjustments: a thread's exit applies nothing. */
@@ -283,17 +287,14 @@ static void child_threads(void *arg) {
 }
 
 static void test_threads(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     setval(c.id, 0, 2);
     pid_t pid = spawn_child(child_threads, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 2);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* execve keeps the adjustments; they apply when the new image exits. */
@@ -320,17 +321,14 @@ static int exec_child_main(int up, int down) {
 }
 
 static void test_exec(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     setval(c.id, 0, 1);
     pid_t pid = spawn_child(child_execs, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 1);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* SETVAL clears every process's adjustment for that semaphore; SETALL for all. */
@@ -352,16 +350,14 @@ static void child_undo_after_setval(void *arg) {
 }
 
 static void test_setval_setall_clear(void) {
-    struct ctx c = {new_set(2), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(2);
     unsigned short five[2] = {5, 5};
     setall(c.id, five);
     pid_t pid = spawn_child(child_two_undos, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 4 && getval(c.id, 1) == 4);
     CHECK(setval(c.id, 0, 10) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 10);
     CHECK(getval(c.id, 1) == 5);
 
@@ -370,8 +366,7 @@ static void test_setval_setall_clear(void) {
     CHECK(heard(&c.ch));
     unsigned short seven[2] = {7, 7};
     CHECK(setall(c.id, seven) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 7 && getval(c.id, 1) == 7);
 
     setval(c.id, 0, 10);
@@ -379,11 +374,9 @@ static void test_setval_setall_clear(void) {
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 9);
     CHECK(setval(c.id, 0, 20) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 20);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* Applying an adjustment clamps the value at 0 and at SEMVMX. */
@@ -402,14 +395,12 @@ static void child_down5(void *arg) {
 }
 
 static void test_clamp(void) {
-    struct ctx c = {new_set(1), -1, {{0}, {0}}};
-    chan_open(&c.ch);
+    struct ctx c = ctx_open(1);
     pid_t pid = spawn_child(child_up5, &c);
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 5);
     CHECK(op1(c.id, 0, -4, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == 0);
     CHECK(semctl(c.id, 0, GETPID) == pid);
 
@@ -418,11 +409,9 @@ static void test_clamp(void) {
     CHECK(heard(&c.ch));
     CHECK(getval(c.id, 0) == 5);
     CHECK(op1(c.id, 0, SEMVMX - 5, 0) == 0);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id, 0) == SEMVMX);
-    chan_close(&c.ch);
-    rm_set(c.id);
+    ctx_close(&c);
 }
 
 /* The adjustment must stay within [-32768, 32767]: ERANGE otherwise. */
@@ -483,8 +472,7 @@ static void test_removed_set(void) {
     pid_t pid = spawn_child(child_two_sets, &c);
     CHECK(heard(&c.ch));
     rm_set(c.id);
-    go(&c.ch);
-    CHECK(EXITED_OK(reap_child(pid, 5000)));
+    CHECK(let_exit(&c.ch, pid));
     CHECK(getval(c.id2, 0) == 1);
     EXPECT_ERR(getval(c.id, 0), EINVAL);
     chan_close(&c.ch);
