@@ -3,7 +3,7 @@
 
 use super::call;
 use crate::ipc::{Errno, Family, Result, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
-use crate::msg::usercopy::{copy_from_user, copy_to_user};
+use crate::ipc::usercopy::{copy_from_user, copy_to_user};
 use crate::sem::ops::{SemOp, SEMVMX};
 use crate::sem::{client, GETALL, GETNCNT, GETPID, GETVAL, GETZCNT, SEM_INFO, SEM_STAT, SEM_STAT_ANY, SETALL, SETVAL};
 use crate::wire::Op;

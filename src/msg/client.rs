@@ -7,7 +7,7 @@
 //! EACCES, as the kernel's lookup would.
 
 use super::layout::{Queue, Search};
-use super::usercopy::check_user;
+use crate::ipc::usercopy::check_user;
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
 use crate::ipc::perm::{S_IRUGO, S_IWUGO};

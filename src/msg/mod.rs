@@ -1,6 +1,6 @@
 //! System V message queues, as the kernel's ipc/msg.c: the broker's registry of queues and
 //! msgctl (`queue`), the shared-memory layout of a queue (`layout`), and msgsnd / msgrcv in
-//! the calling process (`client`, with `usercopy` for the caller's buffers).
+//! the calling process (`client`, with `crate::ipc::usercopy` for the caller's buffers).
 //!
 //! msgsnd and msgrcv that need not wait never leave the process: the id and the caller's
 //! rights are checked against the namespace table, the queue's memfd is mapped once per
@@ -40,7 +40,6 @@
 pub mod client;
 pub mod layout;
 pub mod queue;
-pub mod usercopy;
 
 /// msgrcv flags (<linux/msg.h>).
 pub const MSG_NOERROR: i32 = 0o10000;

@@ -15,7 +15,7 @@ use crate::client::{client, creds};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use super::wait;
-use crate::msg::usercopy::{copy_from_user, copy_to_user};
+use crate::ipc::usercopy::{copy_from_user, copy_to_user};
 use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
 use crate::sys::Mapping;
 use crate::wire::Op;

@@ -1,4 +1,4 @@
-//! Copies between the caller's buffers and the queue that fail with EFAULT, as the kernel's
+//! Copies between the caller's buffers and shared memory that fail with EFAULT, as the kernel's
 //! `copy_from_user`/`copy_to_user` do, instead of crashing the program on a bad pointer.
 //!
 //! A system call per copy (process_vm_readv) would cost more than the whole msgsnd is
