@@ -145,18 +145,25 @@ static inline void kill_kids(const pid_t *pids, int n) {
             kill(pids[i], SIGKILL);
 }
 
+/* fork() with stdio flushed first; the child is killed if the parent dies. */
+static inline pid_t fork_child(void) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return pid;
+}
+
 /* Fork a child that runs fn (with its own 10 s watchdog, killed if the parent dies);
  * its checks count through its exit status, collected with reap_child(). The child's
  * watchdog neither kills its siblings nor runs the parent's cleanup. */
 static inline pid_t spawn_child(void (*fn)(void *), void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid < 0) {
         perror("fork");
         return -1;
     }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         wd_nkids = 0;
         wd_cleanup = NULL;
         t_passed = t_failed = 0;

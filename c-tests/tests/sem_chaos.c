@@ -9,7 +9,6 @@
 #include "../sem_common.h"
 
 #include <sys/ipc.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 #define NW 6
@@ -73,10 +72,8 @@ static void worker(unsigned seed) {
 }
 
 static pid_t start(int i, unsigned round) {
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         worker((unsigned)getpid() * 2654435761u + round * 7919u + (unsigned)i);
         _exit(0);
     }

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 struct flags {
@@ -45,10 +44,8 @@ int main(void) {
     union semun u;
     u.val = 5;
     EXPECT_OK(semctl(id, 0, SETVAL, u));
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         child(id, f);
     }
     long long end = now_ms() + 5000;

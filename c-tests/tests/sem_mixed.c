@@ -9,7 +9,6 @@
 
 #include <pthread.h>
 #include <sys/ipc.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 #define POOL 5
@@ -79,10 +78,8 @@ int main(void) {
     u.array = init;
     EXPECT_OK(semctl(id, 0, SETALL, u));
     end_at = now_ms() + RUN_MS;
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_child();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         _exit(run_threads(2) ? 1 : 0);
     }
     int bad = 0;

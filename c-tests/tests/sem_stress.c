@@ -11,7 +11,6 @@
 
 #include <sys/ipc.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/sem.h>
 
 #define NSEMS 3
@@ -187,11 +186,9 @@ int main(void) {
     EXPECT_OK(semctl(set_id, 0, SETALL, u));
 
     long long start = now_ms();
-    fflush(NULL);
     for (int i = 0; i < NKIDS; i++) {
-        pid_t pid = fork();
+        pid_t pid = fork_child();
         if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
             alarm(10);
             child(i, sh, start);
         }
