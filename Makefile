@@ -47,7 +47,7 @@ $(BUILD)/link_test: c-tests/link_test.c include/ipcshim.h $(LIB) | $(BUILD)
 header:
 	IPCSHIM_UPDATE_HEADER=1 $(CARGO) test --release --lib header_is_current
 
-rust-tests:
+rust-tests: all
 	$(CARGO) test --release
 
 # Every mode runs even if an earlier one failed; the last line counts the suites.

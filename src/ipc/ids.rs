@@ -72,7 +72,7 @@ mod tests {
     fn allocation_is_cyclic_and_bumps_seq_on_wrap() {
         let mut a = IdAllocator::default();
         let mut used = vec![false; 4];
-        let mut take = |a: &mut IdAllocator, used: &mut Vec<bool>| {
+        let take = |a: &mut IdAllocator, used: &mut Vec<bool>| {
             let (i, s) = a.allocate(4, |i| !used[i]).unwrap();
             used[i] = true;
             (i, s)

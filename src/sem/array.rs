@@ -695,7 +695,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let mut g = lock(&s.mem).unwrap();
+        let g = lock(&s.mem).unwrap();
         assert_eq!(values(&s.mem), vec![0, 0], "an uncommitted journal changes nothing");
         assert_eq!(s.mem.waiter(1).state.load(Relaxed), W_FREE, "a corrupt waiter is dropped");
         assert_eq!(s.mem.header().nwaiters.load(Relaxed), 0);
