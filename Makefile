@@ -27,7 +27,7 @@ $(LIB) $(BIN) &: $(RUST_SRC)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/%: c-tests/tests/%.c c-tests/common.h | $(BUILD)
+$(BUILD)/%: c-tests/tests/%.c c-tests/common.h $(wildcard c-tests/*_common.h) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread
 
 $(BUILD)/nosysv: c-tests/nosysv.c | $(BUILD)
