@@ -14,6 +14,17 @@ pub(crate) fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// Fills an `ipc_perm` from the broker's words: key, uid, gid, cuid, cgid, mode, seq.
+pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
+    p.__key = w[0] as i32;
+    p.uid = w[1] as u32;
+    p.gid = w[2] as u32;
+    p.cuid = w[3] as u32;
+    p.cgid = w[4] as u32;
+    p.mode = w[5] as u16;
+    p.__seq = w[6] as u16;
+}
+
 /// Runs `f`, mapping failure (and panics) to `fail` with errno set.
 pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {

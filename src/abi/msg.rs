@@ -1,6 +1,7 @@
 //! msgget, msgsnd, msgrcv, msgctl.
 
-use super::call;
+use super::{call, fill_perm};
+use crate::ipc::usercopy::{read_user, write_user};
 use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::msg::client::{self, Resume, Sleep};
 use crate::msg::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
@@ -70,10 +71,7 @@ pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut 
         let mut req = vec![Op::Ctl as i64, Family::Msg as i64, msqid as i64, cmd as i64];
         if cmd == IPC_SET {
             // copy_msqid_from_user comes first.
-            if buf.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            let ds = &*buf;
+            let ds = read_user(buf)?;
             req.extend([ds.msg_perm.uid as i64, ds.msg_perm.gid as i64, ds.msg_perm.mode as i64, ds.msg_qbytes as i64]);
         }
         let reply = crate::client::client().request(&req)?;
@@ -85,12 +83,8 @@ pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut 
         let f = &reply.words[1..];
         match cmd {
             IPC_STAT | MSG_STAT | MSG_STAT_ANY if f.len() >= 15 => {
-                if buf.is_null() {
-                    return Err(Errno(libc::EFAULT));
-                }
-                let ds = &mut *buf;
-                *ds = std::mem::zeroed();
-                super::shm::fill_perm(&mut ds.msg_perm, f);
+                let mut ds: libc::msqid_ds = std::mem::zeroed();
+                fill_perm(&mut ds.msg_perm, f);
                 ds.msg_qbytes = f[7] as _;
                 ds.msg_qnum = f[8] as _;
                 ds.__msg_cbytes = f[9] as _;
@@ -99,13 +93,10 @@ pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut 
                 ds.msg_stime = f[12];
                 ds.msg_rtime = f[13];
                 ds.msg_ctime = f[14];
+                write_user(buf, &ds)?;
             }
             IPC_INFO | MSG_INFO if f.len() >= 8 => {
-                if buf.is_null() {
-                    return Err(Errno(libc::EFAULT));
-                }
-                let info = &mut *(buf as *mut MsgInfo);
-                *info = std::mem::zeroed();
+                let mut info: MsgInfo = std::mem::zeroed();
                 info.msgpool = f[0] as i32;
                 info.msgmap = f[1] as i32;
                 info.msgmax = f[2] as i32;
@@ -114,6 +105,7 @@ pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut 
                 info.msgssz = f[5] as i32;
                 info.msgtql = f[6] as i32;
                 info.msgseg = f[7] as u16;
+                write_user(buf as *mut MsgInfo, &info)?;
             }
             _ => {}
         }

@@ -150,7 +150,7 @@ unsafe fn broker_ctl(semid: i32, cmd: i32, buf: *mut libc::c_void) -> Result<i32
                 return Err(Errno(libc::EPROTO));
             }
             let mut ds: libc::semid_ds = std::mem::zeroed();
-            super::shm::fill_perm(&mut ds.sem_perm, f);
+            super::fill_perm(&mut ds.sem_perm, f);
             ds.sem_nsems = f[7] as _;
             ds.sem_otime = f[8] as _;
             ds.sem_ctime = f[9] as _;

@@ -1,6 +1,7 @@
 //! shmget, shmat, shmdt, shmctl.
 
-use super::call;
+use super::{call, fill_perm};
+use crate::ipc::usercopy::{read_user, write_user};
 use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::shm::{attach, SHM_INFO, SHM_LOCK, SHM_STAT, SHM_STAT_ANY, SHM_UNLOCK};
 use crate::wire::Op;
@@ -42,49 +43,31 @@ pub struct ShmInfoUsage {
     pub swap_successes: libc::c_ulong,
 }
 
-/// Fills an `ipc_perm` from the broker's words: key, uid, gid, cuid, cgid, mode, seq.
-pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
-    p.__key = w[0] as i32;
-    p.uid = w[1] as u32;
-    p.gid = w[2] as u32;
-    p.cuid = w[3] as u32;
-    p.cgid = w[4] as u32;
-    p.mode = w[5] as u16;
-    p.__seq = w[6] as u16;
-}
-
 /// # Safety
 /// `buf` must be NULL or point to the structure `cmd` reads or writes.
 #[no_mangle]
 pub unsafe extern "C" fn shmctl(shmid: libc::c_int, cmd: libc::c_int, buf: *mut libc::shmid_ds) -> libc::c_int {
     call(-1, || {
-        if cmd < 0 {
+        if shmid < 0 || cmd < 0 {
             return Err(Errno(libc::EINVAL));
         }
         let cmd = cmd & !IPC_64;
-        let mut req = vec![Op::Ctl as i64, Family::Shm as i64, shmid as i64, cmd as i64];
-        let needs_buf = matches!(cmd, IPC_STAT | IPC_SET | IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY);
-        if needs_buf && buf.is_null() && shmid >= 0 {
-            return Err(Errno(libc::EFAULT));
-        }
-        if cmd == IPC_SET {
-            let ds = &*buf;
-            req.extend([ds.shm_perm.uid as i64, ds.shm_perm.gid as i64, ds.shm_perm.mode as i64]);
-        }
         if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY | SHM_LOCK | SHM_UNLOCK) {
             return Err(Errno(libc::EINVAL));
         }
+        let mut req = vec![Op::Ctl as i64, Family::Shm as i64, shmid as i64, cmd as i64];
+        if cmd == IPC_SET {
+            // The kernel copies the caller's structure in before it looks at the id.
+            let ds = read_user(buf)?;
+            req.extend([ds.shm_perm.uid as i64, ds.shm_perm.gid as i64, ds.shm_perm.mode as i64]);
+        }
         let reply = crate::client::client().request(&req)?;
-        // The reply is [return value, fields…].
+        // The reply is [return value, fields…]; results are copied out last, as the kernel.
         let ret = reply.word(0)?;
         let f = &reply.words[1..];
         match cmd {
             IPC_STAT | SHM_STAT | SHM_STAT_ANY if f.len() >= 14 => {
-                if buf.is_null() {
-                    return Err(Errno(libc::EFAULT));
-                }
-                let ds = &mut *buf;
-                *ds = std::mem::zeroed();
+                let mut ds: libc::shmid_ds = std::mem::zeroed();
                 fill_perm(&mut ds.shm_perm, f);
                 ds.shm_segsz = f[7] as usize;
                 ds.shm_atime = f[8];
@@ -93,25 +76,20 @@ pub unsafe extern "C" fn shmctl(shmid: libc::c_int, cmd: libc::c_int, buf: *mut 
                 ds.shm_cpid = f[11] as i32;
                 ds.shm_lpid = f[12] as i32;
                 ds.shm_nattch = f[13] as _;
+                write_user(buf, &ds)?;
             }
             IPC_INFO if f.len() >= 5 => {
-                if buf.is_null() {
-                    return Err(Errno(libc::EFAULT));
-                }
-                let info = &mut *(buf as *mut ShmInfoLimits);
-                *info = std::mem::zeroed();
+                let mut info: ShmInfoLimits = std::mem::zeroed();
                 (info.shmmax, info.shmmin, info.shmmni, info.shmseg, info.shmall) =
                     (f[0] as _, f[1] as _, f[2] as _, f[3] as _, f[4] as _);
+                write_user(buf as *mut ShmInfoLimits, &info)?;
             }
             SHM_INFO if f.len() >= 6 => {
-                if buf.is_null() {
-                    return Err(Errno(libc::EFAULT));
-                }
-                let info = &mut *(buf as *mut ShmInfoUsage);
-                *info = std::mem::zeroed();
+                let mut info: ShmInfoUsage = std::mem::zeroed();
                 info.used_ids = f[0] as i32;
                 (info.shm_tot, info.shm_rss, info.shm_swp, info.swap_attempts, info.swap_successes) =
                     (f[1] as _, f[2] as _, f[3] as _, f[4] as _, f[5] as _);
+                write_user(buf as *mut ShmInfoUsage, &info)?;
             }
             _ => {}
         }

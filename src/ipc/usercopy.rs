@@ -224,3 +224,17 @@ pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
         at = next;
     }
 }
+
+/// Reads a `T` from the caller's memory (EFAULT if unreadable).
+pub fn read_user<T: Copy>(p: *const T) -> Result<T> {
+    let mut v = std::mem::MaybeUninit::<T>::uninit();
+    unsafe {
+        copy_from_user(v.as_mut_ptr() as *mut u8, p as *const u8, std::mem::size_of::<T>())?;
+        Ok(v.assume_init())
+    }
+}
+
+/// Writes a `T` into the caller's memory (EFAULT if not writable).
+pub fn write_user<T>(p: *mut T, v: &T) -> Result<()> {
+    unsafe { copy_to_user(p as *mut u8, v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
