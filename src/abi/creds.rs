@@ -1,4 +1,4 @@
-//! The set*id and setgroups calls, wrapped: after a successful change the cached
+//! The set*id, setgroups and capset calls, wrapped: after a successful change the cached
 //! credentials are stale, and so is the broker's view of us (it reads our credentials from
 //! the socket), so the connection is remade on next use.
 
@@ -35,3 +35,5 @@ credential_setter!(setregid(r: libc::gid_t, e: libc::gid_t));
 credential_setter!(setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t));
 credential_setter!(setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t));
 credential_setter!(setgroups(n: libc::size_t, list: *const libc::gid_t));
+// Dropping capabilities (CAP_IPC_OWNER, CAP_SYS_ADMIN…) changes what the kernel allows.
+credential_setter!(capset(header: *mut libc::c_void, data: *const libc::c_void));
