@@ -73,6 +73,14 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
     if let Some(found) = cached {
         return Ok(found);
     }
+    // A miss: also let go of descriptors of segments that no longer exist (removed while
+    // we were not attached), so their memory can be freed.
+    if let Ok(table) = client().table() {
+        with_state(|s| {
+            let attached: Vec<i32> = s.attachments.values().map(|a| a.id).collect();
+            forget_descriptors(s, |id| !attached.contains(&id) && matches!(table.by_id(Family::Shm, id), Ok(None)));
+        });
+    }
     let reply = client().request(&[Op::Open as i64, Family::Shm as i64, id as i64, access as i64])?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
     let identity = fd_identity(fd.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
@@ -176,8 +184,31 @@ pub fn shmdt(addr: usize) -> Result<()> {
     let notice = [Op::ShmDetached as i64, at.id as i64];
     // The last detach of a removed segment frees it: tell the broker at once.
     let removed = client().table()?.by_id(Family::Shm, at.id).ok().flatten().map(|e| e.perm.mode & SHM_DEST != 0);
-    let _ = if removed != Some(false) { client().notify_now(&notice) } else { client().notify(&notice) };
+    if removed != Some(false) {
+        // Our cached descriptors would keep a removed segment's memory alive.
+        with_state(|s| {
+            if !s.attachments.values().any(|a| a.id == at.id) {
+                forget_descriptors(s, |id| id == at.id);
+            }
+        });
+        let _ = client().notify_now(&notice);
+    } else {
+        let _ = client().notify(&notice);
+    }
     Ok(())
+}
+
+/// Closes (if still ours) and forgets the cached descriptors of the ids `gone` selects.
+fn forget_descriptors(s: &mut State, gone: impl Fn(i32) -> bool) {
+    s.fds.retain(|&(id, _), c| {
+        if !gone(id) {
+            return true;
+        }
+        if fd_identity(c.fd) == Some(c.identity) {
+            unsafe { libc::close(c.fd) };
+        }
+        false
+    });
 }
 
 /// shmget: existing keys are found in the namespace table; creating asks the broker.
