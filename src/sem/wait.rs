@@ -39,9 +39,34 @@ struct WakeSocket {
     address: Address,
 }
 
+/// A thread's sockets are closed when the thread exits (thread-local destructors) or
+/// when they are replaced — if the descriptor is still ours.
+impl Drop for WakeSocket {
+    fn drop(&mut self) {
+        if fd_identity(self.fd) == Some(self.identity) {
+            raw_close(self.fd);
+        }
+    }
+}
+
+/// The socket a thread sends wake-ups from, and the pid that made it.
+struct SendSocket {
+    fd: RawFd,
+    identity: (u64, u64),
+    pid: i32,
+}
+
+impl Drop for SendSocket {
+    fn drop(&mut self) {
+        if fd_identity(self.fd) == Some(self.identity) {
+            raw_close(self.fd);
+        }
+    }
+}
+
 thread_local! {
     static RECEIVER: RefCell<Option<WakeSocket>> = const { RefCell::new(None) };
-    static SENDER: RefCell<Option<(RawFd, (u64, u64), i32)>> = const { RefCell::new(None) };
+    static SENDER: RefCell<Option<SendSocket>> = const { RefCell::new(None) };
 }
 
 static NONCE: AtomicU32 = AtomicU32::new(1);
@@ -93,10 +118,8 @@ pub fn prepare() -> Result<Address> {
                 while raw_recv(s.fd, &mut b, libc::MSG_DONTWAIT) >= 0 {}
                 return Ok(s.address);
             }
-            if ours {
-                // Inherited from the parent by fork: this copy is ours to close.
-                raw_close(s.fd);
-            }
+            // Inherited from the parent by fork (this copy is ours: dropping closes it), or
+            // closed under us (dropping leaves the descriptor alone).
             *r = None;
         }
         let s = make_receiver()?;
@@ -157,20 +180,19 @@ pub fn wake(a: Address) {
     SENDER.with(|s| {
         let mut s = s.borrow_mut();
         let pid = own_pid();
-        let current = s.as_ref().map(|&(fd, id, p)| (fd, fd_identity(fd) == Some(id), p == pid));
-        if current != Some((current.map(|c| c.0).unwrap_or(-1), true, true)) {
-            if let Some((fd, true, false)) = current {
-                // Inherited by fork: our copy to close.
-                raw_close(fd);
-            }
+        let usable = s.as_ref().is_some_and(|c| c.pid == pid && fd_identity(c.fd) == Some(c.identity));
+        if !usable {
+            // Made by the parent before a fork (our copy: dropping closes it), or closed under
+            // us (dropping leaves the descriptor alone).
+            *s = None;
             let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
             if fd < 0 {
                 return;
             }
-            let Some(id) = fd_identity(fd) else { return };
-            *s = Some((fd, id, pid));
+            let Some(identity) = fd_identity(fd) else { return };
+            *s = Some(SendSocket { fd, identity, pid });
         }
-        let Some(&(fd, _, _)) = s.as_ref() else { return };
+        let Some(fd) = s.as_ref().map(|c| c.fd) else { return };
         unsafe {
             libc::syscall(
                 libc::SYS_sendto,
