@@ -103,11 +103,3 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     }
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
-
-pub fn getpid() -> i32 {
-    unsafe { libc::getpid() }
-}
-
-pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
-}

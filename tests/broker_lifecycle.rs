@@ -187,3 +187,56 @@ fn garbage_on_the_socket_does_not_hurt_the_broker() {
     assert_eq!(value(&run(&env, None, &["rm", &id.to_string()])), 0);
     stop(&[("IPCSHIM_SOCKET", sock.to_str().unwrap())]);
 }
+
+#[test]
+fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let dir = scratch("emfile");
+    let sock = dir.join("ipcshim/default.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    // A broker that may hold only 64 descriptors.
+    let mut broker = Command::new(bin());
+    broker.arg("broker").arg("--socket").arg(&sock);
+    unsafe {
+        broker.pre_exec(|| {
+            let r = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    /// Kills the broker however the test ends (it holds the test harness's output).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _broker = Reap(broker.spawn().unwrap());
+    let env = [("IPCSHIM_SOCKET", sock.to_str().unwrap())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let id = value(&run(&env, None, &["create", "0x2121"]));
+    // Someone holds a hundred connections.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0)) };
+        let (addr, len) = ipcshim::broker::sockaddr(&sock).unwrap();
+        unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
+        held.push(fd);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Another client is refused at once with the errno of a missing broker (or served, if
+    // the broker had a descriptor to spare); it never hangs.
+    let start = Instant::now();
+    let answer = run(&env, None, &["lookup", "0x2121"]);
+    assert!(answer == format!("err {}", libc::ENOSYS) || answer == format!("ok {id}"), "{answer}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // When they go, the broker serves again, with its objects.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(value(&run(&env, None, &["lookup", "0x2121"])), id);
+    stop(&env);
+}

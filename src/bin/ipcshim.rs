@@ -95,6 +95,7 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             _ => unsafe { libc::_exit(0) },
         }
     }
+    broker::raise_descriptor_limit();
     let mut b = match Broker::new(listener, socket.to_path_buf(), Limits::from_machine()) {
         Ok(b) => b,
         Err(e) => {

@@ -106,6 +106,23 @@ pub struct Broker {
     pidfds: HashMap<RawFd, i32>,
     socket_path: PathBuf,
     stop: bool,
+    /// Kept open to be given up when the broker runs out of descriptors (`refuse_one`).
+    spare: Option<OwnedFd>,
+}
+
+fn spare_descriptor() -> Option<OwnedFd> {
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The broker holds a descriptor per object and per connection: raise its soft limit to
+/// the hard one.
+pub fn raise_descriptor_limit() {
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
 }
 
 fn check(r: libc::c_int) -> Result<libc::c_int> {
@@ -155,6 +172,7 @@ impl Broker {
             pidfds: HashMap::new(),
             socket_path,
             stop: false,
+            spare: spare_descriptor(),
         };
         b.watch(b.listener.as_raw_fd(), LISTENER)?;
         Ok(b)
@@ -236,6 +254,10 @@ impl Broker {
                 libc::accept4(self.listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             };
             if fd < 0 {
+                // accept fails with EMFILE even when nobody waits: stop when nobody did.
+                if matches!(Errno::last(), Errno(libc::EMFILE) | Errno(libc::ENFILE)) && self.refuse_one() {
+                    continue;
+                }
                 return;
             }
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -244,6 +266,20 @@ impl Broker {
                 self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
             }
         }
+    }
+
+    /// Out of descriptors: accept the next connection with the spare descriptor and close
+    /// it at once (its client fails with a clear errno instead of waiting for ever, and the
+    /// listener stops being ready), then take the spare back.
+    /// Returns whether a connection was refused.
+    fn refuse_one(&mut self) -> bool {
+        self.spare = None;
+        let fd = unsafe { libc::accept4(self.listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+        }
+        self.spare = spare_descriptor();
+        fd >= 0
     }
 
     /// Reads every queued message of one connection: notices are applied at once, requests
@@ -498,6 +534,12 @@ impl Broker {
         match op {
             Op::Hello => {
                 let inherited: Vec<i32> = frame.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
+                // A process that says hello again has let go of its older connections'
+                // rings (it maps only its current one): apply what they hold and drop them.
+                self.drain_orphan_rings(creds.pid);
+                if let Some(p) = self.procs.get_mut(&creds.pid) {
+                    p.orphan_rings.clear();
+                }
                 self.count_inherited(creds.pid, &inherited);
                 let ro = sys::reopen_read_only(self.ns.table_fd.as_raw_fd())?;
                 Ok((vec![0, crate::ipc::table::VERSION as i64, TABLE_SIZE as i64], Some(ro)))

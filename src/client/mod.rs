@@ -166,8 +166,20 @@ impl Client {
         let mut hello = vec![Op::Hello as i64, inherited.len() as i64];
         hello.extend(inherited.iter().map(|&id| id as i64));
         wire::send(sock.as_raw_fd(), &hello, None)?;
-        let reply = wire::recv(sock.as_raw_fd(), 0)?.ok_or(Errno(libc::ECONNREFUSED))?;
-        if reply.word(0)? < 0 || reply.word(1)? != crate::ipc::table::VERSION as i64 {
+        let reply = match wire::recv(sock.as_raw_fd(), 0) {
+            Ok(Some(reply)) => reply,
+            other => {
+                log::warn(&format!("the broker accepted the connection but did not answer ({other:?})"));
+                return Err(Errno(libc::ENOSYS));
+            }
+        };
+        let status = reply.word(0)?;
+        if status < 0 {
+            // The broker could not serve us (out of descriptors, say): as if it were missing.
+            log::warn(&format!("the broker refused the connection (errno {})", -status));
+            return Err(Errno(libc::ENOSYS));
+        }
+        if reply.word(1)? != crate::ipc::table::VERSION as i64 {
             log::warn("the broker speaks another protocol version");
             return Err(Errno(libc::EPROTO));
         }

@@ -8,6 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How long a client waits for any one reply of the broker.
+const REPLY_TIMEOUT_SECS: libc::time_t = 30;
+
 /// How long a client waits for a broker it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -17,6 +20,18 @@ fn try_connect(path: &Path) -> Result<OwnedFd> {
     loop {
         let r = unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
         if r == 0 {
+            // A broker that accepted but never answers (wedged, or out of descriptors) must
+            // not hang us: replies come within this, or the call fails.
+            let tv = libc::timeval { tv_sec: REPLY_TIMEOUT_SECS, tv_usec: 0 };
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
             return Ok(fd);
         }
         let e = Errno::last();
