@@ -37,7 +37,8 @@ struct Handle {
     rights: AtomicU64,
     /// This process's undo slot: pid << 32 | slot.
     undo: AtomicU64,
-    /// Threads of this process sleeping in the set (the mapping must outlive them).
+    /// Threads of this process inside a call on the set beyond the lock-free fast path,
+    /// sleeping or waiting for the set's lock (the mapping must outlive them).
     sleepers: AtomicU32,
 }
 
@@ -77,6 +78,23 @@ fn sweep(r: &mut Retired) {
         drop(unsafe { Box::from_raw(p) });
         false
     });
+}
+
+/// Keeps a handle from being freed while this thread uses it, however long it waits for
+/// the set's lock (the grace period only covers the fast path's nanoseconds).
+struct InUse(&'static Handle);
+
+impl InUse {
+    fn new(h: &'static Handle) -> InUse {
+        h.sleepers.fetch_add(1, AcqRel);
+        InUse(h)
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.sleepers.fetch_sub(1, AcqRel);
+    }
 }
 
 #[inline(always)]
@@ -395,6 +413,7 @@ fn undo_slot(h: &Handle, g: &array::Guard<'_>, pid: i32) -> Result<usize> {
 }
 
 fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
+    let _in_use = InUse::new(h);
     let deadline = timeout.map(|d| Instant::now() + d);
     let pid = creds::own_pid();
     let wants_undo = ops.iter().any(|o| o.undo());
@@ -446,11 +465,8 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
                     continue;
                 };
                 let slot = g.enqueue(ops, nums, address, undo, at)?;
-                h.sleepers.fetch_add(1, AcqRel);
                 drop(g);
-                let r = sleep(h, slot, deadline);
-                h.sleepers.fetch_sub(1, AcqRel);
-                return r;
+                return sleep(h, slot, deadline);
             }
         }
     }
@@ -519,6 +535,7 @@ pub fn get_one(id: i32, semnum: i32, cmd: i32) -> Result<i32> {
         return Err(Errno(libc::EINVAL));
     }
     let h = t.handle(id)?;
+    let _in_use = InUse::new(h);
     let _ = settle(h);
     let n = semnum as usize;
     Ok(match cmd {
@@ -537,6 +554,7 @@ pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
     }
     t.require(WRITE)?;
     let h = t.handle(id)?;
+    let _in_use = InUse::new(h);
     let mut g = array::lock(&h.mem)?;
     if g.removed() {
         return Err(Errno(libc::EIDRM));
@@ -556,6 +574,7 @@ pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
         return Err(Errno(libc::EFAULT));
     }
     let h = t.handle(id)?;
+    let _in_use = InUse::new(h);
     let _ = settle(h);
     // Under the lock: a snapshot no multi-operation call is half way through.
     let g = array::lock(&h.mem)?;
@@ -575,6 +594,7 @@ pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
     let t = target(id)?;
     t.require(WRITE)?;
     let h = t.handle(id)?;
+    let _in_use = InUse::new(h);
     let n = h.mem.geo.nsems as usize;
     let mut raw = vec![0u16; n];
     copy_from_user(raw.as_mut_ptr() as *mut u8, vals as *const u8, n * 2)?;
