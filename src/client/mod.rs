@@ -165,7 +165,12 @@ impl Client {
         let inherited = fork::inherited_attachments();
         let mut hello = vec![Op::Hello as i64, inherited.len() as i64];
         hello.extend(inherited.iter().map(|&id| id as i64));
-        wire::send(sock.as_raw_fd(), &hello, None)?;
+        // A broker that closes on us here (it refused the connection) is a missing broker.
+        let refused = |e: Errno| {
+            log::warn(&format!("the broker closed the connection ({})", e.0));
+            Errno(libc::ENOSYS)
+        };
+        wire::send(sock.as_raw_fd(), &hello, None).map_err(refused)?;
         let reply = match wire::recv(sock.as_raw_fd(), 0) {
             Ok(Some(reply)) => reply,
             other => {
@@ -186,8 +191,8 @@ impl Client {
         let table_fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
         self.adopt_table(table_fd)?;
         fork::hello_done();
-        wire::send(sock.as_raw_fd(), &[Op::Ring as i64], None)?;
-        let ring = match wire::recv(sock.as_raw_fd(), 0)? {
+        wire::send(sock.as_raw_fd(), &[Op::Ring as i64], None).map_err(refused)?;
+        let ring = match wire::recv(sock.as_raw_fd(), 0).map_err(refused)? {
             Some(Frame { fd: Some(ring_fd), .. }) => wire::ring::Ring::map(ring_fd.as_raw_fd()).ok(),
             _ => None,
         };
