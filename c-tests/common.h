@@ -244,6 +244,20 @@ static inline unsigned long long read_proc_ull(const char *path) {
     return v;
 }
 
+/* A number from /proc/sys/kernel/NAME (its first), -1 if it cannot be read. */
+static inline long read_kernel_long(const char *name) {
+    char path[128];
+    snprintf(path, sizeof path, "/proc/sys/kernel/%s", name);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
 /* The first n numbers in path into v; exits with status 2 if they cannot be read. */
 static inline void read_proc_longs(const char *path, long *v, int n) {
     FILE *f = fopen(path, "r");

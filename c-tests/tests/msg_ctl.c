@@ -12,19 +12,6 @@ struct mbuf {
     char mtext[512];
 };
 
-static long read_proc(const char *name) {
-    char path[128];
-    snprintf(path, sizeof path, "/proc/sys/kernel/%s", name);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    return v;
-}
-
 static int q;
 
 /* is capability `bit` in this process's effective set? */
@@ -61,7 +48,7 @@ static void wait_next_second(void) {
 
 static void test_stat_set(void) {
     struct msqid_ds ds, ds2;
-    long mnb = read_proc("msgmnb");
+    long mnb = read_kernel_long("msgmnb");
     time_t t0 = time(NULL);
     q = EXPECT_OK(msgget(IPC_PRIVATE, 0640));
     time_t t1 = time(NULL);
@@ -237,7 +224,7 @@ static int info_delta_ok(void) {
 
 static void test_info(void) {
     struct msginfo mi, mi2;
-    long mni = read_proc("msgmni"), max = read_proc("msgmax"), mnb = read_proc("msgmnb");
+    long mni = read_kernel_long("msgmni"), max = read_kernel_long("msgmax"), mnb = read_kernel_long("msgmnb");
     int id = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
     memset(&mi, 0x5a, sizeof mi);
     int maxidx = (int)EXPECT_OK(msgctl(id, IPC_INFO, (struct msqid_ds *)&mi));

@@ -9,19 +9,6 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 
-static long read_proc(const char *name) {
-    char path[128];
-    snprintf(path, sizeof path, "/proc/sys/kernel/%s", name);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    return v;
-}
-
 static void become(uid_t uid, gid_t gid) {
     if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
         perror("drop privileges");
@@ -43,7 +30,7 @@ static void check_fresh(int id, key_t key, unsigned mode, time_t t0, time_t t1) 
     CHECK(ds.msg_perm.cgid == getegid());
     CHECK(ds.msg_qnum == 0);
     CHECK(ds.msg_cbytes == 0);
-    CHECK((long)ds.msg_qbytes == read_proc("msgmnb"));
+    CHECK((long)ds.msg_qbytes == read_kernel_long("msgmnb"));
     CHECK(ds.msg_lspid == 0);
     CHECK(ds.msg_lrpid == 0);
     CHECK(ds.msg_stime == 0);
@@ -80,7 +67,7 @@ static void stranger_get_0600(void *arg) {
 }
 
 int main(void) {
-    long mnb = read_proc("msgmnb");
+    long mnb = read_kernel_long("msgmnb");
     CHECK(mnb > 0);
 
     /* IPC_PRIVATE always creates a new queue, IPC_EXCL or not. */

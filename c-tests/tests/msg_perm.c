@@ -21,19 +21,6 @@ static int q;
 static int qidx; /* q's index for MSG_STAT */
 static long msgmnb;
 
-static long read_proc(const char *name) {
-    char path[128];
-    snprintf(path, sizeof path, "/proc/sys/kernel/%s", name);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    return v;
-}
-
 static void become(uid_t uid, gid_t gid, int ngroups, const gid_t *groups) {
     if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
         perror("drop privileges");
@@ -238,7 +225,7 @@ static void cgid_member(void *arg) {
 
 int main(void) {
     alarm(20);
-    msgmnb = read_proc("msgmnb");
+    msgmnb = read_kernel_long("msgmnb");
     q = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
     qidx = find_index(q);
     CHECK(qidx >= 0);

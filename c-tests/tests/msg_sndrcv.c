@@ -14,19 +14,6 @@ struct mbuf {
     char mtext[];
 };
 
-static long read_proc(const char *name) {
-    char path[128];
-    snprintf(path, sizeof path, "/proc/sys/kernel/%s", name);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    return v;
-}
-
 static struct mbuf *sb, *rb; /* send / receive buffers, msgmax + slack bytes of text */
 static long msgmax;
 
@@ -92,7 +79,7 @@ static void test_send_errors(void) {
     EXPECT_ERR(msgsnd(q, sb, SIZE_MAX / 2, IPC_NOWAIT), EINVAL);
     CHECK(qis(q, 0, 0));
     /* exactly msgmax bytes is fine (msgmnb >= msgmax on any sane system) */
-    if (read_proc("msgmnb") >= msgmax) {
+    if (read_kernel_long("msgmnb") >= msgmax) {
         EXPECT_OK(snd(q, 3, (size_t)msgmax, IPC_NOWAIT));
         CHECK(qis(q, 1, (unsigned long)msgmax));
         CHECK(rcv_is(q, 0, 0, 3, msgmax));
@@ -295,7 +282,7 @@ static void test_receive(void) {
 
 int main(void) {
     alarm(20);
-    msgmax = read_proc("msgmax");
+    msgmax = read_kernel_long("msgmax");
     CHECK(msgmax > 0);
     if (msgmax <= 0)
         return TEST_DONE();
