@@ -4,6 +4,7 @@
 pub mod abi;
 pub mod broker;
 pub mod client;
+pub mod inspect;
 pub mod ipc;
 pub mod msg;
 pub mod sem;
