@@ -6,6 +6,7 @@ pub mod broker;
 pub mod client;
 pub mod inspect;
 pub mod ipc;
+pub mod log;
 pub mod msg;
 pub mod sem;
 pub mod shm;

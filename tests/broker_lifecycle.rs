@@ -99,6 +99,44 @@ fn unreachable_broker_fails_fast_with_enosys_and_says_why() {
 }
 
 #[test]
+fn warnings_are_on_by_default_and_off_silences_them() {
+    let dir = scratch("warn");
+    let probe_stderr = |log: Option<&str>| {
+        let mut c = Command::new(probe());
+        c.args(["create", "0x1234"]).env("LD_PRELOAD", lib()).env("IPCSHIM_DIR", &dir);
+        c.env("IPCSHIM_BROKER", "/nonexistent/ipcshim").env_remove("IPCSHIM_LOG");
+        if let Some(level) = log {
+            c.env("IPCSHIM_LOG", level);
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stderr).to_string()
+    };
+    assert!(probe_stderr(None).contains("cannot start a broker"), "warn is the default");
+    assert_eq!(probe_stderr(Some("off")), "");
+}
+
+#[test]
+fn trace_writes_one_line_per_call_with_result_and_errno() {
+    let dir = scratch("trace");
+    let log = dir.join("trace.log");
+    let env = [
+        ("IPCSHIM_DIR", dir.to_str().unwrap()),
+        ("IPCSHIM_LOG", "trace"),
+        ("IPCSHIM_LOG_FILE", log.to_str().unwrap()),
+    ];
+    let id = value(&run(&env, None, &["create", "0x4242"]));
+    assert_eq!(run(&env, None, &["lookup", "0x4343"]), format!("err {}", libc::ENOENT));
+    run(&env, None, &["rm", &id.to_string()]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per call, appended by each process: {text}");
+    assert!(lines[0].contains(&format!("shmget(0x4242, 4096, IPC_CREAT|0666) = {id} (")), "{}", lines[0]);
+    assert!(lines[1].contains("shmget(0x4343, 0, 0) = -1 ENOENT ("), "{}", lines[1]);
+    assert!(lines[2].contains(&format!("shmctl({id}, IPC_RMID, 0x0) = 0 (")), "{}", lines[2]);
+    assert!(lines.iter().all(|l| l.starts_with("ipcshim[") && l.ends_with(" µs)")));
+    stop(&env);
+}
+
+#[test]
 fn objects_persist_and_namespaces_are_separate() {
     let dir = scratch("ns");
     let d = dir.to_str().unwrap();

@@ -11,7 +11,7 @@ pub fn key_of(st: &libc::stat, proj_id: i32) -> libc::key_t {
 /// `pathname` must be NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn ftok(pathname: *const libc::c_char, proj_id: libc::c_int) -> libc::key_t {
-    super::call(-1, || {
+    super::trace::traced!("ftok", "{:?}, {}", Path(pathname), proj_id; super::call(-1, || {
         if pathname.is_null() {
             return Err(crate::ipc::Errno(libc::EFAULT));
         }
@@ -21,5 +21,23 @@ pub unsafe extern "C" fn ftok(pathname: *const libc::c_char, proj_id: libc::c_in
             return Err(crate::ipc::Errno::last());
         }
         Ok(key_of(&st, proj_id))
-    })
+    }))
+}
+
+/// A path argument as a trace shows it.
+struct Path(*const libc::c_char);
+
+impl std::fmt::Debug for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Read through the fault-catching copy: the pointer may be bad (stat said EFAULT).
+        let mut bytes = Vec::new();
+        for i in 0..256 {
+            match crate::ipc::usercopy::read_user(self.0.wrapping_add(i) as *const u8) {
+                Ok(0) => return write!(f, "{:?}", String::from_utf8_lossy(&bytes)),
+                Ok(b) => bytes.push(b),
+                Err(_) => return write!(f, "{:p}", self.0),
+            }
+        }
+        write!(f, "{:?}...", String::from_utf8_lossy(&bytes))
+    }
 }

@@ -7,6 +7,7 @@ pub mod msg;
 pub mod process;
 pub mod sem;
 pub mod shm;
+pub mod trace;
 
 use crate::ipc::{Errno, Result};
 

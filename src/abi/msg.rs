@@ -1,16 +1,22 @@
 //! msgget, msgsnd, msgrcv, msgctl.
 
+use super::trace::{traced, Cmd, Flags, Key, GET_FLAGS};
 use super::{call, fill_perm};
 use crate::ipc::usercopy::{read_user, write_user};
 use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::msg::client::{self, Resume, Sleep};
-use crate::msg::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
+use crate::msg::{MSG_COPY, MSG_EXCEPT, MSG_INFO, MSG_NOERROR, MSG_STAT, MSG_STAT_ANY};
+use crate::ipc::IPC_NOWAIT;
 use crate::wire::Op;
 
 #[no_mangle]
 pub extern "C" fn msgget(key: libc::key_t, msgflg: libc::c_int) -> libc::c_int {
-    call(-1, || client::msgget(key, msgflg))
+    traced!("msgget", "{}, {}", Key(key), Flags(msgflg, GET_FLAGS); call(-1, || client::msgget(key, msgflg)))
 }
+
+const SND_RCV_FLAGS: &[(libc::c_int, &str)] =
+    &[(IPC_NOWAIT, "IPC_NOWAIT"), (MSG_NOERROR, "MSG_NOERROR"), (MSG_EXCEPT, "MSG_EXCEPT"), (MSG_COPY, "MSG_COPY")];
+const CTL_CMDS: &[(libc::c_int, &str)] = &[(MSG_STAT, "MSG_STAT"), (MSG_INFO, "MSG_INFO"), (MSG_STAT_ANY, "MSG_STAT_ANY")];
 
 /// Runs a msgsnd / msgrcv to the end: each step under the panic guard (`call`), each
 /// sleep outside it. Sleeping is a cancellation point: pthread_cancel unwinds from there
@@ -29,7 +35,8 @@ fn run<T: Copy>(mut step: impl FnMut(Option<Resume>, &mut Option<Box<Sleep>>) ->
 
 #[no_mangle]
 pub extern "C-unwind" fn msgsnd(msqid: libc::c_int, msgp: *const libc::c_void, msgsz: libc::size_t, msgflg: libc::c_int) -> libc::c_int {
-    run(|resume, sleep| unsafe { client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg, resume, sleep) }.map(|_| 0), -1)
+    traced!("msgsnd", "{}, {:p}, {}, {}", msqid, msgp, msgsz, Flags(msgflg, SND_RCV_FLAGS);
+        run(|resume, sleep| unsafe { client::msgsnd(msqid, msgp as *const u8, msgsz, msgflg, resume, sleep) }.map(|_| 0), -1))
 }
 
 #[no_mangle]
@@ -40,7 +47,8 @@ pub extern "C-unwind" fn msgrcv(
     msgtyp: libc::c_long,
     msgflg: libc::c_int,
 ) -> libc::ssize_t {
-    run(|resume, sleep| unsafe { client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp, msgflg, resume, sleep) }.map(|n| n as libc::ssize_t), -1)
+    traced!("msgrcv", "{}, {:p}, {}, {}, {}", msqid, msgp, msgsz, msgtyp, Flags(msgflg, SND_RCV_FLAGS);
+        run(|resume, sleep| unsafe { client::msgrcv(msqid, msgp as *mut u8, msgsz, msgtyp, msgflg, resume, sleep) }.map(|n| n as libc::ssize_t), -1))
 }
 
 /// glibc's `struct msginfo` (IPC_INFO, MSG_INFO).
@@ -60,55 +68,57 @@ pub struct MsgInfo {
 /// `buf` must be NULL or point to the structure `cmd` reads or writes.
 #[no_mangle]
 pub unsafe extern "C" fn msgctl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut libc::msqid_ds) -> libc::c_int {
-    call(-1, || {
-        if msqid < 0 || cmd < 0 {
-            return Err(Errno(libc::EINVAL));
+    traced!("msgctl", "{}, {}, {:p}", msqid, Cmd(cmd, CTL_CMDS), buf; call(-1, || msgctl_impl(msqid, cmd, buf)))
+}
+
+unsafe fn msgctl_impl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut libc::msqid_ds) -> crate::ipc::Result<libc::c_int> {
+    if msqid < 0 || cmd < 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let cmd = cmd & !IPC_64;
+    if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | MSG_INFO | MSG_STAT | MSG_STAT_ANY) {
+        return Err(Errno(libc::EINVAL));
+    }
+    let mut req = vec![Op::Ctl as i64, Family::Msg as i64, msqid as i64, cmd as i64];
+    if cmd == IPC_SET {
+        // copy_msqid_from_user comes first.
+        let ds = read_user(buf)?;
+        req.extend([ds.msg_perm.uid as i64, ds.msg_perm.gid as i64, ds.msg_perm.mode as i64, ds.msg_qbytes as i64]);
+    }
+    let reply = crate::client::client().request(&req)?;
+    if cmd == IPC_RMID {
+        client::forget(msqid);
+    }
+    // The reply is [return value, fields…].
+    let ret = reply.word(0)?;
+    let f = &reply.words[1..];
+    match cmd {
+        IPC_STAT | MSG_STAT | MSG_STAT_ANY if f.len() >= 15 => {
+            let mut ds: libc::msqid_ds = std::mem::zeroed();
+            fill_perm(&mut ds.msg_perm, f);
+            ds.msg_qbytes = f[7] as _;
+            ds.msg_qnum = f[8] as _;
+            ds.__msg_cbytes = f[9] as _;
+            ds.msg_lspid = f[10] as i32;
+            ds.msg_lrpid = f[11] as i32;
+            ds.msg_stime = f[12];
+            ds.msg_rtime = f[13];
+            ds.msg_ctime = f[14];
+            write_user(buf, &ds)?;
         }
-        let cmd = cmd & !IPC_64;
-        if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | MSG_INFO | MSG_STAT | MSG_STAT_ANY) {
-            return Err(Errno(libc::EINVAL));
+        IPC_INFO | MSG_INFO if f.len() >= 8 => {
+            let mut info: MsgInfo = std::mem::zeroed();
+            info.msgpool = f[0] as i32;
+            info.msgmap = f[1] as i32;
+            info.msgmax = f[2] as i32;
+            info.msgmnb = f[3] as i32;
+            info.msgmni = f[4] as i32;
+            info.msgssz = f[5] as i32;
+            info.msgtql = f[6] as i32;
+            info.msgseg = f[7] as u16;
+            write_user(buf as *mut MsgInfo, &info)?;
         }
-        let mut req = vec![Op::Ctl as i64, Family::Msg as i64, msqid as i64, cmd as i64];
-        if cmd == IPC_SET {
-            // copy_msqid_from_user comes first.
-            let ds = read_user(buf)?;
-            req.extend([ds.msg_perm.uid as i64, ds.msg_perm.gid as i64, ds.msg_perm.mode as i64, ds.msg_qbytes as i64]);
-        }
-        let reply = crate::client::client().request(&req)?;
-        if cmd == IPC_RMID {
-            client::forget(msqid);
-        }
-        // The reply is [return value, fields…].
-        let ret = reply.word(0)?;
-        let f = &reply.words[1..];
-        match cmd {
-            IPC_STAT | MSG_STAT | MSG_STAT_ANY if f.len() >= 15 => {
-                let mut ds: libc::msqid_ds = std::mem::zeroed();
-                fill_perm(&mut ds.msg_perm, f);
-                ds.msg_qbytes = f[7] as _;
-                ds.msg_qnum = f[8] as _;
-                ds.__msg_cbytes = f[9] as _;
-                ds.msg_lspid = f[10] as i32;
-                ds.msg_lrpid = f[11] as i32;
-                ds.msg_stime = f[12];
-                ds.msg_rtime = f[13];
-                ds.msg_ctime = f[14];
-                write_user(buf, &ds)?;
-            }
-            IPC_INFO | MSG_INFO if f.len() >= 8 => {
-                let mut info: MsgInfo = std::mem::zeroed();
-                info.msgpool = f[0] as i32;
-                info.msgmap = f[1] as i32;
-                info.msgmax = f[2] as i32;
-                info.msgmnb = f[3] as i32;
-                info.msgmni = f[4] as i32;
-                info.msgssz = f[5] as i32;
-                info.msgtql = f[6] as i32;
-                info.msgseg = f[7] as u16;
-                write_user(buf as *mut MsgInfo, &info)?;
-            }
-            _ => {}
-        }
-        Ok(ret as libc::c_int)
-    })
+        _ => {}
+    }
+    Ok(ret as libc::c_int)
 }

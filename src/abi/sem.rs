@@ -2,6 +2,7 @@
 //! before it looks at the set (E2BIG, EINVAL, EFAULT, the timeout), in its order.
 
 use super::call;
+use super::trace::{traced, Cmd, Flags, Key, GET_FLAGS};
 use crate::ipc::{Errno, Family, Result, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::ipc::usercopy::{copy_from_user, copy_to_user};
 use crate::sem::ops::{SemOp, SEMVMX};
@@ -11,8 +12,21 @@ use std::time::Duration;
 
 #[no_mangle]
 pub extern "C" fn semget(key: libc::key_t, nsems: libc::c_int, semflg: libc::c_int) -> libc::c_int {
-    call(-1, || client::semget(key, nsems, semflg))
+    traced!("semget", "{}, {}, {}", Key(key), nsems, Flags(semflg, GET_FLAGS); call(-1, || client::semget(key, nsems, semflg)))
 }
+
+const CTL_CMDS: &[(libc::c_int, &str)] = &[
+    (GETPID, "GETPID"),
+    (GETVAL, "GETVAL"),
+    (GETALL, "GETALL"),
+    (GETNCNT, "GETNCNT"),
+    (GETZCNT, "GETZCNT"),
+    (SETVAL, "SETVAL"),
+    (SETALL, "SETALL"),
+    (SEM_STAT, "SEM_STAT"),
+    (SEM_INFO, "SEM_INFO"),
+    (SEM_STAT_ANY, "SEM_STAT_ANY"),
+];
 
 /// `do_semtimedop`'s checks before the id: E2BIG, EINVAL for no operations, EFAULT, then
 /// the timeout's validity.
@@ -67,6 +81,10 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
 /// `sops` must be NULL or point to `nsops` operations.
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
+    traced!("semop", "{}, {:p}, {}", semid, sops, nsops; semop_impl(semid, sops, nsops))
+}
+
+unsafe fn semop_impl(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
     // The fast path reads the operation directly (a probe would double its cost): a bad
     // pointer there is the program's SIGSEGV, NULL the general path's EFAULT.
     if nsops == 1 && !sops.is_null() {
@@ -95,7 +113,8 @@ pub unsafe extern "C" fn semtimedop(
     nsops: libc::size_t,
     timeout: *const libc::timespec,
 ) -> libc::c_int {
-    call(-1, || semtimedop_impl(semid, sops, nsops, timeout).map(|_| 0))
+    traced!("semtimedop", "{}, {:p}, {}, {:p}", semid, sops, nsops, timeout;
+        call(-1, || semtimedop_impl(semid, sops, nsops, timeout).map(|_| 0)))
 }
 
 /// `semctl` is variadic in C. Its fourth argument, when there is one, is a `union semun`
@@ -109,7 +128,20 @@ pub unsafe extern "C" fn semtimedop(
 /// array the command reads or writes.
 #[no_mangle]
 pub unsafe extern "C" fn semctl(semid: libc::c_int, semnum: libc::c_int, cmd: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
-    call(-1, || semctl_impl(semid, semnum, cmd, arg))
+    traced!("semctl", "{}, {}, {}{}", semid, semnum, Cmd(cmd, CTL_CMDS), SemArg(cmd, arg); call(-1, || semctl_impl(semid, semnum, cmd, arg)))
+}
+
+/// semctl's fourth argument in a trace, for the commands that have one (else it is garbage).
+struct SemArg(i32, libc::c_ulong);
+
+impl std::fmt::Display for SemArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.0 & !IPC_64 {
+            GETVAL | GETPID | GETNCNT | GETZCNT | IPC_RMID => Ok(()),
+            SETVAL => write!(f, ", {}", self.1 as u32 as i32),
+            _ => write!(f, ", {:#x}", self.1),
+        }
+    }
 }
 
 unsafe fn semctl_impl(semid: i32, semnum: i32, cmd: i32, arg: libc::c_ulong) -> Result<i32> {

@@ -5,12 +5,12 @@
 pub mod creds;
 pub mod fork;
 pub mod get;
-pub mod log;
 pub mod namespace;
 pub mod spawn;
 
 use crate::ipc::table::{Table, TABLE_SIZE};
 use crate::ipc::{Errno, Result};
+use crate::log;
 use crate::sys::{fd_identity, Mapping};
 use crate::wire::{self, Frame, Op};
 use once_cell::sync::Lazy;

@@ -1,6 +1,6 @@
 //! Finding the namespace's broker, and starting one when none answers: no set-up step.
 
-use super::log;
+use crate::log;
 use super::namespace::socket_paths;
 use crate::broker::sockaddr;
 use crate::ipc::{Errno, Result};
@@ -62,10 +62,13 @@ pub fn connect() -> Result<OwnedFd> {
             Ok(fd) => match server_uid(&fd) {
                 Some(uid) if uid == 0 || uid == me => return Ok(fd),
                 other => {
-                    log::warn(&format!("not trusting the broker at {} run by uid {:?}", path.display(), other));
+                    let who = other.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
+                    log::warn(&format!("not trusting the broker at {}: it runs as {who}, neither root nor you", path.display()));
                     last = Errno(libc::EACCES);
                 }
             },
+            // No command to start a broker with: the other path would fail the same way.
+            Err(Errno(libc::ENOEXEC)) => return Err(Errno(libc::ENOSYS)),
             Err(e) => last = e,
         }
         if shared == personal {
@@ -114,10 +117,12 @@ pub fn broker_binary() -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("ipcshim")).find(|p| p.is_file()))
 }
 
+/// Starts the broker for `path`: ENOEXEC if there is no command to start it with, ENOSYS if
+/// it would not start.
 fn start_broker(path: &Path) -> Result<()> {
     let Some(bin) = broker_binary() else {
-        log::warn("cannot start a broker: no ipcshim command (set IPCSHIM_BROKER or put it on PATH)");
-        return Err(Errno(libc::ENOSYS));
+        log::warn("cannot start a broker: no ipcshim command; set IPCSHIM_BROKER or put ipcshim on PATH");
+        return Err(Errno(libc::ENOEXEC));
     };
     if let Some(dir) = path.parent() {
         make_socket_dir(dir);
@@ -136,9 +141,18 @@ fn start_broker(path: &Path) -> Result<()> {
         Ok(s) if s.success() => Ok(()),
         // ECHILD (the program ignores SIGCHLD) leaves the outcome to the connect loop.
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(()),
-        other => {
-            log::warn(&format!("cannot start the broker {}: {:?}", bin.display(), other));
+        Ok(s) => {
+            log::warn(&format!(
+                "the broker {} would not start ({s}); run `{} broker --socket {}` to see why",
+                bin.display(),
+                bin.display(),
+                path.display()
+            ));
             Err(Errno(libc::ENOSYS))
+        }
+        Err(e) => {
+            log::warn(&format!("cannot start a broker: {}: {e}; set IPCSHIM_BROKER to the ipcshim command", bin.display()));
+            Err(Errno(libc::ENOEXEC))
         }
     }
 }
