@@ -16,7 +16,7 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs cbindgen.toml
 export IPCSHIM_BROKER := $(CURDIR)/$(BIN)
 export IPCSHIM_LIB    := $(CURDIR)/$(LIB)
 
-.PHONY: all check demo bench install clean header rust-tests c-tests
+.PHONY: all check demo bench install clean header rust-tests c-tests check-clients
 
 all: $(LIB) $(BIN)
 
@@ -62,7 +62,12 @@ c-tests: all $(TESTS) $(TOOLS)
 	echo "c-test suites: $$pass passed, $$fail failed"; \
 	test $$fail -eq 0
 
-check: rust-tests c-tests
+# A real client: the Python package sysv_ipc's own test suite, against the kernel and then
+# under ipcshim in the sandbox. Its first run downloads the pinned sdist from PyPI.
+check-clients: all $(BUILD)/nosysv
+	bash clients/sysv_ipc.sh
+
+check: rust-tests c-tests check-clients
 
 # The main job: an unmodified C program using all three families between a parent and an
 # exec'd process, under ipcshim, inside the sandbox where the kernel's SysV IPC is blocked.
