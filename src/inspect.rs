@@ -3,6 +3,8 @@
 //! program would make — IPC_INFO for the highest index in use, then *_STAT_ANY on every
 //! index up to it — so what is listed is exactly what `ipcs` would list under the library.
 
+pub mod procfs;
+
 use crate::abi;
 use crate::ipc::IPC_INFO;
 

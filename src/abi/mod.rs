@@ -4,6 +4,7 @@
 pub mod creds;
 pub mod ftok;
 pub mod msg;
+pub mod open;
 pub mod process;
 pub mod sem;
 pub mod shm;

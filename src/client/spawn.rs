@@ -78,9 +78,30 @@ pub fn connect() -> Result<OwnedFd> {
     Err(last)
 }
 
+thread_local! {
+    /// Set while this thread only looks (src/inspect/procfs.rs): a missing broker is then an
+    /// empty namespace, not one to start.
+    static NO_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` without starting a broker on this thread if none answers.
+pub fn without_starting<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_START.with(|n| n.set(self.0));
+        }
+    }
+    let _restore = Restore(NO_START.with(|n| n.replace(true)));
+    f()
+}
+
 fn connect_or_start(path: &Path) -> Result<OwnedFd> {
     match try_connect(path) {
         Ok(fd) => return Ok(fd),
+        Err(Errno(libc::ECONNREFUSED)) | Err(Errno(libc::ENOENT)) if NO_START.with(|n| n.get()) => {
+            return Err(Errno(libc::ENOENT))
+        }
         Err(Errno(libc::ECONNREFUSED)) | Err(Errno(libc::ENOENT)) => {}
         Err(e) => return Err(e),
     }
