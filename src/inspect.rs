@@ -57,3 +57,91 @@ pub fn segments() -> Vec<Segment> {
     let max = unsafe { abi::shm::shmctl(0, IPC_INFO, info.as_mut_ptr() as *mut libc::shmid_ds) };
     collect(max, |i, ds| unsafe { abi::shm::shmctl(i, crate::shm::SHM_STAT_ANY, ds) })
 }
+
+/// The ids `*_STAT` (not `_ANY`) returns: the objects the caller may read, which is what
+/// `ipcrm -a` removes.
+pub fn readable_ids(family: crate::ipc::Family) -> Vec<i32> {
+    use crate::ipc::Family;
+    match family {
+        Family::Msg => {
+            let max = msg_info(IPC_INFO).map_or(-1, |(max, _)| max);
+            ids(collect(max, |i, ds: &mut libc::msqid_ds| unsafe { abi::msg::msgctl(i, crate::msg::MSG_STAT, ds) }))
+        }
+        Family::Sem => {
+            let max = sem_info(IPC_INFO).map_or(-1, |(max, _)| max);
+            ids(collect(max, |i, ds: &mut libc::semid_ds| unsafe {
+                abi::sem::semctl(i, 0, crate::sem::SEM_STAT, ds as *mut libc::semid_ds as libc::c_ulong)
+            }))
+        }
+        Family::Shm => {
+            let max = shm_limits().map_or(-1, |(max, _)| max);
+            ids(collect(max, |i, ds: &mut libc::shmid_ds| unsafe { abi::shm::shmctl(i, crate::shm::SHM_STAT, ds) }))
+        }
+    }
+}
+
+fn ids<Ds>(objects: Vec<Object<Ds>>) -> Vec<i32> {
+    objects.into_iter().map(|o| o.id).collect()
+}
+
+/// `msgctl(0, cmd, …)` for IPC_INFO (limits) or MSG_INFO (usage): the highest index in use
+/// and the structure, or None if the call fails (no broker).
+pub fn msg_info(cmd: i32) -> Option<(i32, abi::msg::MsgInfo)> {
+    let mut info: abi::msg::MsgInfo = unsafe { std::mem::zeroed() };
+    let max = unsafe { abi::msg::msgctl(0, cmd, &mut info as *mut abi::msg::MsgInfo as *mut libc::msqid_ds) };
+    (max >= 0).then_some((max, info))
+}
+
+/// `semctl(0, 0, cmd, …)` for IPC_INFO or SEM_INFO, as `msg_info`.
+pub fn sem_info(cmd: i32) -> Option<(i32, libc::seminfo)> {
+    let mut info: libc::seminfo = unsafe { std::mem::zeroed() };
+    let max = unsafe { abi::sem::semctl(0, 0, cmd, &mut info as *mut libc::seminfo as libc::c_ulong) };
+    (max >= 0).then_some((max, info))
+}
+
+/// `shmctl(0, IPC_INFO, …)`: the highest index in use and the limits.
+pub fn shm_limits() -> Option<(i32, abi::shm::ShmInfoLimits)> {
+    let mut info: abi::shm::ShmInfoLimits = unsafe { std::mem::zeroed() };
+    let max = unsafe { abi::shm::shmctl(0, IPC_INFO, &mut info as *mut abi::shm::ShmInfoLimits as *mut libc::shmid_ds) };
+    (max >= 0).then_some((max, info))
+}
+
+/// `shmctl(0, SHM_INFO, …)`: the highest index in use and the usage figures.
+pub fn shm_usage() -> Option<(i32, abi::shm::ShmInfoUsage)> {
+    let mut info: abi::shm::ShmInfoUsage = unsafe { std::mem::zeroed() };
+    let max = unsafe { abi::shm::shmctl(0, crate::shm::SHM_INFO, &mut info as *mut abi::shm::ShmInfoUsage as *mut libc::shmid_ds) };
+    (max >= 0).then_some((max, info))
+}
+
+/// One semaphore of a set, as GETVAL, GETNCNT, GETZCNT and GETPID report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Semaphore {
+    pub value: i32,
+    pub ncount: i32,
+    pub zcount: i32,
+    pub pid: i32,
+}
+
+/// The semaphores of set `id` (`nsems` of them), or the name of the call that failed and
+/// its errno (the caller may not read the set, or it is gone).
+pub fn semaphores(id: i32, nsems: usize) -> Result<Vec<Semaphore>, (&'static str, crate::ipc::Errno)> {
+    use crate::sem::{GETNCNT, GETPID, GETVAL, GETZCNT};
+    let get = |num: usize, cmd: i32, name: &'static str| {
+        let r = unsafe { abi::sem::semctl(id, num as i32, cmd, 0) };
+        if r < 0 {
+            Err((name, crate::ipc::Errno::last()))
+        } else {
+            Ok(r)
+        }
+    };
+    (0..nsems)
+        .map(|n| {
+            Ok(Semaphore {
+                value: get(n, GETVAL, "semctl(GETVAL)")?,
+                ncount: get(n, GETNCNT, "semctl(GETNCNT)")?,
+                zcount: get(n, GETZCNT, "semctl(GETZCNT)")?,
+                pid: get(n, GETPID, "semctl(GETPID)")?,
+            })
+        })
+        .collect()
+}

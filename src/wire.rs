@@ -32,7 +32,8 @@ pub enum Op {
     Ctl = 7,
     /// `[force]` → `[0]`: stop the broker.
     Stop = 8,
-    /// `[]` → `[pid, objects, processes, connections]`.
+    /// `[]` → `[pid, objects, processes, connections, queues, semaphore sets, segments,
+    /// bytes of memory the objects hold]`.
     Status = 9,
     /// `[]` → `[0]` + this connection's notice ring (see `ring`).
     Ring = 10,

@@ -77,6 +77,22 @@ impl Namespace {
     pub fn object_count(&self) -> usize {
         self.shm.registry.in_use() + self.sem.registry.in_use() + self.msg.registry.in_use()
     }
+
+    /// Bytes of memory the objects' memfds hold now (their allocated pages, not their
+    /// nominal sizes: a queue's or a sparse segment's pages are allocated as they are used).
+    fn memory_held(&self) -> u64 {
+        let held = |fd: &std::os::fd::OwnedFd| {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
+                st.st_blocks as u64 * 512
+            } else {
+                0
+            }
+        };
+        self.shm.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
+            + self.sem.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
+            + self.msg.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
+    }
 }
 
 struct Conn {
@@ -606,6 +622,10 @@ impl Broker {
                     self.ns.object_count() as i64,
                     self.procs.len() as i64,
                     self.conns.len() as i64,
+                    self.ns.msg.registry.in_use() as i64,
+                    self.ns.sem.registry.in_use() as i64,
+                    self.ns.shm.registry.in_use() as i64,
+                    self.ns.memory_held() as i64,
                 ],
                 None,
             )),
