@@ -45,6 +45,6 @@ fn connect_to_running_broker() -> Result<bool, String> {
     match client::client().connect_now() {
         Ok(()) => Ok(true),
         Err(ipcshim::ipc::Errno(libc::ECONNREFUSED | libc::ENOENT)) => Ok(false),
-        Err(e) => Err(format!("cannot use the namespace's broker: {}", std::io::Error::from_raw_os_error(e.0))),
+        Err(e) => Err(format!("cannot use the namespace's broker: {}", crate::text::strerror(e.0))),
     }
 }

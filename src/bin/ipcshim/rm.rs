@@ -35,6 +35,8 @@ enum Action {
     Id(Family, i32),
     /// A key as given (messages quote it) and its value.
     Key(Family, String, i32),
+    /// An id of the old form that is not a number: reported in its turn.
+    BadId(String),
 }
 
 struct Request {
@@ -44,8 +46,6 @@ struct Request {
     verbose: bool,
     /// The old form `rm shm|msg|sem ID...`: says "resource(s) deleted" on success.
     old_form: bool,
-    /// Failures already reported while reading the arguments (the old form's bad ids).
-    failures: u32,
 }
 
 /// How a command ends early: a usage error (2) or an ipcrm-style fatal error (1).
@@ -73,7 +73,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 
 fn remove(req: &Request, live: bool) -> ExitCode {
     let ns = Namespace { live, verbose: req.verbose };
-    let mut failures = req.failures;
+    let mut failures = 0;
     for action in &req.actions {
         let r = match action {
             Action::Id(family, id) => ns.remove(*family, *id, false),
@@ -82,6 +82,10 @@ fn remove(req: &Request, live: bool) -> ExitCode {
                 Ok(None) => Ok(false),
                 Err(e) => Err(e),
             },
+            Action::BadId(text) => {
+                eprintln!("ipcshim rm: invalid id: {text}");
+                Ok(false)
+            }
         };
         match r {
             Ok(true) => {}
@@ -132,7 +136,7 @@ fn family_option(c: char) -> Option<(Family, bool)> {
 
 fn parse(args: Vec<OsString>) -> Result<Request, Stop> {
     use lexopt::prelude::*;
-    let mut req = Request { actions: vec![], all: None, verbose: false, old_form: false, failures: 0 };
+    let mut req = Request { actions: vec![], all: None, verbose: false, old_form: false };
     if args.is_empty() {
         return Err(Stop::Usage("bad usage".into()));
     }
@@ -186,16 +190,13 @@ fn old_form(family: Family, ids: &[OsString]) -> Result<Request, Stop> {
     if ids.is_empty() {
         return Err(Stop::Usage("not enough arguments".into()));
     }
-    let mut req = Request { actions: vec![], all: None, verbose: false, old_form: true, failures: 0 };
+    let mut req = Request { actions: vec![], all: None, verbose: false, old_form: true };
     for raw in ids {
         let text = raw.to_string_lossy();
         match strtoul(&text, 10) {
             // C's int conversion of the unsigned long: "-5" is -5.
             Ok(v) => req.actions.push(Action::Id(family, v as i32)),
-            Err(_) => {
-                eprintln!("ipcshim rm: invalid id: {text}");
-                req.failures += 1;
-            }
+            Err(_) => req.actions.push(Action::BadId(text.into_owned())),
         }
     }
     Ok(req)
@@ -209,9 +210,9 @@ fn family_named(word: &str) -> Option<Family> {
 fn parse_id(text: &str) -> Result<i32, Stop> {
     match text.trim_start().parse::<i64>() {
         Ok(v) if i32::try_from(v).is_ok() => Ok(v as i32),
-        Ok(_) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", std::io::Error::from_raw_os_error(libc::ERANGE)))),
+        Ok(_) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(libc::ERANGE)))),
         Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) => {
-            Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", std::io::Error::from_raw_os_error(libc::ERANGE))))
+            Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(libc::ERANGE))))
         }
         Err(_) => Err(Stop::Fatal(format!("failed to parse argument: '{text}'"))),
     }
@@ -222,7 +223,7 @@ fn parse_id(text: &str) -> Result<i32, Stop> {
 fn parse_key(text: &str) -> Result<i32, Stop> {
     match strtoul(text, 0) {
         Ok(v) => Ok(v as i32),
-        Err(Some(e)) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", std::io::Error::from_raw_os_error(e)))),
+        Err(Some(e)) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(e)))),
         Err(None) => Err(Stop::Fatal(format!("failed to parse argument: '{text}'"))),
     }
 }
@@ -287,7 +288,7 @@ impl Namespace {
             Err(Errno(libc::EACCES | libc::EPERM)) => format!("permission denied for {what}"),
             Err(Errno(libc::EINVAL)) => format!("invalid {what}"),
             Err(Errno(libc::EIDRM)) => format!("already removed {what}"),
-            Err(e) => return Err(format!("{what} failed: {}", std::io::Error::from_raw_os_error(e.0))),
+            Err(e) => return Err(format!("{what} failed: {}", crate::text::strerror(e.0))),
         };
         eprintln!("ipcshim rm: {message} ({id})");
         Ok(false)
@@ -318,7 +319,7 @@ impl Namespace {
             Err(Errno(libc::EACCES)) => "permission denied for key",
             Err(Errno(libc::EIDRM)) => "already removed key",
             Err(Errno(libc::ENOENT)) => "invalid key",
-            Err(e) => return Err(format!("key failed: {}", std::io::Error::from_raw_os_error(e.0))),
+            Err(e) => return Err(format!("key failed: {}", crate::text::strerror(e.0))),
         };
         eprintln!("ipcshim rm: {message} ({text})");
         Ok(None)

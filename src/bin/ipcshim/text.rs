@@ -70,3 +70,12 @@ pub fn json_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// The C library's message for `errno`, as err(3) prints it (without Rust's "(os error N)").
+pub fn strerror(errno: i32) -> String {
+    let mut buf = [0 as libc::c_char; 256];
+    if unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) } != 0 {
+        return format!("Unknown error {errno}");
+    }
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}

@@ -167,7 +167,7 @@ fn show(o: &Options, live: Result<bool, String>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             Err(detail::Failure::Values(call, e)) => {
-                eprintln!("ipcshim ls: {call} failed: {}", std::io::Error::from_raw_os_error(e.0));
+                eprintln!("ipcshim ls: {call} failed: {}", crate::text::strerror(e.0));
                 return ExitCode::from(1);
             }
         },
