@@ -120,6 +120,13 @@ fn tear_down(socket: &Path) {
             Err(_) => break,
         }
     }
-    let _ = ask(socket, &[Op::Stop as i64, 1]);
+    if ask(socket, &[Op::Stop as i64, 1]).is_ok() {
+        // The broker unlinks its socket as it exits, just after answering: wait for that
+        // (bounded), so that nothing of the namespace is left when the command returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while socket.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     let _ = std::fs::remove_file(format!("{}.lock", socket.display()));
 }
