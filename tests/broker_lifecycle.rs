@@ -239,6 +239,9 @@ fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
         broker.pre_exec(|| {
             let r = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            // Without CAP_SYS_RESOURCE, as an unprivileged broker: a root broker would
+            // raise its hard limit again (raise_descriptor_limit).
+            libc::prctl(libc::PR_CAPBSET_DROP, ipcshim::ipc::perm::CAP_SYS_RESOURCE as libc::c_ulong, 0, 0, 0);
             Ok(())
         });
     }

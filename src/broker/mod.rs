@@ -9,6 +9,7 @@
 //! the requests. A client that learned something (a peer attached, a child died) before
 //! asking therefore always gets an answer that includes it.
 
+pub mod fdstore;
 pub mod process;
 pub mod registry;
 
@@ -131,11 +132,25 @@ fn spare_descriptor() -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The broker holds a descriptor per object and per connection: raise its soft limit to
-/// the hard one.
+/// The broker holds a descriptor per object and two per client process (its connection
+/// and its pidfd): a namespace at the kernel's default limits holds 68,096 objects, more
+/// than most hard limits allow. With CAP_SYS_RESOURCE (a root broker) the limit goes up to
+/// the most the kernel allows (`fs.nr_open`; descriptor tables grow only as they are
+/// used); otherwise the soft limit goes up to the hard one, and past that new objects fail
+/// with ENOMEM.
 pub fn raise_descriptor_limit() {
     let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return;
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+    if let Some(most) = nr_open.filter(|&n| n > r.rlim_max) {
+        let raised = libc::rlimit { rlim_cur: most, rlim_max: most };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
+    if r.rlim_cur < r.rlim_max {
         r.rlim_cur = r.rlim_max;
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
     }
@@ -582,11 +597,7 @@ impl Broker {
                         if !obj.perm.allows(creds, access) {
                             return Err(Errno(libc::EACCES));
                         }
-                        let fd = if access & S_IWUGO != 0 {
-                            obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?
-                        } else {
-                            sys::reopen_read_only(obj.data.memfd.as_raw_fd())?
-                        };
+                        let fd = obj.data.memfd.open(access & S_IWUGO == 0)?;
                         Ok((vec![0, obj.data.size as i64], Some(fd)))
                     }
                     Family::Sem => self.ns.sem.open(id, access, creds).map(|(mut w, fd)| {

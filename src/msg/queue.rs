@@ -1,9 +1,11 @@
 //! The broker's side of message queues: msgget (`newque`) and the msgctl commands
 //! (`msgctl_info`, `msgctl_stat`, `msgctl_down`). The messages and the counters that change
 //! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory;
-//! the broker maps each queue's header to read them (under the queue's lock when it can
+//! the broker maps a queue's header to read them (under the queue's lock when it can
 //! have it at once: a stopped client holding it must not stall the whole namespace) and to
-//! set msg_qbytes and the removed flag.
+//! set msg_qbytes and the removed flag. It maps the header only while it uses it: a
+//! mapping per queue would take 32,000 of the broker's 65,530 (vm.max_map_count) at the
+//! kernel's default MSGMNI, next to the semaphore sets' 32,000.
 
 use super::layout::{self, Header, HEADER_SIZE};
 use super::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
@@ -13,6 +15,7 @@ use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_SYS_RESOURCE, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wake, Locked};
 use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::broker::fdstore::ObjectFd;
 use crate::sys::Mapping;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering::*;
@@ -25,23 +28,32 @@ const MSGMNB_DEFAULT: i64 = 16384;
 
 #[derive(Debug)]
 pub struct Queue {
-    pub memfd: OwnedFd,
-    /// The broker's mapping of the queue's header page.
-    header: Mapping,
+    pub memfd: ObjectFd,
     pub ctime: i64,
 }
 
+/// The broker's mapping of one queue's header page, for as long as it is used.
+struct HeaderMap(Mapping);
+
+impl std::ops::Deref for HeaderMap {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        unsafe { &*(self.0.as_ptr() as *const Header) }
+    }
+}
+
 impl Queue {
-    fn header(&self) -> &Header {
-        unsafe { &*(self.header.as_ptr() as *const Header) }
+    /// Maps the header (ENOMEM if it cannot be mapped now).
+    fn header(&self) -> Result<HeaderMap> {
+        self.memfd.map(HEADER_SIZE, true).map(HeaderMap).map_err(|_| Errno(libc::ENOMEM))
     }
 
     /// Runs `read` on the header under the queue's lock when it can be had at once (a
     /// holder that died is repaired first, from a full mapping made for the occasion);
     /// after a few tries without it (a client is stopped holding it), without the lock:
     /// the broker must never hang on a client.
-    fn settled<R>(&self, read: impl Fn(&Header) -> R) -> R {
-        let h = self.header();
+    fn settled<R>(&self, read: impl Fn(&Header) -> R) -> Result<R> {
+        let h = &*self.header()?;
         for attempt in 0..64 {
             match h.lock.try_lock() {
                 Some(Ok(locked)) => {
@@ -50,31 +62,34 @@ impl Queue {
                     }
                     let r = read(h);
                     h.lock.unlock();
-                    return r;
+                    return Ok(r);
                 }
                 Some(Err(_)) => break,
                 None if attempt < 32 => std::hint::spin_loop(),
                 None => std::thread::yield_now(),
             }
         }
-        read(h)
+        Ok(read(h))
     }
 
     /// Rebuilds the counters and free lists after a client died holding the lock.
     fn repair(&self) {
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(self.memfd.as_raw_fd(), &mut st) } != 0 {
-            return;
-        }
-        let Ok(full) = Mapping::map(self.memfd.as_raw_fd(), st.st_size as usize, true) else { return };
+        let full = self.memfd.with_fd(|fd| {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstat(fd, &mut st) } != 0 {
+                return Err(Errno::last());
+            }
+            Mapping::map(fd, st.st_size as usize, true)
+        });
+        let Ok(Ok(full)) = full else { return };
         if let Ok(q) = unsafe { layout::Queue::new(full.as_ptr(), full.len()) } {
             let _ = q.recover();
         }
     }
 
-    /// IPC_RMID: waiters wake up and fail with EIDRM.
-    fn remove(&self) {
-        let h = self.header();
+    /// IPC_RMID: waiters wake up and fail with EIDRM. (If the header cannot be mapped,
+    /// the removal fails with ENOMEM before anything changed.)
+    fn remove(&self, h: &Header) {
         h.removed.store(1, Release);
         for seq in [&h.space_seq, &h.msg_seq] {
             seq.fetch_add(1, Release);
@@ -125,9 +140,8 @@ impl Queues {
         }
         let capacity = capacity(limits);
         let memfd = queue_memfd(&memfd_name, capacity).map_err(|_| Errno(libc::ENOMEM))?;
-        let full = Mapping::map(memfd.as_raw_fd(), HEADER_SIZE, true)?;
-        unsafe { layout::Queue::init(full.as_ptr(), capacity, limits.msgmnb)? };
-        let queue = Queue { memfd, header: full, ctime: now_secs() };
+        let queue = Queue { memfd: ObjectFd::keep(memfd)?, ctime: now_secs() };
+        unsafe { layout::Queue::init(queue.header()?.0.as_ptr(), capacity, limits.msgmnb)? };
         let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;
         Ok((id, Change::Updated(index)))
     }
@@ -140,7 +154,7 @@ impl Queues {
         if !obj.perm.allows(creds, access) {
             return Err(Errno(libc::EACCES));
         }
-        let fd = obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?;
+        let fd = obj.data.memfd.open(false)?;
         Ok((vec![], fd))
     }
 
@@ -157,7 +171,7 @@ impl Queues {
                 let (pool, map, tql) = if cmd == MSG_INFO {
                     let (mut msgs, mut bytes) = (0u64, 0u64);
                     for (_, obj) in self.registry.iter() {
-                        let (n, b) = obj.data.settled(|h| (h.qnum.load(Relaxed), h.cbytes.load(Relaxed)));
+                        let (n, b) = obj.data.settled(|h| (h.qnum.load(Relaxed), h.cbytes.load(Relaxed)))?;
                         msgs += n;
                         bytes += b;
                     }
@@ -195,7 +209,7 @@ impl Queues {
                         h.stime.load(Relaxed),
                         h.rtime.load(Relaxed),
                     ]
-                }));
+                })?);
                 fields.push(obj.data.ctime);
                 Ok((ret, fields, Change::None))
             }
@@ -205,10 +219,10 @@ impl Queues {
                     return Err(Errno(libc::EPERM));
                 }
                 let index = split_id(id).unwrap().0;
+                let h = obj.data.header()?;
                 if cmd == IPC_RMID {
-                    if let Some(obj) = self.registry.remove(index) {
-                        obj.data.remove();
-                    }
+                    obj.data.remove(&h);
+                    self.registry.remove(index);
                     return Ok((0, vec![], Change::Removed(index)));
                 }
                 let [uid, gid, mode, qbytes] = args.get(..4).and_then(|a| <[i64; 4]>::try_from(a).ok()).ok_or(Errno(libc::EINVAL))?;
@@ -222,7 +236,6 @@ impl Queues {
                 }
                 obj.perm.set(uid as u32, gid as u32, mode as u32);
                 obj.data.ctime = now_secs();
-                let h = obj.data.header();
                 h.qbytes.store(qbytes, Release);
                 // Blocked senders may fit now; blocked receivers re-check their rights.
                 for seq in [&h.space_seq, &h.msg_seq] {
@@ -288,7 +301,7 @@ mod tests {
         let (_, f, _) = qs.ctl(0, MSG_INFO, &[], &other, &limits).unwrap();
         assert_eq!((f[0], f[1], f[6]), (2, 0, 0));
         // IPC_RMID marks the shared header removed (waiters see EIDRM), the id is gone.
-        let keep = qs.registry.by_id(id).unwrap().data.memfd.try_clone().unwrap();
+        let keep = qs.registry.by_id(id).unwrap().data.memfd.open(false).unwrap();
         let map = Mapping::map(keep.as_raw_fd(), HEADER_SIZE, false).unwrap();
         qs.ctl(id, IPC_RMID, &[], &owner, &limits).unwrap();
         let h = unsafe { &*(map.as_ptr() as *const Header) };

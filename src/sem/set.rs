@@ -11,13 +11,14 @@ use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::{Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::broker::fdstore::ObjectFd;
 use crate::sys::{sealed_memfd, Mapping};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::*;
 
 pub struct SemSet {
     pub nsems: u64,
-    pub memfd: OwnedFd,
+    pub memfd: ObjectFd,
     mem: SetMem,
     /// Keeps `mem` mapped; declared after it so that it is dropped last.
     _map: Mapping,
@@ -81,7 +82,7 @@ impl SemSets {
         let memfd = sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
         let map = Mapping::map(memfd.as_raw_fd(), geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
         let mem = unsafe { SetMem::init(map.as_ptr(), geo, now())? };
-        let set = SemSet { nsems: nsems as u64, memfd, mem, _map: map };
+        let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, mem, _map: map };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
         self.used_sems += nsems as u64;
         Ok((id, Change::Updated(index)))
@@ -94,7 +95,7 @@ impl SemSets {
         if !obj.perm.allows(creds, S_IRUGO) && !obj.perm.allows(creds, S_IWUGO) {
             return Err(Errno(libc::EACCES));
         }
-        let fd = obj.data.memfd.try_clone().map_err(|_| Errno(libc::EMFILE))?;
+        let fd = obj.data.memfd.open(false)?;
         Ok((vec![obj.data.mem.geo.size as i64], fd))
     }
 

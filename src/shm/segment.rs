@@ -6,12 +6,13 @@ use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_IPC_LOCK, S_IRUGO};
 use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::sys::{page_size, round_up_to_page, sealed_memfd};
+use crate::broker::fdstore::ObjectFd;
 use std::os::fd::OwnedFd;
 
 #[derive(Debug)]
 pub struct Segment {
     pub size: u64,
-    pub memfd: OwnedFd,
+    pub memfd: ObjectFd,
     pub atime: i64,
     pub dtime: i64,
     pub ctime: i64,
@@ -67,6 +68,7 @@ impl Segments {
         if self.registry.in_use() >= limits.shmmni as usize {
             return Err(Errno(libc::ENOSPC));
         }
+        let memfd = ObjectFd::keep(memfd)?;
         let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, memfd_name };
         let (index, id) = self.registry.insert(limits.shmmni as usize, Perm::new(key, flags as u32, creds), seg)?;
         self.total_pages += pages;
