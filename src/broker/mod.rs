@@ -82,12 +82,11 @@ impl Namespace {
     /// Bytes of memory the objects' memfds hold now (their allocated pages, not their
     /// nominal sizes: a queue's or a sparse segment's pages are allocated as they are used).
     fn memory_held(&self) -> u64 {
-        let held = |fd: &std::os::fd::OwnedFd| {
+        let held = |fd: &fdstore::ObjectFd| {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
-                st.st_blocks as u64 * 512
-            } else {
-                0
+            match fd.with_fd(|fd| unsafe { libc::fstat(fd, &mut st) }) {
+                Ok(0) => st.st_blocks as u64 * 512,
+                _ => 0,
             }
         };
         self.shm.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
