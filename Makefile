@@ -59,6 +59,7 @@ c-tests: all $(TESTS) $(TOOLS)
 	ns=link-$$$$; \
 	if IPCSHIM_NAMESPACE=$$ns $(BUILD)/link_test; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
 	IPCSHIM_NAMESPACE=$$ns $(BIN) stop --force >/dev/null 2>&1; \
+	if bash c-tests/tools.sh; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
 	echo "c-test suites: $$pass passed, $$fail failed"; \
 	test $$fail -eq 0
 
