@@ -39,9 +39,12 @@ $(BUILD)/demo: c-tests/demo.c | $(BUILD)
 $(BUILD)/bench: c-tests/bench.c | $(BUILD)
 	$(CC) -O2 -Wall -Wextra -D_GNU_SOURCE -o $@ $< -lpthread
 
-# A program linked against the library (no preload), through the generated header.
-$(BUILD)/link_test: c-tests/link_test.c include/ipcshim.h $(LIB) | $(BUILD)
-	$(CC) $(CFLAGS) -Iinclude -o $@ $< -Ltarget/release -lipcshim -Wl,-rpath,$(CURDIR)/target/release
+# A program linked against the library (no preload) as a user would: `make install` into
+# build/install, then the generated header and the library found through pkg-config.
+INSTALLED := $(CURDIR)/build/install
+$(BUILD)/link_test: c-tests/link_test.c include/ipcshim.h ipcshim.pc.in docs/ipcshim.1 $(LIB) $(BIN) | $(BUILD)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALLED) DESTDIR= >/dev/null
+	$(CC) $(CFLAGS) -o $@ $< $$(PKG_CONFIG_PATH=$(INSTALLED)/lib/pkgconfig pkg-config --cflags --libs ipcshim)
 
 # Refresh the checked-in header from the Rust source (a test fails while it is stale).
 header:
@@ -82,10 +85,11 @@ bench: all $(BUILD)/bench
 	bash c-tests/bench.sh 5
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libipcshim.so
 	install -m 0644 include/ipcshim.h $(DESTDIR)$(PREFIX)/include/ipcshim.h
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ipcshim
+	install -m 0644 docs/ipcshim.1 $(DESTDIR)$(PREFIX)/share/man/man1/ipcshim.1
 	sed -e 's|@PREFIX@|$(PREFIX)|g' ipcshim.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ipcshim.pc
 
 clean:
