@@ -425,6 +425,13 @@ fn rm_errors_are_those_of_ipcrm() {
         &["-afoo"],
         &["msg", "2147480003", "y"],
         &["shm"],
+        &["-q", " 2147480004", "-q", "+2147480005", "-q", "7 ", "-q", ""],
+        &["-Q", "-1"],
+        &["-Q", "0x"],
+        &["-S", "01777777777"],
+        &["--queue-key", "99999999999999999999"],
+        &["-s"],
+        &["--all=shm", "extra"],
     ]
     .iter()
     .map(|c| c.iter().map(|s| s.to_string()).collect())
@@ -449,7 +456,7 @@ fn rm_errors_are_those_of_ipcrm() {
     // Unknown options: one line saying what to do, exit status 2.
     let o = ns.run(&["rm", "-x"]);
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(stderr(&o), "ipcshim rm: invalid option '-x'; try 'ipcshim rm --help'\n");
+    assert_eq!(stderr(&o), "ipcshim rm: invalid option -- 'x'; try 'ipcshim rm --help'\n");
 }
 
 #[test]
@@ -487,6 +494,16 @@ fn permissions_are_those_of_the_kernel() {
     let o = ns.run_as(nobody, &["ls", "-s", "-i", &ours.sem.to_string()]);
     assert_eq!((k.status.code(), o.status.code()), (Some(1), Some(1)));
     assert_eq!(stderr(&o), stderr(&k).replace("ipcs:", "ipcshim ls:"));
+    // Exactly what the real ipcs prints for another user under ipcshim (qbytes is 0 in
+    // `ipcs -q -i` without read permission: ipcs takes it from IPC_STAT).
+    for opts in [&["ls"][..], &["ls", "-q", "-i", &ours.msg.to_string()], &["ls", "-m", "-i", &ours.shm.to_string()]] {
+        let mut theirs = vec!["run", "--", "ipcs"];
+        theirs.extend_from_slice(&opts[1..]);
+        let t = as_user(ns.command(&theirs), nobody).env("LC_ALL", "C").output().unwrap();
+        let o = ns.run_as(nobody, opts);
+        assert_eq!((stdout(&o), o.status.code()), (stdout(&t), t.status.code()), "{opts:?}");
+    }
+    assert!(stdout(&ns.run_as(nobody, &["ls", "-q", "-i", &ours.msg.to_string()])).contains("qbytes=0\t"));
     let doc: serde_json::Value = serde_json::from_slice(&ns.run_as(nobody, &["ls", "--json"]).stdout).unwrap();
     assert!(doc["semaphore_arrays"][0]["semaphores"].is_null());
     // The owner still has them all.
@@ -525,7 +542,7 @@ fn every_command_has_help_and_rejects_unknown_options() {
         assert!(stdout(&o).starts_with(&format!("Usage:\n ipcshim {cmd}")), "{cmd}: {}", stdout(&o));
         let o = ns.run(&[cmd, "--no-such-option"]);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {o:?}");
-        assert_eq!(stderr(&o), format!("ipcshim {cmd}: invalid option '--no-such-option'; try 'ipcshim {cmd} --help'\n"));
+        assert_eq!(stderr(&o), format!("ipcshim {cmd}: unrecognized option '--no-such-option'; try 'ipcshim {cmd} --help'\n"));
     }
     let help = |cmd: &str| stdout(&ns.run(&[cmd, "--help"]));
     for opt in ["--id", "--json", "--shmems", "--queues", "--semaphores", "--all", "--time", "--pid", "--creator", "--limits", "--summary", "--bytes", "--socket"] {
@@ -537,4 +554,50 @@ fn every_command_has_help_and_rejects_unknown_options() {
     let o = ns.run(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("try 'ipcshim --help'"));
+}
+
+#[test]
+fn ls_prints_exactly_what_ipcs_prints_under_ipcshim() {
+    // The real ipcs, preloaded, reads the namespace through ipcshim's /proc/sysvipc views:
+    // the same objects, so the same bytes.
+    let ns = Ns::new("sameipcs");
+    let ids = ns.make(9);
+    for opts in [&[][..], &["-t"], &["-p"], &["-c"], &["-u"], &["-l"], &["-b"], &["-q", "-i", &ids.msg.to_string()], &["-m", "-i", &ids.shm.to_string()], &["-s", "-i", &ids.sem.to_string()]] {
+        let mut theirs = vec!["run", "--", "ipcs"];
+        theirs.extend_from_slice(opts);
+        let mut ours = vec!["ls"];
+        ours.extend_from_slice(opts);
+        let (t, o) = (ns.command(&theirs).env("LC_ALL", "C").output().unwrap(), ns.run(&ours));
+        assert!(t.status.success() && o.status.success(), "{opts:?}: {t:?} {o:?}");
+        assert_eq!(stdout(&o), stdout(&t), "{opts:?}");
+    }
+}
+
+#[test]
+fn rm_does_what_ipcrm_does_under_ipcshim() {
+    // Two namespaces made alike (fresh namespaces number their objects alike): ipcshim rm in
+    // one, the real ipcrm preloaded in the other; same output, status and what is left.
+    let (a, b) = (Ns::new("rm-a"), Ns::new("rm-b"));
+    let (ia, ib) = (a.make(10), b.make(10));
+    assert_eq!((ia.msg, ia.shm, ia.sem), (ib.msg, ib.shm, ib.sem));
+    let key = |n: i32| format!("{:#x}", key_base(10) + n);
+    let cases: Vec<Vec<String>> = vec![
+        vec!["-v".into(), "-q".into(), ia.msg.to_string(), "-q".into(), ia.msg.to_string()],
+        vec!["-M".into(), key(2), "-S".into(), key(9)],
+        vec!["--all=sem".into(), "-v".into()],
+        vec!["-a".into()],
+    ];
+    for case in cases {
+        let args: Vec<&str> = case.iter().map(String::as_str).collect();
+        let mut ours = vec!["rm"];
+        ours.extend_from_slice(&args);
+        let mut theirs = vec!["run", "--", "ipcrm"];
+        theirs.extend_from_slice(&args);
+        let (o, t) = (a.run(&ours), b.command(&theirs).env("LC_ALL", "C").output().unwrap());
+        assert_eq!(o.status.code(), t.status.code(), "{args:?}: {o:?} vs {t:?}");
+        assert_eq!(stdout(&o), stdout(&t), "{args:?}");
+        assert_eq!(stderr(&o), stderr(&t).replace("ipcrm:", "ipcshim rm:"), "{args:?}");
+        assert_eq!(stdout(&a.run(&["ls"])), stdout(&b.run(&["ls"])), "after {args:?}");
+    }
+    assert_eq!(stdout(&a.run(&["ls"])).lines().filter(|l| l.starts_with("0x")).count(), 0);
 }

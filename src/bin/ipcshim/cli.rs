@@ -6,9 +6,42 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A mistake in the command line: one line saying what to do, exit status 2.
-pub fn usage_error(cmd: &str, what: impl std::fmt::Display) -> ExitCode {
-    eprintln!("ipcshim {cmd}: {what}; try 'ipcshim {cmd} --help'");
+pub fn usage_error(cmd: &str, what: impl Describe) -> ExitCode {
+    eprintln!("ipcshim {cmd}: {}; try 'ipcshim {cmd} --help'", what.describe());
     ExitCode::from(2)
+}
+
+/// What went wrong on the command line, in words.
+pub trait Describe {
+    fn describe(self) -> String;
+}
+
+impl Describe for &str {
+    fn describe(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Describe for String {
+    fn describe(self) -> String {
+        self
+    }
+}
+
+/// Option errors in getopt's words, as util-linux's ipcs and ipcrm print them.
+impl Describe for lexopt::Error {
+    fn describe(self) -> String {
+        use lexopt::Error::*;
+        match self {
+            MissingValue { option: Some(o) } if o.starts_with("--") => format!("option '{o}' requires an argument"),
+            MissingValue { option: Some(o) } => format!("option requires an argument -- '{}'", o.trim_start_matches('-')),
+            UnexpectedOption(o) if o.starts_with("--") => format!("unrecognized option '{o}'"),
+            UnexpectedOption(o) => format!("invalid option -- '{}'", o.trim_start_matches('-')),
+            UnexpectedArgument(a) => format!("unknown argument: {}", a.to_string_lossy()),
+            UnexpectedValue { option, .. } => format!("option '{option}' doesn't allow an argument"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// `--socket PATH` names the namespace for the rest of the command, the library included.

@@ -2,7 +2,7 @@
 //! messages and exit status (util-linux sys-utils/ipcrm.c): each failure is reported and
 //! counted, the others still done; exit status 1 if any failed.
 
-use crate::cli::{usage_error, use_socket, with_running_broker};
+use crate::cli::{usage_error, use_socket, with_running_broker, Describe};
 use ipcshim::abi::{msg, sem, shm};
 use ipcshim::inspect;
 use ipcshim::ipc::{Errno, Family, IPC_RMID};
@@ -37,6 +37,8 @@ enum Action {
     Key(Family, String, i32),
     /// An id of the old form that is not a number: reported in its turn.
     BadId(String),
+    /// An id or key that cannot be read: ipcrm stops there, after the removals before it.
+    Fatal(String),
 }
 
 struct Request {
@@ -86,6 +88,7 @@ fn remove(req: &Request, live: bool) -> ExitCode {
                 eprintln!("ipcshim rm: invalid id: {text}");
                 Ok(false)
             }
+            Action::Fatal(what) => Err(what.clone()),
         };
         match r {
             Ok(true) => {}
@@ -144,7 +147,7 @@ fn parse(args: Vec<OsString>) -> Result<Request, Stop> {
         return old_form(family, &args[1..]);
     }
     let mut parser = lexopt::Parser::from_args(args);
-    while let Some(arg) = parser.next().map_err(|e| Stop::Usage(e.to_string()))? {
+    while let Some(arg) = parser.next().map_err(|e| Stop::Usage(e.describe()))? {
         let (c, long) = match &arg {
             Short(c) => (*c, None),
             Long(l) => (' ', Some(*l)),
@@ -161,8 +164,9 @@ fn parse(args: Vec<OsString>) -> Result<Request, Stop> {
             None => family_option(c),
         };
         if let Some((family, by_key)) = option {
-            let value = parser.value().map_err(|e| Stop::Usage(e.to_string()))?.to_string_lossy().into_owned();
-            req.actions.push(if by_key { Action::Key(family, value.clone(), parse_key(&value)?) } else { Action::Id(family, parse_id(&value)?) });
+            let value = parser.value().map_err(|e| Stop::Usage(e.describe()))?.to_string_lossy().into_owned();
+            let action = if by_key { parse_key(&value).map(|key| Action::Key(family, value, key)) } else { parse_id(&value).map(|id| Action::Id(family, id)) };
+            req.actions.push(action.unwrap_or_else(Action::Fatal));
             continue;
         }
         match arg {
@@ -176,9 +180,9 @@ fn parse(args: Vec<OsString>) -> Result<Request, Stop> {
                 });
             }
             Short('v') | Long("verbose") => req.verbose = true,
-            Long("socket") => use_socket(parser.value().map_err(|e| Stop::Usage(e.to_string()))?),
+            Long("socket") => use_socket(parser.value().map_err(|e| Stop::Usage(e.describe()))?),
             Short('h') | Long("help") => return Err(Stop::Help),
-            arg => return Err(Stop::Usage(arg.unexpected().to_string())),
+            arg => return Err(Stop::Usage(arg.unexpected().describe())),
         }
     }
     Ok(req)
@@ -207,24 +211,22 @@ fn family_named(word: &str) -> Option<Family> {
 }
 
 /// An id as ipcrm's strtos32_or_err reads it.
-fn parse_id(text: &str) -> Result<i32, Stop> {
+fn parse_id(text: &str) -> Result<i32, String> {
+    let out_of_range = || format!("failed to parse argument: '{text}': {}", crate::text::strerror(libc::ERANGE));
     match text.trim_start().parse::<i64>() {
-        Ok(v) if i32::try_from(v).is_ok() => Ok(v as i32),
-        Ok(_) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(libc::ERANGE)))),
-        Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) => {
-            Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(libc::ERANGE))))
-        }
-        Err(_) => Err(Stop::Fatal(format!("failed to parse argument: '{text}'"))),
+        Ok(v) => i32::try_from(v).map_err(|_| out_of_range()),
+        Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) => Err(out_of_range()),
+        Err(_) => Err(format!("failed to parse argument: '{text}'")),
     }
 }
 
 /// A key as ipcrm reads it: strtoul in base 0 (decimal, 0x hexadecimal, 0 octal),
 /// converted to key_t.
-fn parse_key(text: &str) -> Result<i32, Stop> {
+fn parse_key(text: &str) -> Result<i32, String> {
     match strtoul(text, 0) {
         Ok(v) => Ok(v as i32),
-        Err(Some(e)) => Err(Stop::Fatal(format!("failed to parse argument: '{text}': {}", crate::text::strerror(e)))),
-        Err(None) => Err(Stop::Fatal(format!("failed to parse argument: '{text}'"))),
+        Err(Some(e)) => Err(format!("failed to parse argument: '{text}': {}", crate::text::strerror(e))),
+        Err(None) => Err(format!("failed to parse argument: '{text}'")),
     }
 }
 

@@ -30,6 +30,10 @@ pub fn show(snap: &Snapshot, families: Families, id: i32, as_json: bool) -> Resu
             return Ok(json::queue(q) + "\n");
         }
         let (p, ds) = (&q.ds.msg_perm, &q.ds);
+        // ipcs takes qbytes from IPC_STAT, which needs read permission: 0 without it.
+        let mut stat: libc::msqid_ds = unsafe { std::mem::zeroed() };
+        let readable = unsafe { ipcshim::abi::msg::msgctl(id, ipcshim::ipc::IPC_STAT, &mut stat) } >= 0;
+        let qbytes = if readable { ds.msg_qbytes } else { 0 };
         let _ = write!(
             out,
             "\nMessage Queue msqid={id}\nuid={}\tgid={}\tcuid={}\tcgid={}\tmode={}\n\
@@ -41,7 +45,7 @@ pub fn show(snap: &Snapshot, families: Families, id: i32, as_json: bool) -> Resu
             p.cgid,
             alt_octal(p.mode),
             ds.__msg_cbytes,
-            ds.msg_qbytes,
+            qbytes,
             ds.msg_qnum,
             ds.msg_lspid,
             ds.msg_lrpid,
