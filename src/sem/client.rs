@@ -433,8 +433,9 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         &many
     };
     let mut settled = false;
-    // Set up (registration, wake-up socket) outside the lock, once we know we must sleep.
-    let mut sleeper: Option<wait::Address> = None;
+    // Set up (registration, wake-up socket, signals held) outside the lock, once we know
+    // we must sleep.
+    let mut sleeper: Option<(wait::Address, wait::SignalsHeld)> = None;
     loop {
         let mut g = array::lock(&h.mem)?;
         if g.removed() {
@@ -457,16 +458,16 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
                     g.abandon(nums);
                     return Err(Errno(libc::EAGAIN));
                 }
-                let Some(address) = sleeper else {
+                let Some((address, held)) = &sleeper else {
                     g.abandon(nums);
                     drop(g);
                     client().ensure_registered()?;
-                    sleeper = Some(wait::prepare()?);
+                    sleeper = Some((wait::prepare()?, wait::SignalsHeld::hold()));
                     continue;
                 };
-                let slot = g.enqueue(ops, nums, address, undo, at)?;
+                let slot = g.enqueue(ops, nums, *address, undo, at)?;
                 drop(g);
-                return sleep(h, slot, deadline);
+                return sleep(h, slot, deadline, held);
             }
         }
     }
@@ -474,7 +475,7 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
 
 /// Sleeps until a waker performed the call (or it failed, or the set was removed), the
 /// deadline passed (EAGAIN) or a signal interrupted (EINTR).
-fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
+fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>, held: &wait::SignalsHeld) -> Result<()> {
     let w = h.mem.waiter(slot);
     loop {
         match w.state.load(Acquire) {
@@ -503,7 +504,7 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>) -> Result<()> {
             }
             continue;
         }
-        match wait::sleep(deadline) {
+        match wait::sleep(deadline, held) {
             Ok(()) => {}
             Err(Errno(libc::EBADF)) => {
                 // The program closed our socket: make another, tell the wakers.

@@ -3,15 +3,20 @@
 //! signal(7): semop and semtimedop fail with EINTR when a handler runs, even one installed
 //! with SA_RESTART, and also after the process was stopped (SIGSTOP) and continued, with no
 //! handler at all. A FUTEX_WAIT with a timeout gives the first but not the second: the
-//! kernel silently restarts it after SIGCONT. A socket receive with a timeout
-//! (SO_RCVTIMEO) gives both (`sock_intr_errno`: -EINTR whenever a timeout is set). So each
-//! sleeping thread has a datagram socket bound to an abstract address made of its pid, tid
-//! and a nonce (stored in its waiter slot); a waker sends it one byte. A wake-up sent before
-//! the sleeper reaches recv stays queued, so none is lost; stale ones are drained before
-//! the next wait and only cause a re-check.
+//! kernel silently restarts it after SIGCONT. epoll_pwait gives both, and one thing more:
+//! it installs the caller's signal mask atomically with going to sleep. So each sleeping
+//! thread has a datagram socket bound to an abstract address made of its pid, tid and a
+//! nonce (stored in its waiter slot), watched by an epoll instance of its own; a waker
+//! sends the socket one byte. A wake-up sent before the sleeper waits stays queued, so none
+//! is lost; stale ones are drained before the next wait and only cause a re-check.
 //!
-//! The descriptor is checked before each use (a program may close or dup2 over it) and made
-//! again in a forked child (the name holds the pid).
+//! A call blocks the asynchronous signals (`SignalsHeld`) before it makes itself visible as
+//! a waiter and sleeps with its own mask restored: a signal that arrives once another
+//! process could see it waiting (GETNCNT) interrupts the wait, as in the kernel, instead
+//! of running its handler just before the sleep and being missed.
+//!
+//! The descriptors are checked before each use (a program may close or dup2 over them) and
+//! made again in a forked child (the name holds the pid).
 //!
 //! Receives, sends and closes are raw system calls: glibc's wrappers are thread
 //! cancellation points, semop is not (a pthread_cancel'ed thread blocked in the kernel's
@@ -23,7 +28,7 @@ use crate::sys::fd_identity;
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering::*};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where a sleeper can be woken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,35 +38,55 @@ pub struct Address {
     pub nonce: u32,
 }
 
-struct WakeSocket {
+/// A descriptor this module made, and how to tell that it still is the one it made.
+struct Owned {
     fd: RawFd,
     identity: (u64, u64),
+}
+
+impl Owned {
+    fn new(fd: RawFd) -> Result<Owned> {
+        match fd_identity(fd) {
+            Some(identity) => Ok(Owned { fd, identity }),
+            None => {
+                raw_close(fd);
+                Err(Errno(libc::EBADF))
+            }
+        }
+    }
+
+    fn ours(&self) -> bool {
+        fd_identity(self.fd) == Some(self.identity)
+    }
+}
+
+/// Closed when the thread exits (thread-local destructors) or when replaced — if the
+/// descriptor is still ours.
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.ours() {
+            raw_close(self.fd);
+        }
+    }
+}
+
+struct WakeSocket {
+    socket: Owned,
+    /// Watches `socket` alone.
+    epoll: Owned,
     address: Address,
 }
 
-/// A thread's sockets are closed when the thread exits (thread-local destructors) or
-/// when they are replaced — if the descriptor is still ours.
-impl Drop for WakeSocket {
-    fn drop(&mut self) {
-        if fd_identity(self.fd) == Some(self.identity) {
-            raw_close(self.fd);
-        }
+impl WakeSocket {
+    fn ours(&self) -> bool {
+        self.socket.ours() && self.epoll.ours()
     }
 }
 
 /// The socket a thread sends wake-ups from, and the pid that made it.
 struct SendSocket {
-    fd: RawFd,
-    identity: (u64, u64),
+    socket: Owned,
     pid: i32,
-}
-
-impl Drop for SendSocket {
-    fn drop(&mut self) {
-        if fd_identity(self.fd) == Some(self.identity) {
-            raw_close(self.fd);
-        }
-    }
 }
 
 thread_local! {
@@ -88,22 +113,32 @@ fn make_receiver() -> Result<WakeSocket> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    let socket = Owned::new(fd)?;
     let pid = own_pid();
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let mut bound = None;
     for _ in 0..16 {
         let address = Address { pid, tid, nonce: NONCE.fetch_add(1, Relaxed) };
         let (sa, len) = sockaddr(address);
         if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } == 0 {
-            let identity = fd_identity(fd).ok_or(Errno(libc::EBADF))?;
-            return Ok(WakeSocket { fd, identity, address });
-        }
-        if Errno::last().0 != libc::EADDRINUSE {
+            bound = Some(address);
             break;
         }
+        if Errno::last().0 != libc::EADDRINUSE {
+            return Err(Errno::last());
+        }
     }
-    let e = Errno::last();
-    raw_close(fd);
-    Err(e)
+    let address = bound.ok_or(Errno(libc::EADDRINUSE))?;
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(Errno::last());
+    }
+    let epoll = Owned::new(ep)?;
+    let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(WakeSocket { socket, epoll, address })
 }
 
 /// The calling thread's wake-up address, its socket made (or remade) if needed and
@@ -112,10 +147,9 @@ pub fn prepare() -> Result<Address> {
     RECEIVER.with(|r| {
         let mut r = r.borrow_mut();
         if let Some(s) = r.as_ref() {
-            let ours = fd_identity(s.fd) == Some(s.identity);
-            if ours && s.address.pid == own_pid() {
+            if s.ours() && s.address.pid == own_pid() {
                 let mut b = [0u8; 8];
-                while raw_recv(s.fd, &mut b, libc::MSG_DONTWAIT) >= 0 {}
+                while raw_recv(s.socket.fd, &mut b, libc::MSG_DONTWAIT) >= 0 {}
                 return Ok(s.address);
             }
             // Inherited from the parent by fork (this copy is ours: dropping closes it), or
@@ -137,15 +171,43 @@ fn raw_close(fd: RawFd) {
     unsafe { libc::syscall(libc::SYS_close, fd) };
 }
 
-/// How long one receive lasts when the caller gave no timeout; the wait is renewed.
-const RENEW: Duration = Duration::from_secs(3600);
+/// The asynchronous signals held back from the moment a call may become visible as a
+/// waiter until it sleeps (which lets them in) and after; the caller's mask comes back
+/// when this is dropped. Faults (SIGSEGV, SIGBUS…) stay deliverable: a bad pointer must
+/// still be the program's fault, and our own probes catch them. pthread_sigmask leaves
+/// glibc's internal signals (cancellation, setxid) alone.
+pub struct SignalsHeld {
+    callers: libc::sigset_t,
+}
+
+impl SignalsHeld {
+    pub fn hold() -> SignalsHeld {
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            for sync in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS] {
+                libc::sigdelset(&mut all, sync);
+            }
+            let mut callers: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut callers);
+            SignalsHeld { callers }
+        }
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.callers, std::ptr::null_mut()) };
+    }
+}
 
 /// Sleeps until a wake-up arrives (Ok; callers re-check their condition), the deadline
 /// passes (EAGAIN, what semtimedop says) or a signal interrupts (EINTR, also after a stop).
-pub fn sleep(deadline: Option<Instant>) -> Result<()> {
-    let fd = RECEIVER.with(|r| r.borrow().as_ref().filter(|s| fd_identity(s.fd) == Some(s.identity)).map(|s| s.fd));
-    let Some(fd) = fd else {
-        // Our socket was closed under us: the caller re-prepares and re-checks.
+/// The caller's signal mask is in force only while asleep.
+pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
+    let fds = RECEIVER.with(|r| r.borrow().as_ref().filter(|s| s.ours()).map(|s| (s.socket.fd, s.epoll.fd)));
+    let Some((socket, epoll)) = fds else {
+        // Our descriptors were closed under us: the caller re-prepares and re-checks.
         return Err(Errno(libc::EBADF));
     };
     let timeout = match deadline {
@@ -154,24 +216,36 @@ pub fn sleep(deadline: Option<Instant>) -> Result<()> {
             if now >= d {
                 return Err(Errno(libc::EAGAIN));
             }
-            (d - now).max(Duration::from_micros(1))
+            let left = d - now;
+            Some(libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long })
         }
-        None => RENEW,
+        None => None,
     };
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
-    unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32)
-    };
-    let mut b = [0u8; 8];
-    let r = raw_recv(fd, &mut b, 0);
-    if r >= 0 {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    let r = epoll_pwait2(epoll, &mut event, timeout.as_ref(), &held.callers);
+    if r > 0 {
+        let mut b = [0u8; 8];
+        while raw_recv(socket, &mut b, libc::MSG_DONTWAIT) >= 0 {}
         return Ok(());
     }
-    match Errno::last() {
-        Errno(libc::EINTR) => Err(Errno(libc::EINTR)),
-        Errno(libc::EAGAIN) if deadline.is_some_and(|d| Instant::now() >= d) => Err(Errno(libc::EAGAIN)),
+    match (r, Errno::last()) {
+        (0, _) => Err(Errno(libc::EAGAIN)),
+        (_, Errno(libc::EINTR)) => Err(Errno(libc::EINTR)),
         _ => Ok(()),
     }
+}
+
+/// epoll_pwait2 (nanosecond timeout; Linux 5.11), else epoll_pwait with the timeout
+/// rounded up to milliseconds. Raw system calls: glibc's are cancellation points.
+fn epoll_pwait2(epoll: RawFd, event: &mut libc::epoll_event, timeout: Option<&libc::timespec>, mask: &libc::sigset_t) -> i64 {
+    const KERNEL_SIGSET_SIZE: usize = 8;
+    let ts = timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let r = unsafe { libc::syscall(libc::SYS_epoll_pwait2, epoll, event as *mut libc::epoll_event, 1, ts, mask as *const libc::sigset_t, KERNEL_SIGSET_SIZE) };
+    if r >= 0 || Errno::last().0 != libc::ENOSYS {
+        return r;
+    }
+    let ms = timeout.map_or(-1, |t| (t.tv_sec as i64 * 1000 + (t.tv_nsec as i64 + 999_999) / 1_000_000).min(i32::MAX as i64) as i32);
+    unsafe { libc::syscall(libc::SYS_epoll_pwait, epoll, event as *mut libc::epoll_event, 1, ms, mask as *const libc::sigset_t, KERNEL_SIGSET_SIZE) }
 }
 
 /// Wakes the sleeper at `a` (any process). Best effort: a sleeper that is gone is gone.
@@ -180,7 +254,7 @@ pub fn wake(a: Address) {
     SENDER.with(|s| {
         let mut s = s.borrow_mut();
         let pid = own_pid();
-        let usable = s.as_ref().is_some_and(|c| c.pid == pid && fd_identity(c.fd) == Some(c.identity));
+        let usable = s.as_ref().is_some_and(|c| c.pid == pid && c.socket.ours());
         if !usable {
             // Made by the parent before a fork (our copy: dropping closes it), or closed under
             // us (dropping leaves the descriptor alone).
@@ -189,10 +263,10 @@ pub fn wake(a: Address) {
             if fd < 0 {
                 return;
             }
-            let Some(identity) = fd_identity(fd) else { return };
-            *s = Some(SendSocket { fd, identity, pid });
+            let Ok(socket) = Owned::new(fd) else { return };
+            *s = Some(SendSocket { socket, pid });
         }
-        let Some(fd) = s.as_ref().map(|c| c.fd) else { return };
+        let Some(fd) = s.as_ref().map(|c| c.socket.fd) else { return };
         unsafe {
             libc::syscall(
                 libc::SYS_sendto,
