@@ -17,6 +17,7 @@ pub fn install_handlers() {
 }
 
 extern "C" fn in_child() {
+    crate::ipc::sync::after_fork();
     if INHERITED.is_locked() {
         unsafe { INHERITED.force_unlock() };
     }

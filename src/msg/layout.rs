@@ -25,7 +25,8 @@ use crate::ipc::{Errno, Result};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
-pub const VERSION: u32 = 1;
+/// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
+pub const VERSION: u32 = 2;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).

@@ -55,7 +55,9 @@ impl Queue {
     fn settled<R>(&self, read: impl Fn(&Header) -> R) -> Result<R> {
         let h = &*self.header()?;
         for attempt in 0..64 {
-            match h.lock.try_lock() {
+            // The first try also takes over a lock whose holder died.
+            let tried = if attempt == 0 { h.lock.try_lock_or_recover() } else { h.lock.try_lock() };
+            match tried {
                 Some(Ok(locked)) => {
                     if let Locked::Recovered = locked {
                         self.repair();

@@ -35,9 +35,11 @@ pub fn lock(mem: &SetMem) -> Result<Guard<'_>> {
     Ok(g)
 }
 
-/// `lock` without waiting: None while another holds the lock.
-pub fn try_lock(mem: &SetMem) -> Option<Result<Guard<'_>>> {
-    let r = mem.header().mutex.try_lock()?;
+/// `lock` without waiting: None while another holds the lock. With `recover_dead`, a lock
+/// whose holder died is taken over (costs a look at the holder when the lock is held).
+pub fn try_lock(mem: &SetMem, recover_dead: bool) -> Option<Result<Guard<'_>>> {
+    let m = &mem.header().mutex;
+    let r = if recover_dead { m.try_lock_or_recover() } else { m.try_lock() }?;
     Some(r.map(|l| {
         let mut g = Guard { mem, wake: Vec::new() };
         if matches!(l, Locked::Recovered) {

@@ -23,7 +23,8 @@ use crate::ipc::{Errno, Result};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
 pub const MAGIC: u64 = 0x3130_6d65_7363_7069; // "ipcsem01"
-pub const VERSION: u32 = 1;
+/// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
+pub const VERSION: u32 = 2;
 /// Blocked calls a set can hold at once (more wait with ENOSPC... see README).
 pub const WAITER_SLOTS: u32 = 256;
 /// Processes with SEM_UNDO adjustments a set can hold at once.

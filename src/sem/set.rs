@@ -45,7 +45,8 @@ pub struct SemSets {
 /// microseconds).
 fn lock_briefly(mem: &SetMem) -> Option<Result<array::Guard<'_>>> {
     for i in 0..200 {
-        if let Some(r) = array::try_lock(mem) {
+        // The first and last tries also take over a lock whose holder died.
+        if let Some(r) = array::try_lock(mem, i == 0 || i == 199) {
             return Some(r);
         }
         if i > 20 {
@@ -212,7 +213,7 @@ impl SemSets {
         let pending = std::mem::take(&mut self.pending_deaths);
         for (id, pid) in pending {
             let Ok(obj) = self.registry.by_id(id) else { continue };
-            match array::try_lock(&obj.data.mem) {
+            match array::try_lock(&obj.data.mem, true) {
                 Some(Ok(mut g)) => g.process_died(pid),
                 Some(Err(_)) => {}
                 None => self.pending_deaths.push((id, pid)),
