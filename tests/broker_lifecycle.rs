@@ -234,7 +234,8 @@ fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
     // A broker that may hold only 64 descriptors.
     let mut broker = Command::new(bin());
-    broker.arg("broker").arg("--socket").arg(&sock);
+    // No connection quota to meet first: this is about descriptors.
+    broker.arg("broker").arg("--socket").arg(&sock).env("IPCSHIM_LIMITS", "conns_per_uid=100000");
     unsafe {
         broker.pre_exec(|| {
             let r = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
@@ -279,5 +280,64 @@ fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(value(&run(&env, None, &["lookup", "0x2121"])), id);
+    stop(&env);
+}
+
+#[test]
+fn one_uid_cannot_take_every_connection() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let dir = scratch("quota");
+    let sock = dir.join("ipcshim/default.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let mut broker = Command::new(bin());
+    broker.arg("broker").arg("--socket").arg(&sock).env("IPCSHIM_LIMITS", "conns_per_uid=4");
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _broker = Reap(broker.spawn().unwrap());
+    let env = [("IPCSHIM_SOCKET", sock.to_str().unwrap())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let id = value(&run(&env, None, &["create", "0x3131"]));
+    // This uid holds its four connections, each answered (the probe's connection may
+    // still count for a moment after it exited: a refused one is made again).
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < 4 {
+        assert!(Instant::now() < deadline, "cannot hold four connections");
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)) };
+        let (addr, len) = ipcshim::broker::sockaddr(&sock).unwrap();
+        assert_eq!(unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) }, 0);
+        let _ = ipcshim::wire::send(fd.as_raw_fd(), &[ipcshim::wire::Op::Hello as i64, 0], None);
+        match ipcshim::wire::recv(fd.as_raw_fd(), 0) {
+            Ok(Some(reply)) if reply.words.first().is_some_and(|&w| w >= 0) => held.push(fd),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    // Its next process fails its calls with EAGAIN, at once.
+    let start = Instant::now();
+    assert_eq!(run(&env, None, &["lookup", "0x3131"]), format!("err {}", libc::EAGAIN));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // Another uid is served meanwhile.
+    if is_root() {
+        assert_eq!(value(&run(&env, Some(65534), &["lookup", "0x3131"])), id);
+    }
+    // When they close, this uid is served again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = run(&env, None, &["lookup", "0x3131"]);
+        if answer == format!("ok {id}") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop(&env);
 }

@@ -118,6 +118,10 @@ pub struct Broker {
     epoll: OwnedFd,
     ns: Namespace,
     conns: HashMap<RawFd, Conn>,
+    /// Connections per uid, held to `conn_quota` so that one user cannot take all the
+    /// broker's descriptors from the others.
+    conns_by_uid: HashMap<u32, usize>,
+    conn_quota: usize,
     procs: HashMap<i32, Process>,
     pidfds: HashMap<RawFd, i32>,
     socket_path: PathBuf,
@@ -152,6 +156,16 @@ pub fn raise_descriptor_limit() {
     if r.rlim_cur < r.rlim_max {
         r.rlim_cur = r.rlim_max;
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
+/// Connections one uid may hold: as configured (`IPCSHIM_LIMITS=conns_per_uid=N`), else
+/// a sixteenth of the descriptor limit (half the table is for connections and their
+/// pidfds, shared by at least four users), between 64 and 4,096.
+fn connection_quota(limits: &Limits) -> usize {
+    match limits.conns_per_uid {
+        0 => (fdstore::descriptor_limit() / 16).clamp(64, 4096),
+        n => n.min(usize::MAX as u64) as usize,
     }
 }
 
@@ -193,11 +207,14 @@ pub fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
 impl Broker {
     pub fn new(listener: OwnedFd, socket_path: PathBuf, limits: Limits) -> Result<Broker> {
         let epoll = unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        let conn_quota = connection_quota(&limits);
         let b = Broker {
             listener,
             epoll,
             ns: Namespace::new(limits)?,
             conns: HashMap::new(),
+            conns_by_uid: HashMap::new(),
+            conn_quota,
             procs: HashMap::new(),
             pidfds: HashMap::new(),
             socket_path,
@@ -292,7 +309,14 @@ impl Broker {
             }
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let Ok(creds) = peer_creds(fd.as_raw_fd()) else { continue };
+            if self.conns_by_uid.get(&creds.uid).copied().unwrap_or(0) >= self.conn_quota {
+                // Said before closing, so the client reads it whether or not its hello
+                // went out first; it fails its call with EAGAIN.
+                let _ = wire::send(fd.as_raw_fd(), &[-(libc::EAGAIN as i64)], None);
+                continue;
+            }
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
+                *self.conns_by_uid.entry(creds.uid).or_insert(0) += 1;
                 self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
             }
         }
@@ -500,6 +524,12 @@ impl Broker {
         self.drain_ring(fd);
         self.unwatch(fd);
         let Some(conn) = self.conns.remove(&fd) else { return };
+        if let Some(held) = self.conns_by_uid.get_mut(&conn.creds.uid) {
+            *held -= 1;
+            if *held == 0 {
+                self.conns_by_uid.remove(&conn.creds.uid);
+            }
+        }
         let pid = conn.creds.pid;
         let Some(p) = self.procs.get_mut(&pid) else { return };
         if let Some(ring) = conn.ring {

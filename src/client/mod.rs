@@ -170,15 +170,27 @@ impl Client {
             log::warn(&format!("the broker closed the connection ({})", e.0));
             Errno(libc::ENOSYS)
         };
-        wire::send(sock.as_raw_fd(), &hello, None).map_err(refused)?;
-        let reply = match wire::recv(sock.as_raw_fd(), 0) {
+        // A broker refusing us (our uid's connection quota) says so and closes at once,
+        // maybe before our hello: its answer is still there to read.
+        let sent = wire::send(sock.as_raw_fd(), &hello, None);
+        let mut answer = wire::recv(sock.as_raw_fd(), if sent.is_ok() { 0 } else { libc::MSG_DONTWAIT });
+        if matches!(answer, Err(Errno(libc::ECONNRESET))) {
+            // It closed with our hello unread: the reset is reported before its answer.
+            answer = wire::recv(sock.as_raw_fd(), libc::MSG_DONTWAIT);
+        }
+        let reply = match answer {
             Ok(Some(reply)) => reply,
+            _ if sent.is_err() => return Err(refused(sent.unwrap_err())),
             other => {
                 log::warn(&format!("the broker accepted the connection but did not answer ({other:?})"));
                 return Err(Errno(libc::ENOSYS));
             }
         };
         let status = reply.word(0)?;
+        if status == -(libc::EAGAIN as i64) {
+            log::warn("the broker refused the connection: this uid holds its quota of connections (IPCSHIM_LIMITS conns_per_uid)");
+            return Err(Errno(libc::EAGAIN));
+        }
         if status < 0 {
             // The broker could not serve us (out of descriptors, say): as if it were missing.
             log::warn(&format!("the broker refused the connection (errno {})", -status));

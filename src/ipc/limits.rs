@@ -20,6 +20,9 @@ pub struct Limits {
     pub msgmax: u64,
     pub msgmnb: u64,
     pub msgmni: u64,
+    /// The broker's own limit: connections one uid may hold at once (0: decided from the
+    /// broker's descriptor limit at start, see `Broker::new`).
+    pub conns_per_uid: u64,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             msgmax: 8192,
             msgmnb: 16384,
             msgmni: 32000,
+            conns_per_uid: 0,
         }
     }
 }
@@ -93,6 +97,7 @@ impl Limits {
                 "msgmax" => &mut self.msgmax,
                 "msgmnb" => &mut self.msgmnb,
                 "msgmni" => &mut self.msgmni,
+                "conns_per_uid" => &mut self.conns_per_uid,
                 _ => continue,
             };
             *field = value;
