@@ -16,7 +16,7 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs cbindgen.toml
 export IPCSHIM_BROKER := $(CURDIR)/$(BIN)
 export IPCSHIM_LIB    := $(CURDIR)/$(LIB)
 
-.PHONY: all check demo bench install clean header rust-tests c-tests check-clients
+.PHONY: all check demo bench bench-scale install clean header rust-tests c-tests check-clients
 
 all: $(LIB) $(BIN)
 
@@ -83,6 +83,11 @@ demo: all $(BUILD)/demo $(BUILD)/nosysv
 
 bench: all $(BUILD)/bench
 	bash c-tests/bench.sh 5
+	bash c-tests/bench-scale.sh
+
+# Lookup/IPC_STAT latency as a namespace fills up, broker memory per object, 1,000 clients.
+bench-scale: all $(BUILD)/bench
+	bash c-tests/bench-scale.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1

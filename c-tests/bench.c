@@ -3,6 +3,11 @@
  *
  *   bench list                 print the case names, one a line
  *   bench CASE [ITERATIONS]    run one case, print "CASE ns_per_op" on stdout
+ *   bench scale msg|sem|shm    latency of get (an existing key) and IPC_STAT as the family
+ *                              grows to 100, 1,000, 10,000 and 30,000 objects (fewer if its
+ *                              limit is lower); one line per step (see bench_scale)
+ *   bench clients N            N processes connect at once and each makes one call
+ *                              (see bench_clients); bench-scale.sh runs these two
  *
  * When a call fails (for instance ENOSYS from an implementation that lacks that
  * family yet) the case prints "CASE error <strerror>" and exits with status 2.
@@ -11,8 +16,12 @@
  * figure is reported in (cycles, lookups, pairs, messages, round trips, objects).
  *
  * Build: gcc -O2 -Wall -Wextra -o build/c-tests/bench c-tests/bench.c -lpthread */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,7 +73,13 @@ static void untrack(int *ids, int *n, int id) {
         }
 }
 
+/* Objects of the scale cases: family (0 msg, 1 sem, 2 shm) and id. */
+#define SCALE_MAX 32768
+static int scale_ids[SCALE_MAX], n_scale, scale_family;
+static void scale_remove_all(void);
+
 static void cleanup(void) {
+    scale_remove_all();
     for (int i = 0; i < n_children; i++)
         if (children[i] > 0) kill(children[i], SIGKILL);
     for (int i = 0; i < n_children; i++)
@@ -445,6 +461,225 @@ static double bench_msg_lookup(long n) {
     return t / (double)n;
 }
 
+/* ---- scale: get/ctl latency as a family grows, the broker's memory per object ---- */
+static const char *scale_family_names[] = {"msg", "sem", "shm"};
+
+static int scale_create(int family, key_t key) {
+    switch (family) {
+    case 0: return msgget(key, IPC_CREAT | IPC_EXCL | 0600);
+    case 1: return semget(key, 1, IPC_CREAT | IPC_EXCL | 0600);
+    default: return shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+    }
+}
+
+static int scale_get(int family, key_t key) {
+    switch (family) {
+    case 0: return msgget(key, 0);
+    case 1: return semget(key, 0, 0);
+    default: return shmget(key, 0, 0);
+    }
+}
+
+static int scale_stat(int family, int id) {
+    switch (family) {
+    case 0: {
+        struct msqid_ds ds;
+        return msgctl(id, IPC_STAT, &ds);
+    }
+    case 1: {
+        struct semid_ds ds;
+        union semun arg;
+        arg.buf = &ds;
+        return semctl(id, 0, IPC_STAT, arg);
+    }
+    default: {
+        struct shmid_ds ds;
+        return shmctl(id, IPC_STAT, &ds);
+    }
+    }
+}
+
+static void scale_remove_all(void) {
+    for (int i = 0; i < n_scale; i++) {
+        if (scale_family == 0) msgctl(scale_ids[i], IPC_RMID, NULL);
+        else if (scale_family == 1) semctl(scale_ids[i], 0, IPC_RMID);
+        else shmctl(scale_ids[i], IPC_RMID, NULL);
+    }
+    n_scale = 0;
+}
+
+/* Room for new objects in the family: its limit (IPC_INFO) less those in use (*_INFO). */
+static long scale_room(int family) {
+    long limit = -1, used = -1;
+    if (family == 0) {
+        struct msginfo mi;
+        if (msgctl(0, IPC_INFO, (struct msqid_ds *)&mi) >= 0) limit = mi.msgmni;
+        if (msgctl(0, MSG_INFO, (struct msqid_ds *)&mi) >= 0) used = mi.msgpool;
+    } else if (family == 1) {
+        struct seminfo si;
+        union semun arg;
+        arg.buf = (struct semid_ds *)&si;
+        if (semctl(0, 0, IPC_INFO, arg) >= 0) limit = si.semmni;
+        if (semctl(0, 0, SEM_INFO, arg) >= 0) used = si.semusz;
+    } else {
+        struct shminfo info;
+        struct shm_info si;
+        if (shmctl(0, IPC_INFO, (struct shmid_ds *)&info) >= 0) limit = (long)info.shmmni;
+        if (shmctl(0, SHM_INFO, (struct shmid_ds *)&si) >= 0) used = si.used_ids;
+    }
+    if (limit < 0 || used < 0) return -1;
+    return limit - used;
+}
+
+/* "Rss:"/"Pss:" of /proc/PID/smaps_rollup in KiB, -1 if unreadable. */
+static long smaps_kb(long pid, const char *field) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/smaps_rollup", pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    size_t len = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, len) == 0) {
+            v = strtol(line + len, NULL, 10);
+            break;
+        }
+    if (f) fclose(f);
+    return v;
+}
+
+/* KiB allocated to the objects' memfds the broker holds, in any of its threads' tables. */
+static long memfd_kb(long pid) {
+    char path[640], link[256];
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *tasks = opendir(path);
+    if (!tasks) return -1;
+    long long bytes = 0;
+    struct dirent *t;
+    while ((t = readdir(tasks))) {
+        if (t->d_name[0] == '.') continue;
+        char fddir[384];
+        snprintf(fddir, sizeof fddir, "/proc/%ld/task/%s/fd", pid, t->d_name);
+        DIR *fds = opendir(fddir);
+        if (!fds) continue;
+        struct dirent *d;
+        /* The broker's own table, then each keeper thread's (src/broker/fdstore.rs). */
+        while ((d = readdir(fds))) {
+            snprintf(path, sizeof path, "%s/%s", fddir, d->d_name);
+            ssize_t n = readlink(path, link, sizeof link - 1);
+            if (n <= 0) continue;
+            link[n] = 0;
+            if (strncmp(link, "/memfd:ipcshim.", 15) != 0) continue;
+            struct stat st;
+            if (stat(path, &st) == 0) bytes += (long long)st.st_blocks * 512;
+        }
+        closedir(fds);
+    }
+    closedir(tasks);
+    return (long)(bytes / 1024);
+}
+
+/* One line per step: "scale FAMILY OBJECTS create_ns get_ns ctl_ns rss_kb pss_kb memfd_kb"
+ * (create_ns: per object created since the last step; memory -1 when BENCH_BROKER_PID is
+ * not set). The first line (0 objects) is the memory baseline. */
+static void bench_scale(int family) {
+    static const long steps[] = {100, 1000, 10000, 30000};
+    const long gets = 20000, ctls = 2000;
+    long broker = getenv("BENCH_BROKER_PID") ? atol(getenv("BENCH_BROKER_PID")) : 0;
+    scale_family = family;
+    case_name = "scale";
+    long room = scale_room(family) - 16;
+    if (room < 1) fail_errno(ENOSPC);
+    key_t base = (key_t)(0x63000000u ^ (((unsigned)getpid() & 0xffu) << 16));
+    printf("scale %s 0 0 0 0 %ld %ld %ld\n", scale_family_names[family], broker ? smaps_kb(broker, "Rss:") : -1,
+           broker ? smaps_kb(broker, "Pss:") : -1, broker ? memfd_kb(broker) : -1);
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        long target = steps[s] < room ? steps[s] : room;
+        if (target <= n_scale) break;
+        long before = n_scale;
+        double t0 = now_ns();
+        while (n_scale < target) {
+            int id = scale_create(family, base + n_scale);
+            if (id < 0) fail();
+            scale_ids[n_scale++] = id;
+        }
+        double create_ns = (now_ns() - t0) / (double)(target - before);
+        /* Lookups and IPC_STATs spread over every object (a stride, not in order). */
+        for (long i = 0; i < 1000; i++) scale_get(family, base + (int)((i * 7919) % n_scale));
+        t0 = now_ns();
+        for (long i = 0; i < gets; i++) {
+            int k = (int)((i * 7919) % n_scale);
+            if (scale_get(family, base + k) != scale_ids[k]) fail_errno(errno ? errno : EINVAL);
+        }
+        double get_ns = (now_ns() - t0) / (double)gets;
+        t0 = now_ns();
+        for (long i = 0; i < ctls; i++)
+            if (scale_stat(family, scale_ids[(i * 7919) % n_scale]) < 0) fail();
+        double ctl_ns = (now_ns() - t0) / (double)ctls;
+        printf("scale %s %d %.1f %.1f %.1f %ld %ld %ld\n", scale_family_names[family], n_scale, create_ns, get_ns, ctl_ns,
+               broker ? smaps_kb(broker, "Rss:") : -1, broker ? smaps_kb(broker, "Pss:") : -1,
+               broker ? memfd_kb(broker) : -1);
+        fflush(stdout);
+    }
+    scale_remove_all();
+}
+
+/* N processes at once: each connects (under ipcshim its first call does) and makes one
+ * round trip (IPC_STAT of a queue), reports by a pipe, and waits on another pipe, so that
+ * all N are connected together. Prints "clients N ready_ms stat_ns release_ms failed":
+ * the time from the first fork until all N made their call; one IPC_STAT of the parent's
+ * while all N are connected; the time for all to exit once released; how many failed. */
+static void bench_clients(long n) {
+    case_name = "clients";
+    int q = msg_create(key_n(0));
+    int done[2], gate[2];
+    if (pipe(done) || pipe(gate)) fail();
+    pid_t *pids = calloc((size_t)n, sizeof *pids);
+    if (!pids) fail_errno(ENOMEM);
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) fail();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(done[0]);
+            close(gate[1]);
+            struct msqid_ds ds;
+            char ok = msgctl(q, IPC_STAT, &ds) == 0 ? 'y' : 'n';
+            if (write(done[1], &ok, 1) != 1) _exit(1);
+            char c;
+            while (read(gate[0], &c, 1) > 0) {
+            }
+            _exit(ok == 'y' ? 0 : 1);
+        }
+        pids[i] = pid;
+    }
+    close(done[1]);
+    close(gate[0]);
+    long got = 0, failed = 0;
+    char c;
+    while (got < n && read(done[0], &c, 1) == 1) {
+        got++;
+        if (c != 'y') failed++;
+    }
+    double ready_ms = (now_ns() - t0) / 1e6;
+    struct msqid_ds ds;
+    double t1 = now_ns();
+    for (int i = 0; i < 100; i++)
+        if (msgctl(q, IPC_STAT, &ds) < 0) fail();
+    double stat_ns = (now_ns() - t1) / 100;
+    t1 = now_ns();
+    close(gate[1]);
+    for (long i = 0; i < n; i++) {
+        int st;
+        if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st) != 0) failed++;
+    }
+    double release_ms = (now_ns() - t1) / 1e6;
+    failed += n - got;
+    msg_remove(q);
+    printf("clients %ld %.1f %.1f %.1f %ld\n", n, ready_ms, stat_ns, release_ms, failed);
+}
+
 /* ---- driver ---- */
 struct bench_case {
     const char *name;
@@ -471,7 +706,7 @@ static const struct bench_case cases[] = {
 #define N_CASES (sizeof cases / sizeof cases[0])
 
 static int usage(const char *argv0) {
-    fprintf(stderr, "usage: %s list | CASE [ITERATIONS]\n", argv0);
+    fprintf(stderr, "usage: %s list | CASE [ITERATIONS] | scale msg|sem|shm | clients N\n", argv0);
     return 64;
 }
 
@@ -479,6 +714,32 @@ int main(int argc, char **argv) {
     if (argc < 2 || argc > 3) return usage(argv[0]);
     if (strcmp(argv[1], "list") == 0) {
         for (size_t i = 0; i < N_CASES; i++) printf("%s\n", cases[i].name);
+        return 0;
+    }
+    if (strcmp(argv[1], "scale") == 0 || strcmp(argv[1], "clients") == 0) {
+        /* Against the kernel, an IPC namespace of our own when we may (root): filling a
+         * family must not disturb others. It changes nothing under ipcshim. */
+        if (unshare(CLONE_NEWIPC) != 0) {
+        }
+        key_base = (key_t)(0x62000000u ^ (((unsigned)getpid() & 0x1ffffu) << 12));
+        signal(SIGALRM, on_alarm);
+        signal(SIGTERM, on_alarm);
+        signal(SIGINT, on_alarm);
+        signal(SIGHUP, on_alarm);
+        alarm(WATCHDOG_S);
+        if (argc != 3) return usage(argv[0]);
+        if (strcmp(argv[1], "clients") == 0) {
+            long n = strtol(argv[2], NULL, 10);
+            if (n < 1 || n > 100000) return usage(argv[0]);
+            bench_clients(n);
+        } else {
+            int family = -1;
+            for (int f = 0; f < 3; f++)
+                if (strcmp(argv[2], scale_family_names[f]) == 0) family = f;
+            if (family < 0) return usage(argv[0]);
+            bench_scale(family);
+        }
+        cleanup();
         return 0;
     }
     const struct bench_case *c = NULL;
