@@ -11,7 +11,25 @@
 # virtual environment under build/clients; later runs reuse both and need no network.
 # Needs: python3 with venv, a C compiler, target/release/{ipcshim,libipcshim.so} and
 # build/c-tests/nosysv. Ends with "sysv_ipc: N passed, N failed, N skipped".
+#
+# The suite runs alone, then as COPIES copies at once (default 3) sharing one kernel, or one
+# ipcshim namespace: many clients of one broker. Its tests use random keys, so the copies
+# meet only in the shared limits and the broker, as they would in the kernel.
 set -euo pipefail
+COPIES=${CLIENT_COPIES:-3}
+
+# bash clients/sysv_ipc.sh --together MODE WORK PY REPORT: the COPIES copies at once, run from
+# the sdist directory, each writing WORK/together-N.MODE.{results,log} (used below; under
+# ipcshim this runs inside the sandbox, so that one namespace holds all the copies).
+if [ "${1:-}" = --together ]; then
+    mode=$2 work=$3 py=$4 report=$5
+    for i in $(seq "$COPIES"); do
+        "$py" "$report" run "$work/together-$i.$mode.results" tests . \
+            >"$work/together-$i.$mode.log" 2>&1 &
+    done
+    wait
+    exit 0
+fi
 
 SYSV_IPC_VERSION=1.2.0
 SYSV_IPC_SHA256=ef96ab33bb62e4d14142f0be0524dcc0c3c70c96442df2fc773c67b7c7514199
@@ -60,13 +78,15 @@ fi
 # package, tests/), whose src/ directory does not shadow the module's name.
 cd "$SRC"
 
+rm -f "$WORK"/*.results "$WORK"/together-*.log
 echo "== sysv_ipc: its suite against the kernel"
 status=0
-rm -f "$WORK/kernel.results" "$WORK/ipcshim.results"
-timeout -k 10 "$TIMEOUT" "$PY" "$REPORT" run "$WORK/kernel.results" tests . || status=$?
+timeout -k 10 "$TIMEOUT" "$PY" "$REPORT" run "$WORK/alone.kernel.results" tests . || status=$?
 echo "(exit status $status)"
+echo "== sysv_ipc: $COPIES copies at once against the kernel (output in $WORK/together-N.kernel.log)"
+timeout -k 10 "$TIMEOUT" bash "$ROOT/clients/sysv_ipc.sh" --together kernel "$WORK" "$PY" "$REPORT" || true
 
-# The sandbox must really block the kernel for this client (ENOSYS), or the run below
+# The sandbox must really block the kernel for this client (ENOSYS), or the runs below
 # would prove nothing.
 blocked='import errno, sysv_ipc
 try:
@@ -85,9 +105,21 @@ fi
 echo "== sysv_ipc: its suite under ipcshim run --private, inside $NOSYSV"
 status=0
 timeout -k 10 "$TIMEOUT" "$IPCSHIM" run --private -- "$NOSYSV" \
-    "$PY" "$REPORT" run "$WORK/ipcshim.results" tests . || status=$?
+    "$PY" "$REPORT" run "$WORK/alone.ipcshim.results" tests . || status=$?
 echo "(exit status $status)"
+echo "== sysv_ipc: $COPIES copies at once in one ipcshim namespace, inside $NOSYSV (output in $WORK/together-N.ipcshim.log)"
+timeout -k 10 "$TIMEOUT" "$IPCSHIM" run --private -- "$NOSYSV" \
+    bash "$ROOT/clients/sysv_ipc.sh" --together ipcshim "$WORK" "$PY" "$REPORT" || true
 
 echo "== sysv_ipc: each test against the kernel and under ipcshim"
-"$PY" "$REPORT" compare sysv_ipc "$WORK/kernel.results" "$WORK/ipcshim.results" \
-    "$ROOT/clients/sysv_ipc.divergences"
+runs=("alone:$WORK/alone.kernel.results:$WORK/alone.ipcshim.results")
+for i in $(seq "$COPIES"); do
+    runs+=("copy $i of $COPIES at once:$WORK/together-$i.kernel.results:$WORK/together-$i.ipcshim.results")
+done
+if ! "$PY" "$REPORT" compare sysv_ipc "$ROOT/clients/sysv_ipc.divergences" "${runs[@]}"; then
+    # The verbose output of the copies that ran at once, for their tracebacks.
+    for log in "$WORK"/together-*.log; do
+        [ -f "$log" ] && grep -q '^FAILED' "$log" && { echo "== $log"; cat "$log"; }
+    done
+    exit 1
+fi

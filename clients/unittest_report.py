@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a unittest suite verbosely and record each test's outcome; compare two such records.
+"""Run a unittest suite verbosely and record each test's outcome; compare such records.
 
     unittest_report.py run RESULTS START_DIR TOP_DIR
         discovers and runs the tests under START_DIR (top-level directory TOP_DIR) with
@@ -7,13 +7,14 @@
         outcome one of pass fail error skip xfail xpass. Lines are written as tests finish,
         so a run that crashes or hangs still leaves the outcomes it reached.
 
-    unittest_report.py compare NAME KERNEL IPCSHIM DIVERGENCES
-        prints one line per test with its outcome against the kernel and under ipcshim, and
-        fails if a test that passed against the kernel did not pass under ipcshim, unless
+    unittest_report.py compare NAME DIVERGENCES LABEL:KERNEL:IPCSHIM...
+        for each run (its results against the kernel and under ipcshim), prints the tests
+        with their outcome in both (every test for the first run, the others' differences),
+        and fails if a test that passed against the kernel did not pass under ipcshim, unless
         DIVERGENCES names it with exactly that outcome (and fails if a listed divergence no
         longer happens, so the list stays true). Ends with "NAME: N passed, N failed,
-        N skipped", counting the compared tests (passed: same result as the kernel; skipped:
-        tests that did not pass against the kernel, which prove nothing about ipcshim).
+        N skipped", counting test runs (passed: same result as the kernel, or the listed
+        divergence; skipped: did not pass against the kernel, proving nothing about ipcshim).
 """
 import faulthandler
 import sys
@@ -94,47 +95,60 @@ def read_divergences(path):
     return expected
 
 
-def compare(name, kernel_path, ipcshim_path, divergences_path):
-    kernel = read_results(kernel_path)
-    ipcshim = read_results(ipcshim_path)
+def verdict(test, kernel, ipcshim, divergences, divergences_path):
+    """One test's verdict: ("pass" | "fail" | "skip", words to print)."""
+    k = kernel.get(test, "missing")
+    s = ipcshim.get(test, "missing")
+    if test in divergences and test not in kernel:
+        return "fail", "FAILED: listed as a divergence, but no such test ran"
+    if k != "pass":
+        return "skip", "not compared (did not pass against the kernel)"
+    if test in divergences:
+        if s == divergences[test]:
+            return "pass", f"known divergence ({s}, listed in {divergences_path})"
+        return "fail", f"FAILED: listed as a divergence with outcome {divergences[test]}"
+    if s == "pass":
+        return "pass", "same"
+    return "fail", "FAILED: passes against the kernel, not under ipcshim"
+
+
+def compare(name, divergences_path, runs):
+    """runs: "LABEL:KERNEL:IPCSHIM" each, a run of the suite against the kernel and its
+    counterpart under ipcshim. The first gets a line per test; the others only the tests
+    whose verdict is not "same"."""
     divergences = read_divergences(divergences_path)
-    passed = failed = skipped = 0
-    width = max((len(t) for t in kernel.keys() | ipcshim.keys()), default=0)
-    print(f"{'test':<{width}}  {'kernel':<7} {'ipcshim':<7} verdict")
-    for test in sorted(kernel.keys() | ipcshim.keys() | divergences.keys()):
-        k = kernel.get(test, "missing")
-        s = ipcshim.get(test, "missing")
-        if test in divergences and test not in kernel:
-            verdict = "FAILED: listed as a divergence, but no such test ran"
-            failed += 1
-        elif k != "pass":
-            verdict = "not compared (did not pass against the kernel)"
-            skipped += 1
-        elif test in divergences:
-            if s == divergences[test]:
-                verdict = f"known divergence ({s}, listed in {divergences_path})"
-                passed += 1
-            else:
-                verdict = f"FAILED: listed as a divergence with outcome {divergences[test]}"
-                failed += 1
-        elif s == "pass":
-            verdict = "same"
-            passed += 1
-        else:
-            verdict = "FAILED: passes against the kernel, not under ipcshim"
-            failed += 1
-        print(f"{test:<{width}}  {k:<7} {s:<7} {verdict}")
-    if not any(o == "pass" for o in kernel.values()):
-        print(f"{name}: no test passed against the kernel: nothing was compared")
-        failed += 1
-    print(f"{name}: {passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
+    counts = {"pass": 0, "fail": 0, "skip": 0}
+    for i, run_spec in enumerate(runs):
+        label, kernel_path, ipcshim_path = run_spec.split(":")
+        kernel = read_results(kernel_path)
+        ipcshim = read_results(ipcshim_path)
+        tests = sorted(kernel.keys() | ipcshim.keys() | divergences.keys())
+        width = max((len(t) for t in tests), default=0)
+        print(f"-- {label}")
+        if i == 0:
+            print(f"{'test':<{width}}  {'kernel':<7} {'ipcshim':<7} verdict")
+        shown = 0
+        for test in tests:
+            outcome, words = verdict(test, kernel, ipcshim, divergences, divergences_path)
+            counts[outcome] += 1
+            if i == 0 or words != "same":
+                k, s = kernel.get(test, "missing"), ipcshim.get(test, "missing")
+                print(f"{test:<{width}}  {k:<7} {s:<7} {words}")
+                shown += 1
+        if i > 0 and shown < len(tests):
+            others = "the other" if shown else "all"
+            print(f"{others} {len(tests) - shown} tests: same outcome against the kernel and under ipcshim")
+        if not any(o == "pass" for o in kernel.values()):
+            print(f"{label}: no test passed against the kernel: nothing was compared")
+            counts["fail"] += 1
+    print(f"{name}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    return 1 if counts["fail"] else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "run":
         sys.exit(run(*sys.argv[2:]))
-    if len(sys.argv) == 6 and sys.argv[1] == "compare":
-        sys.exit(compare(*sys.argv[2:]))
+    if len(sys.argv) >= 5 and sys.argv[1] == "compare":
+        sys.exit(compare(sys.argv[2], sys.argv[3], sys.argv[4:]))
     print(__doc__, file=sys.stderr)
     sys.exit(2)
