@@ -19,10 +19,22 @@ const SND_RCV_FLAGS: &[(libc::c_int, &str)] =
 const CTL_CMDS: &[(libc::c_int, &str)] = &[(MSG_STAT, "MSG_STAT"), (MSG_INFO, "MSG_INFO"), (MSG_STAT_ANY, "MSG_STAT_ANY")];
 
 /// Runs a msgsnd / msgrcv to the end: each step under the panic guard (`call`), each
-/// sleep outside it. Sleeping is a cancellation point: pthread_cancel unwinds from there
+/// wait outside it. Sleeping is a cancellation point: pthread_cancel unwinds from there
 /// into the caller (hence "C-unwind"), and a panic guard in between would stop it.
-fn run<T: Copy>(mut step: impl FnMut(Option<Resume>, &mut Option<Box<Sleep>>) -> crate::ipc::Result<T>, fail: T) -> T {
-    let mut resume = None;
+#[inline(always)]
+fn run<T: Copy>(mut step: impl FnMut(Option<Resume>, &mut Option<Sleep>) -> crate::ipc::Result<T>, fail: T) -> T {
+    let mut sleep = None;
+    let v = call(fail, || step(None, &mut sleep));
+    match sleep {
+        None => v,
+        Some(s) => run_waiting(step, s, fail),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn run_waiting<T: Copy>(mut step: impl FnMut(Option<Resume>, &mut Option<Sleep>) -> crate::ipc::Result<T>, first: Sleep, fail: T) -> T {
+    let mut resume = Some(first.sleep());
     loop {
         let mut sleep = None;
         let v = call(fail, || step(resume.take(), &mut sleep));

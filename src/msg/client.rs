@@ -2,48 +2,109 @@
 //! `do_msgsnd` / `do_msgrcv`), all inside the process when nothing has to wait.
 //!
 //! Each process maps a queue's memfd once (asked from the broker, which checks the caller's
-//! rights) and keeps the mapping by id. Every call checks the id and the caller's access
-//! against the namespace table, so a removed queue gives EINVAL and changed permissions
-//! EACCES, as the kernel's lookup would.
+//! rights) and finds it by the id's index in a lock-free array (as semaphore sets). Every
+//! call checks the id and the caller's access: a decision cached in the handle while the
+//! namespace table's version and our credentials' generation are unchanged, else against
+//! the table, so a removed queue gives EINVAL and changed permissions EACCES, as the
+//! kernel's lookup would.
 
-use super::layout::{Queue, Search};
-use crate::ipc::usercopy::check_user;
+use super::layout::{Header, Queue, Search};
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
-use crate::ipc::perm::{S_IRUGO, S_IWUGO};
+use crate::ipc::ids::MAX_INDEX;
+use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, Locked};
+use crate::ipc::usercopy::check_user;
 use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use parking_lot::Mutex;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
 
-/// One queue mapped in this process.
-struct Mapped {
-    _map: Mapping,
-    queue: Queue,
-}
-
-static MAPPED: Mutex<Option<HashMap<i32, Arc<Mapped>>>> = Mutex::new(None);
-
-/// What a thread remembers of the queue it used last (one thread-local: each access to
-/// one costs a call). While the table's version of the msg family and our credentials'
-/// generation stay the same, the id is still alive and the access decision still holds.
-struct Recent {
-    version: u64,
-    creds: u64,
+/// One queue mapped in this process, found by its id's index in `HANDLES` (no lock, no
+/// thread-local: a call costs a load and a compare to find its queue).
+struct Handle {
     id: i32,
-    may_read: bool,
-    may_write: bool,
-    queue: Option<Arc<Mapped>>,
+    queue: Queue,
+    _map: Mapping,
+    /// Cached access decision: rights (bits 0-1) | valid (bit 2) | creds generation
+    /// (bits 3-24) | table version (bits 25-63). While the table's version of the msg
+    /// family and our credentials' generation stay the same, the id is still alive and
+    /// the decision still holds.
+    rights: AtomicU64,
+    /// Threads of this process that sleep on the queue or wait for its lock (the mapping
+    /// must outlive them).
+    users: AtomicU32,
 }
 
-thread_local! {
-    static RECENT: RefCell<Option<Recent>> = const { RefCell::new(None) };
+const READ: u32 = 1;
+const WRITE: u32 = 2;
+
+/// Index → handle. In .bss: pages are only made when touched.
+static HANDLES: [AtomicPtr<Handle>; MAX_INDEX] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_INDEX];
+
+/// Handles replaced or found removed, freed once no thread can still be using them.
+struct Retired(Vec<(Instant, *mut Handle)>);
+unsafe impl Send for Retired {}
+static RETIRED: Mutex<Retired> = Mutex::new(Retired(Vec::new()));
+/// A call that neither sleeps nor waits for the lock holds its handle for nanoseconds
+/// without counting itself in `users`; one that was preempted gets this long.
+const GRACE: Duration = Duration::from_secs(2);
+
+fn retire(index: usize, p: *mut Handle) {
+    if HANDLES[index].compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_ok() {
+        push_retired(p);
+    }
+}
+
+fn push_retired(p: *mut Handle) {
+    // try_lock: in a child forked while another thread held the list, the lock stays held
+    // forever; the handle is then simply never freed.
+    if let Some(mut r) = RETIRED.try_lock() {
+        r.0.push((Instant::now(), p));
+        let now = Instant::now();
+        r.0.retain(|&(when, p)| {
+            let h = unsafe { &*p };
+            if now.duration_since(when) < GRACE || h.users.load(Acquire) > 0 {
+                return true;
+            }
+            drop(unsafe { Box::from_raw(p) });
+            false
+        });
+    }
+}
+
+/// Counts a thread in `users` while it sleeps or waits for the lock.
+struct InUse(&'static Handle);
+
+impl InUse {
+    fn new(h: &'static Handle) -> InUse {
+        h.users.fetch_add(1, AcqRel);
+        InUse(h)
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, AcqRel);
+    }
+}
+
+fn index_of(id: i32) -> usize {
+    id as usize % MAX_INDEX
+}
+
+/// The mapped queue with this id (≥ 0), if this process has it.
+#[inline(always)]
+fn cached(id: i32) -> Option<&'static Handle> {
+    let p = HANDLES[index_of(id)].load(Acquire);
+    if p.is_null() {
+        return None;
+    }
+    let h = unsafe { &*p };
+    (h.id == id).then_some(h)
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
@@ -54,11 +115,16 @@ fn now_secs() -> i64 {
 /// The namespace's MSGMAX, asked once (0: not yet known).
 static MSGMAX: AtomicU64 = AtomicU64::new(0);
 
+#[inline(always)]
 fn msgmax() -> Result<u64> {
-    let v = MSGMAX.load(Relaxed);
-    if v != 0 {
-        return Ok(v);
+    match MSGMAX.load(Relaxed) {
+        0 => msgmax_slow(),
+        v => Ok(v),
     }
+}
+
+#[cold]
+fn msgmax_slow() -> Result<u64> {
     let reply = client().request(&[Op::Ctl as i64, Family::Msg as i64, 0, IPC_INFO as i64])?;
     // [ret, msgpool, msgmap, msgmax, …]
     let v = reply.word(3)?.max(0) as u64;
@@ -66,107 +132,82 @@ fn msgmax() -> Result<u64> {
     Ok(v)
 }
 
-fn denied(access: u32, may_read: bool, may_write: bool) -> bool {
-    (access == S_IRUGO && !may_read) || (access == S_IWUGO && !may_write)
+fn need(access: u32) -> u32 {
+    if access == S_IRUGO {
+        READ
+    } else {
+        WRITE
+    }
 }
 
-/// `ipcperms` against the namespace table: EINVAL for an id that names no queue. Returns
-/// the queue if this thread used it last.
-fn check_access(id: i32, access: u32) -> Result<Option<Arc<Mapped>>> {
-    if id < 0 {
-        return Err(Errno(libc::EINVAL));
-    }
-    let table = client().table()?;
-    let version = table.version(Family::Msg);
-    let gen = creds::generation();
-    let recent = RECENT.try_with(|r| {
-        let r = r.try_borrow().ok()?;
-        let r = r.as_ref().filter(|r| r.version == version && version & 1 == 0 && r.creds == gen && r.id == id)?;
-        Some((r.may_read, r.may_write, r.queue.clone()))
-    });
-    if let Ok(Some((may_read, may_write, queue))) = recent {
-        if denied(access, may_read, may_write) {
-            return Err(Errno(libc::EACCES));
-        }
-        return Ok(queue);
-    }
-    let entry = table.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
-    let Some(entry) = entry else {
-        forget(id);
-        return Err(Errno(libc::EINVAL));
-    };
-    let own = creds::own();
-    let (may_read, may_write) = (entry.perm.allows(&own, S_IRUGO), entry.perm.allows(&own, S_IWUGO));
-    // Keep the mapping if this thread had it for the same id.
-    let queue = RECENT
-        .try_with(|r| {
-            let mut r = r.try_borrow_mut().ok()?;
-            let queue = r.take().filter(|r| r.id == id).and_then(|r| r.queue);
-            *r = Some(Recent { version, creds: gen, id, may_read, may_write, queue: queue.clone() });
-            queue
-        })
-        .ok()
-        .flatten();
-    if denied(access, may_read, may_write) {
+fn rights_of(perm: &Perm) -> u32 {
+    let c = creds::own();
+    (if perm.allows(&c, S_IRUGO) { READ } else { 0 }) | (if perm.allows(&c, S_IWUGO) { WRITE } else { 0 })
+}
+
+/// `ipcperms` for a mapped queue: the cached decision while the table and the credentials
+/// are unchanged, else the namespace table's. EINVAL (and the handle retired) if the id
+/// names no queue any more.
+#[inline(always)]
+fn check(h: &'static Handle, access: u32) -> Result<()> {
+    let version = client().table()?.version(Family::Msg);
+    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let c = h.rights.load(Relaxed);
+    let rights = if c & !3 == key { (c & 3) as u32 } else { recheck(h)? };
+    if rights & need(access) == 0 {
         return Err(Errno(libc::EACCES));
     }
-    Ok(queue)
+    Ok(())
+}
+
+#[cold]
+fn recheck(h: &'static Handle) -> Result<u32> {
+    let table = client().table()?;
+    let version = table.version(Family::Msg);
+    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let entry = table.by_id(Family::Msg, h.id).map_err(|_| Errno(libc::EAGAIN))?;
+    let Some(e) = entry else {
+        retire(index_of(h.id), h as *const Handle as *mut Handle);
+        return Err(Errno(libc::EINVAL));
+    };
+    let r = rights_of(&e.perm);
+    if version & 1 == 0 && table.version(Family::Msg) == version {
+        h.rights.store(key | r as u64, Relaxed);
+    }
+    Ok(r)
 }
 
 /// Drops this process's mapping of a queue that is gone (threads still using it keep it).
 pub(crate) fn forget(id: i32) {
-    if let Some(m) = MAPPED.lock().as_mut() {
-        m.remove(&id);
-    }
-    let _ = RECENT.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            if r.as_ref().map(|r| r.id) == Some(id) {
-                *r = None;
-            }
+    if id >= 0 {
+        if let Some(h) = cached(id) {
+            retire(index_of(id), h as *const Handle as *mut Handle);
         }
-    });
+    }
 }
 
-/// Runs `f` on the queue with this id, after the access check. The fast path borrows the
-/// thread's cached mapping for the call (no reference count to touch); a nested call from
-/// a signal handler finds the cache borrowed and takes the slow path.
+/// The queue with this id (≥ 0), after the access check: EINVAL for an id that names no
+/// queue, EACCES without the right. Maps it on first use.
 #[inline(always)]
-fn with_queue<R>(id: i32, access: u32, f: impl FnOnce(&Arc<Mapped>) -> Result<R>) -> Result<R> {
-    if id < 0 {
-        return Err(Errno(libc::EINVAL));
-    }
-    let version = client().table()?.version(Family::Msg);
-    let gen = creds::generation();
-    let mut f = Some(f);
-    let fast = RECENT.try_with(|r| {
-        let r = r.try_borrow().ok()?;
-        let r = r.as_ref().filter(|r| r.version == version && version & 1 == 0 && r.creds == gen && r.id == id)?;
-        let mapped = r.queue.as_ref()?;
-        if denied(access, r.may_read, r.may_write) {
-            return Some(Err(Errno(libc::EACCES)));
+fn queue(id: i32, access: u32) -> Result<&'static Handle> {
+    match cached(id) {
+        Some(h) => {
+            check(h, access)?;
+            Ok(h)
         }
-        Some((f.take()?)(mapped))
-    });
-    if let Ok(Some(result)) = fast {
-        return result;
+        None => open(id, access),
     }
-    let mapped = queue(id, access)?;
-    (f.take().ok_or(Errno(libc::EIO))?)(&mapped)
 }
 
-/// The queue with this id, after the access check.
-fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
-    if let Some(m) = check_access(id, access)? {
-        return Ok(m);
-    }
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    AT_FORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork));
-    });
-    let known = MAPPED.lock().as_ref().and_then(|m| m.get(&id)).cloned();
-    if let Some(m) = known {
-        remember(id, &m);
-        return Ok(m);
+/// Checks the access against the namespace table, then maps the queue (the broker checks
+/// the caller's rights again).
+#[cold]
+fn open(id: i32, access: u32) -> Result<&'static Handle> {
+    let table = client().table()?;
+    let entry = table.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
+    let Some(entry) = entry else { return Err(Errno(libc::EINVAL)) };
+    if rights_of(&entry.perm) & need(access) == 0 {
+        return Err(Errno(libc::EACCES));
     }
     let reply = client().request(&[Op::Open as i64, Family::Msg as i64, id as i64, access as i64])?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
@@ -176,32 +217,12 @@ fn queue(id: i32, access: u32) -> Result<Arc<Mapped>> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let mapped = Arc::new(Mapped { _map: map, queue });
-    let mut all = MAPPED.lock();
-    let all = all.get_or_insert_with(HashMap::new);
-    // Let go of queues removed since (their memory lives as long as someone maps them).
-    all.retain(|_, m| m.queue.header().removed.load(Relaxed) == 0);
-    all.insert(id, mapped.clone());
-    remember(id, &mapped);
-    Ok(mapped)
-}
-
-/// In a forked child: the map's lock may have been held by a thread that does not exist
-/// here. The mappings themselves are inherited and stay valid.
-extern "C" fn after_fork() {
-    if MAPPED.is_locked() {
-        unsafe { MAPPED.force_unlock() };
+    let h = Box::into_raw(Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0) }));
+    let old = HANDLES[index_of(id)].swap(h, AcqRel);
+    if !old.is_null() {
+        push_retired(old);
     }
-}
-
-fn remember(id: i32, m: &Arc<Mapped>) {
-    let _ = RECENT.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
-                r.queue = Some(m.clone());
-            }
-        }
-    });
+    Ok(unsafe { &*h })
 }
 
 /// The queue's lock, held until dropped. A holder that died is repaired after.
@@ -210,26 +231,17 @@ struct Guard<'a> {
 }
 
 /// Tries this many times (about 3 µs here) before sleeping on a held lock: it is held
-/// for a few hundred nanoseconds at most, far less than a sleep and a wake-up cost. This
-/// spins on the queue's internal lock only, never while waiting for a message or for
-/// space (those sleep at once). Measured with two processes streaming through one queue:
-/// 40 tries gave about 12 context switches per 100 messages, 100 tries under 1.
+/// for a few hundred nanoseconds at most, far less than a sleep and a wake-up cost.
+/// Measured with two processes streaming through one queue: 40 tries gave about 12
+/// context switches per 100 messages, 100 tries under 1.
 const LOCK_TRIES: u32 = 100;
 
 #[inline(always)]
-fn lock(queue: &Queue) -> Result<Guard<'_>> {
-    let mutex = &queue.header().lock;
-    let mut locked = None;
-    for _ in 0..LOCK_TRIES {
-        if let Some(r) = mutex.try_lock() {
-            locked = Some(r?);
-            break;
-        }
-        std::hint::spin_loop();
-    }
-    let locked = match locked {
-        Some(l) => l,
-        None => mutex.lock()?,
+fn lock(h: &'static Handle) -> Result<Guard<'static>> {
+    let queue = &h.queue;
+    let locked = match queue.header().lock.try_lock() {
+        Some(r) => r?,
+        None => lock_contended(h)?,
     };
     let guard = Guard { queue };
     if let Locked::Recovered = locked {
@@ -238,13 +250,26 @@ fn lock(queue: &Queue) -> Result<Guard<'_>> {
     Ok(guard)
 }
 
+#[cold]
+fn lock_contended(h: &'static Handle) -> Result<Locked> {
+    let mutex = &h.queue.header().lock;
+    for _ in 1..LOCK_TRIES {
+        std::hint::spin_loop();
+        if let Some(r) = mutex.try_lock() {
+            return r;
+        }
+    }
+    let _in_use = InUse::new(h);
+    mutex.lock()
+}
+
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.queue.header().lock.unlock();
     }
 }
 
-/// Which side of the queue a caller sleeps on.
+/// Which side of the queue a caller waits on.
 #[derive(Clone, Copy)]
 enum Side {
     /// A sender waiting for space.
@@ -253,7 +278,7 @@ enum Side {
     Message,
 }
 
-fn words(h: &super::layout::Header, side: Side) -> (&AtomicU32, &AtomicU32) {
+fn words(h: &Header, side: Side) -> (&AtomicU32, &AtomicU32) {
     match side {
         Side::Space => (&h.space_seq, &h.space_waiters),
         Side::Message => (&h.msg_seq, &h.msg_waiters),
@@ -264,7 +289,8 @@ fn words(h: &super::layout::Header, side: Side) -> (&AtomicU32, &AtomicU32) {
 /// point sleeps (`Sleep::sleep`) outside the panic guard, so that pthread_cancel can end
 /// the sleep by unwinding, then calls again with the `Resume`.
 pub struct Sleep {
-    mapped: Arc<Mapped>,
+    handle: &'static Handle,
+    _in_use: InUse,
     side: Side,
     expected: u32,
     /// msgsnd: the type read before sleeping (the kernel copies the message once).
@@ -272,20 +298,20 @@ pub struct Sleep {
 }
 
 pub struct Resume {
-    sleep: Box<Sleep>,
+    sleep: Sleep,
     /// EINTR if a signal handler ran.
     waited: Result<()>,
 }
 
-/// What a step that must sleep returns, its `Sleep` put in the caller's slot (so that
-/// the fast path's result stays small enough to come back in registers).
+/// What a step that must wait returns, its `Sleep` put in the caller's slot (so that the
+/// fast path's result stays small enough to come back in registers).
 const SLEEPING: Errno = Errno(0);
 
 impl Sleep {
     /// Sleeps until the side's sequence moves, a signal handler runs (EINTR) or the queue
     /// is removed. A cancellation point.
-    pub fn sleep(self: Box<Self>) -> Resume {
-        let (seq, _) = words(self.mapped.queue.header(), self.side);
+    pub fn sleep(self) -> Resume {
+        let (seq, _) = words(self.handle.queue.header(), self.side);
         let waited = cancellable(|| futex_wait(seq, self.expected, None));
         Resume { sleep: self, waited }
     }
@@ -294,27 +320,31 @@ impl Sleep {
 /// Registers the caller as a waiter on `side` and lets go of the lock. `waiters` counts
 /// sleepers so that wakers skip the system call when there are none; a waker resets it
 /// to 0 as it bumps the sequence and wakes everyone.
-fn go_to_sleep(guard: Guard<'_>, mapped: &Arc<Mapped>, side: Side, mtype: i64) -> Sleep {
-    let (seq, waiters) = words(mapped.queue.header(), side);
+fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, resume: Option<Resume>) -> Sleep {
+    let (seq, waiters) = words(h.queue.header(), side);
     waiters.store(waiters.load(Relaxed) + 1, Relaxed);
     let expected = seq.load(Relaxed);
     drop(guard);
-    Sleep { mapped: mapped.clone(), side, expected, mtype }
+    let in_use = match resume {
+        Some(r) => r.sleep._in_use,
+        None => InUse::new(h),
+    };
+    Sleep { handle: h, _in_use: in_use, side, expected, mtype }
 }
 
 /// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR, and the
 /// caller's rights are checked again (the kernel checks them on every pass).
-fn woke(queue: &Queue, resume: &Resume, id: i32, access: u32) -> Result<()> {
-    let (seq, waiters) = words(queue.header(), resume.sleep.side);
-    if seq.load(Relaxed) == resume.sleep.expected {
+fn woke(queue: &Queue, resume: &Resume, access: u32) -> Result<()> {
+    let sleep = &resume.sleep;
+    let (seq, waiters) = words(queue.header(), sleep.side);
+    if seq.load(Relaxed) == sleep.expected {
         waiters.store(waiters.load(Relaxed).saturating_sub(1), Relaxed);
     }
     if queue.header().removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
     }
     resume.waited?;
-    check_access(id, access)?;
-    Ok(())
+    check(sleep.handle, access)
 }
 
 type SetCancelType = unsafe extern "C-unwind" fn(libc::c_int, *mut libc::c_int) -> libc::c_int;
@@ -351,20 +381,39 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
     true
 }
 
-/// msgsnd, up to the point where it would sleep. `msgp` points to the caller's `struct
-/// msgbuf` (a long, then the text). `resume`: back from sleeping.
+/// The calling thread's id (gettid is a system call; cached per thread, and per process
+/// since a forked child's thread has another).
+fn own_tid() -> i32 {
+    thread_local! {
+        static TID: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    let pid = creds::own_pid();
+    TID.try_with(|t| {
+        let (p, tid) = t.get();
+        if p == pid {
+            return tid;
+        }
+        let tid = unsafe { libc::gettid() };
+        t.set((pid, tid));
+        tid
+    })
+    .unwrap_or_else(|_| unsafe { libc::gettid() })
+}
+
+/// msgsnd, up to the point where it would wait. `msgp` points to the caller's `struct
+/// msgbuf` (a long, then the text). `resume`: back from waiting.
 ///
 /// # Safety
 /// `msgp` is the caller's pointer, checked here: unreadable memory gives EFAULT (see
 /// `usercopy`), but another thread may not unmap it during the call.
-pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Box<Sleep>>) -> Result<()> {
+pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Sleep>) -> Result<()> {
     let text = unsafe { msgp.add(std::mem::size_of::<libc::c_long>()) };
     if let Some(resume) = resume {
         // The kernel copied the text before sleeping; we copy it now: probe it again
         // (EFAULT rather than a crash if the program unmapped it meanwhile).
         check_user(text, msgsz, false)?;
-        let mapped = resume.sleep.mapped.clone();
-        return send(&mapped, id, resume.sleep.mtype, text, msgsz, flags, Some(resume), sleep);
+        let h = resume.sleep.handle;
+        return send(h, resume.sleep.mtype, text, msgsz, flags, Some(resume), sleep);
     }
     check_user(msgp, 8, false)?;
     let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
@@ -376,27 +425,19 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume:
     }
     // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
     check_user(text, msgsz, false)?;
-    with_queue(id, S_IWUGO, |m| send(m, id, mtype, text, msgsz, flags, None, sleep))
+    let h = queue(id, S_IWUGO)?;
+    send(h, mtype, text, msgsz, flags, None, sleep)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send(
-    mapped: &Arc<Mapped>,
-    id: i32,
-    mtype: i64,
-    text: *const u8,
-    msgsz: usize,
-    flags: i32,
-    resume: Option<Resume>,
-    sleep: &mut Option<Box<Sleep>>,
-) -> Result<()> {
-    let q = &mapped.queue;
-    let h = q.header();
-    let guard = lock(q)?;
+#[inline(always)]
+fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Sleep>) -> Result<()> {
+    let q = &h.queue;
+    let header = q.header();
+    let guard = lock(h)?;
     if let Some(resume) = &resume {
-        woke(q, resume, id, S_IWUGO)?;
+        woke(q, resume, S_IWUGO)?;
     }
-    if h.removed.load(Acquire) != 0 {
+    if header.removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
     }
     let mut sent = false;
@@ -410,20 +451,20 @@ fn send(
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        *sleep = Some(Box::new(go_to_sleep(guard, mapped, Side::Space, mtype)));
+        *sleep = Some(wait(guard, h, Side::Space, mtype, resume));
         return Err(SLEEPING);
     }
-    h.lspid.store(creds::own_pid(), Relaxed);
-    h.stime.store(now_secs(), Relaxed);
-    let wake = bump(&h.msg_seq, &h.msg_waiters);
+    header.lspid.store(creds::own_pid(), Relaxed);
+    header.stime.store(now_secs(), Relaxed);
+    let wake = bump(&header.msg_seq, &header.msg_waiters);
     drop(guard);
     if wake {
-        futex_wake(&h.msg_seq, i32::MAX);
+        futex_wake(&header.msg_seq, i32::MAX);
     }
     Ok(())
 }
 
-/// msgrcv, up to the point where it would sleep. Done: the number of text bytes stored.
+/// msgrcv, up to the point where it would wait. Done: the number of text bytes stored.
 ///
 /// # Safety
 /// As `msgsnd`, for writing.
@@ -434,7 +475,7 @@ pub unsafe fn msgrcv(
     msgtyp: i64,
     flags: i32,
     resume: Option<Resume>,
-    sleep: &mut Option<Box<Sleep>>,
+    sleep: &mut Option<Sleep>,
 ) -> Result<usize> {
     if id < 0 || (bufsz as isize) < 0 {
         return Err(Errno(libc::EINVAL));
@@ -457,16 +498,16 @@ pub unsafe fn msgrcv(
     } else {
         Search::Equal(msgtyp)
     };
-    let args = Receive { id, msgp, bufsz, search, flags, copy_limit };
+    let args = Receive { msgp, bufsz, search, flags, copy_limit };
     if let Some(resume) = resume {
-        let mapped = resume.sleep.mapped.clone();
-        return receive(&mapped, &args, Some(resume), sleep);
+        let h = resume.sleep.handle;
+        return receive(h, &args, Some(resume), sleep);
     }
-    with_queue(id, S_IRUGO, |m| receive(m, &args, None, sleep))
+    let h = queue(id, S_IRUGO)?;
+    receive(h, &args, None, sleep)
 }
 
 struct Receive {
-    id: i32,
     msgp: *mut u8,
     bufsz: usize,
     search: Search,
@@ -474,24 +515,25 @@ struct Receive {
     copy_limit: usize,
 }
 
-fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>, sleep: &mut Option<Box<Sleep>>) -> Result<usize> {
-    let &Receive { id, msgp, bufsz, search, flags, copy_limit } = args;
-    let q = &mapped.queue;
-    let h = q.header();
+#[inline(always)]
+fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &mut Option<Sleep>) -> Result<usize> {
+    let &Receive { msgp, bufsz, search, flags, copy_limit } = args;
+    let q = &h.queue;
+    let header = q.header();
     let text = msgp.wrapping_add(std::mem::size_of::<libc::c_long>());
-    let guard = lock(q)?;
+    let guard = lock(h)?;
     let waited = resume.is_some();
     if let Some(resume) = &resume {
-        woke(q, resume, id, S_IRUGO)?;
+        woke(q, resume, S_IRUGO)?;
     }
-    if h.removed.load(Acquire) != 0 {
+    if header.removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
     }
     let Some(found) = q.find(search)? else {
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        *sleep = Some(Box::new(go_to_sleep(guard, mapped, Side::Message, 0)));
+        *sleep = Some(wait(guard, h, Side::Message, 0, resume));
         return Err(SLEEPING);
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
@@ -522,13 +564,13 @@ fn receive(mapped: &Arc<Mapped>, args: &Receive, resume: Option<Resume>, sleep: 
     q.unlink(&found, store_type)?;
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
-    let receiver = if waited { unsafe { libc::gettid() } } else { creds::own_pid() };
-    h.lrpid.store(receiver, Relaxed);
-    h.rtime.store(now_secs(), Relaxed);
-    let wake = bump(&h.space_seq, &h.space_waiters);
+    let receiver = if waited { own_tid() } else { creds::own_pid() };
+    header.lrpid.store(receiver, Relaxed);
+    header.rtime.store(now_secs(), Relaxed);
+    let wake = bump(&header.space_seq, &header.space_waiters);
     drop(guard);
     if wake {
-        futex_wake(&h.space_seq, i32::MAX);
+        futex_wake(&header.space_seq, i32::MAX);
     }
     Ok(len)
 }

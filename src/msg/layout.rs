@@ -127,6 +127,10 @@ pub struct Found {
 pub struct Queue {
     base: *mut u8,
     capacity: u32,
+    /// Where the slots, the block links and the blocks start (from `offsets`, computed once).
+    slots: *mut u8,
+    block_links: *mut u8,
+    blocks: *mut u8,
 }
 
 unsafe impl Send for Queue {}
@@ -165,7 +169,8 @@ impl Queue {
         if capacity == 0 || memfd_len(capacity) > len {
             return Err(CORRUPT);
         }
-        Ok(Queue { base, capacity })
+        let (slots, block_links, blocks, _) = offsets(capacity);
+        Ok(Queue { base, capacity, slots: base.add(slots), block_links: base.add(block_links), blocks: base.add(blocks) })
     }
 
     pub fn header(&self) -> &Header {
@@ -181,23 +186,21 @@ impl Queue {
         if link == 0 || link > self.capacity {
             return Err(CORRUPT);
         }
-        let off = offsets(self.capacity).0 + (link as usize - 1) * SLOT_SIZE;
-        Ok(unsafe { &*(self.base.add(off) as *const Slot) })
+        Ok(unsafe { &*(self.slots.add((link as usize - 1) * SLOT_SIZE) as *const Slot) })
     }
 
     fn block_next(&self, link: u32) -> Result<&AtomicU32> {
         if link == 0 || link > self.capacity {
             return Err(CORRUPT);
         }
-        let off = offsets(self.capacity).1 + (link as usize - 1) * 4;
-        Ok(unsafe { &*(self.base.add(off) as *const AtomicU32) })
+        Ok(unsafe { &*(self.block_links.add((link as usize - 1) * 4) as *const AtomicU32) })
     }
 
     fn block(&self, link: u32) -> Result<*mut u8> {
         if link == 0 || link > self.capacity {
             return Err(CORRUPT);
         }
-        Ok(unsafe { self.base.add(offsets(self.capacity).2 + (link as usize - 1) * BLOCK) })
+        Ok(unsafe { self.blocks.add((link as usize - 1) * BLOCK) })
     }
 
     /// `msg_fits_inqueue`: bytes and count both bounded by msg_qbytes.
