@@ -241,40 +241,50 @@ impl Broker {
         while !self.stop {
             // Notices left in rings are applied within RING_POLL even if nobody asks.
             let timeout = if self.rings_pending() || self.ns.sem.has_pending() { RING_POLL_MS } else { -1 };
-            let n = self.wait(&mut events, timeout);
-            if n < 0 {
-                let e = Errno::last();
-                if e.0 == libc::EINTR {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut requests: Vec<(RawFd, Frame)> = Vec::new();
-            let mut closed: Vec<RawFd> = Vec::new();
-            let mut deaths: Vec<i32> = Vec::new();
-            for ev in &events[..n as usize] {
-                let fd = (ev.u64 & 0xffff_ffff) as RawFd;
-                match ev.u64 & !0xffff_ffff {
-                    LISTENER => self.accept_all(),
-                    CONN => self.read_all(fd, &mut requests, &mut closed),
-                    PIDFD => deaths.extend(self.pidfds.get(&fd).copied()),
-                    _ => {}
-                }
-            }
-            // Everything clients noted before this batch, before deaths and answers.
-            self.drain_rings();
-            for pid in deaths {
-                self.process_died(pid);
-            }
-            self.ns.sem.retry_pending();
-            for fd in closed {
-                self.connection_closed(fd);
-            }
-            for (fd, frame) in requests {
-                self.answer(fd, frame);
-            }
+            self.turn(&mut events, timeout)?;
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        Ok(())
+    }
+
+    /// Whether a Stop request was granted.
+    pub fn stopped(&self) -> bool {
+        self.stop
+    }
+
+    /// One turn of the loop: waits up to `timeout` ms (-1: for ever) for ready descriptors
+    /// (at most `events.len()`), then handles that batch. Public so that a harness (the
+    /// fuzzer, fuzz/) can drive a broker in its own thread.
+    pub fn turn(&mut self, events: &mut [libc::epoll_event], timeout: i32) -> Result<()> {
+        let n = self.wait(events, timeout);
+        if n < 0 {
+            let e = Errno::last();
+            return if e.0 == libc::EINTR { Ok(()) } else { Err(e) };
+        }
+        let mut requests: Vec<(RawFd, Frame)> = Vec::new();
+        let mut closed: Vec<RawFd> = Vec::new();
+        let mut deaths: Vec<i32> = Vec::new();
+        for ev in &events[..n as usize] {
+            let fd = (ev.u64 & 0xffff_ffff) as RawFd;
+            match ev.u64 & !0xffff_ffff {
+                LISTENER => self.accept_all(),
+                CONN => self.read_all(fd, &mut requests, &mut closed),
+                PIDFD => deaths.extend(self.pidfds.get(&fd).copied()),
+                _ => {}
+            }
+        }
+        // Everything clients noted before this batch, before deaths and answers.
+        self.drain_rings();
+        for pid in deaths {
+            self.process_died(pid);
+        }
+        self.ns.sem.retry_pending();
+        for fd in closed {
+            self.connection_closed(fd);
+        }
+        for (fd, frame) in requests {
+            self.answer(fd, frame);
+        }
         Ok(())
     }
 
