@@ -49,6 +49,62 @@ fn run_private_gives_a_fresh_namespace_and_removes_it() {
     assert!(left.is_empty(), "private namespace files left behind: {left:?}");
 }
 
+/// The probe (tests/probe.c: one shm call per run) built once for this file's tests.
+fn probe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-run");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
+            assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
+            probe
+        })
+        .clone()
+}
+
+#[test]
+fn run_private_lasts_while_a_daemon_it_started_lives_even_one_that_uses_it_only_later() {
+    let dir = scratch("daemon");
+    let out_file = dir.join("daemon.out");
+    let p = probe();
+    let p = p.to_str().unwrap();
+    // The command creates a segment and leaves a background job that uses the namespace
+    // only after the command has exited: as with a kernel IPC namespace, the job still
+    // finds the segment, and the namespace goes when the job has gone.
+    let script = format!("{p} create 0x5353; ({p} lookup 0x5353; sleep 1; {p} lookup 0x5353) > {} 2>&1 &", out_file.display());
+    let start = std::time::Instant::now();
+    let out = ipcshim(&dir, &["run", "--private", "--", "sh", "-c", &script]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("ok "), "{out:?}");
+    assert!(start.elapsed() < std::time::Duration::from_millis(900), "run returns when the command ends, not the job");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let files = || -> Vec<_> { std::fs::read_dir(dir.join("ipcshim")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default() };
+    while !files().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let job = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert_eq!(job.lines().collect::<Vec<_>>(), ["ok 0", "ok 0"], "the job found the segment both times");
+    assert!(files().is_empty(), "the namespace is removed once the job has gone: {:?}", files());
+}
+
+#[test]
+fn run_private_serves_children_that_switch_to_another_uid() {
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("this test needs root and util-linux's setpriv (make check runs as root in CI)");
+    }
+    let dir = scratch("otheruid");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let p = probe();
+    let p = p.to_str().unwrap();
+    // Root creates a segment (mode 0666), a child running as nobody finds and removes it.
+    let script = format!("{p} create 0x5454 && setpriv --reuid 65534 --regid 65534 --clear-groups {p} lookup 0x5454");
+    let out = ipcshim(&dir, &["run", "--private", "--", "sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[0], lines[1], "the other uid sees the same segment: {out:?}");
+}
+
 #[test]
 fn stop_refuses_while_objects_exist_unless_forced() {
     let dir = scratch("stop");

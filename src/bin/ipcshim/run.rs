@@ -19,7 +19,8 @@ be run).
 
 Options:
  -p, --private         a fresh namespace of its own, removed with its objects once CMD and
-                       every process that used it have exited
+                       every process it started have exited (like a kernel IPC namespace);
+                       returns when CMD ends, leaving a keeper for background jobs
  -n, --namespace NAME  the namespace NAME (kept until 'ipcshim stop'); default: the
                        inherited IPCSHIM_NAMESPACE or IPCSHIM_SOCKET, else \"default\"
  -h, --help            display this help";
@@ -89,24 +90,147 @@ fn run(mut namespace: Option<String>, private: bool, command: &[OsString]) -> Ex
     if let Some(ns) = &namespace {
         child.env("IPCSHIM_NAMESPACE", ns).env_remove("IPCSHIM_SOCKET");
     }
-    let status = match child.status() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ipcshim run: cannot run {}: {e}", command[0].to_string_lossy());
-            return ExitCode::from(127);
-        }
-    };
     if private {
         std::env::set_var("IPCSHIM_NAMESPACE", namespace.as_deref().unwrap_or_default());
         std::env::remove_var("IPCSHIM_SOCKET");
-        tear_down(&socket_paths(unsafe { libc::geteuid() }).0);
+        return run_private(child);
     }
+    match child.status() {
+        Ok(status) => exit_code(status),
+        Err(e) => cannot_run(&command[0], e),
+    }
+}
+
+fn cannot_run(command: &OsString, e: std::io::Error) -> ExitCode {
+    eprintln!("ipcshim run: cannot run {}: {e}", command.to_string_lossy());
+    ExitCode::from(127)
+}
+
+/// CMD's status as ours: its code, or 128+N if it was killed by signal N.
+fn status_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => ExitCode::from(code as u8),
-        (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
-        _ => ExitCode::from(1),
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        _ => 1,
     }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    ExitCode::from(status_code(status))
+}
+
+/// The signals a terminal sends a whole process group: CMD takes them; the keeper and this
+/// command must outlive them to report CMD's status and tear the namespace down.
+const GROUP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+
+fn set_group_signals(action: libc::sighandler_t) {
+    for sig in GROUP_SIGNALS {
+        unsafe { libc::signal(sig, action) };
+    }
+}
+
+/// A private namespace lives as long as the processes started in it, as a kernel IPC
+/// namespace does. A keeper process, made the subreaper of CMD's tree, runs CMD and
+/// reports its status; descendants that outlive CMD (daemons, background jobs — whether
+/// they have used the namespace yet or not) are reparented to the keeper instead of init,
+/// and the keeper tears the namespace down after the last has exited. This command exits
+/// with CMD's status as soon as CMD has ended and the namespace is gone, or, if
+/// descendants remain, at once, leaving the keeper to finish.
+fn run_private(mut child: std::process::Command) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("ipcshim run: pipe: {}", std::io::Error::last_os_error());
+        return ExitCode::from(1);
+    }
+    let (mut from_keeper, mut to_parent) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+    set_group_signals(libc::SIG_IGN);
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("ipcshim run: fork: {}", std::io::Error::last_os_error());
+            ExitCode::from(1)
+        }
+        0 => {
+            drop(from_keeper);
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            unsafe {
+                child.pre_exec(|| {
+                    set_group_signals(libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let code = match child.status() {
+                Ok(status) => status_code(status),
+                Err(e) => {
+                    let _ = cannot_run(&child.get_program().to_os_string(), e);
+                    127
+                }
+            };
+            let socket = socket_paths(unsafe { libc::geteuid() }).0;
+            let alone = reap_descendants(&socket, false);
+            if alone {
+                tear_down(&socket);
+            }
+            let _ = to_parent.write_all(&[code, alone as u8]);
+            drop(to_parent);
+            if !alone {
+                // Hold nothing of the caller's (a pipe it reads to the end, a directory).
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                    libc::chdir(c"/".as_ptr());
+                }
+                reap_descendants(&socket, true);
+                tear_down(&socket);
+            }
+            unsafe { libc::_exit(0) }
+        }
+        keeper => {
+            drop(to_parent);
+            let mut report = [0u8; 2];
+            if from_keeper.read_exact(&mut report).is_err() {
+                eprintln!("ipcshim run: the namespace's keeper (pid {keeper}) died; the namespace may be left behind");
+                return ExitCode::from(1);
+            }
+            if report[1] == 1 {
+                unsafe { libc::waitpid(keeper, std::ptr::null_mut(), 0) };
+            }
+            ExitCode::from(report[0])
+        }
+    }
+}
+
+/// Reaps the keeper's descendants as they end: those already gone, or (`wait`) all of
+/// them. True when none is left but the namespace's broker (a client started it, and
+/// being a daemon it was reparented to us).
+fn reap_descendants(socket: &Path, wait: bool) -> bool {
+    loop {
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let broker = ask(socket, &[Op::Status as i64]).ok().and_then(|w| w.get(1).copied());
+        let others = children().into_iter().any(|pid| Some(pid as i64) != broker);
+        if !others {
+            return true;
+        }
+        if !wait {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The keeper's living children (reaped ones are gone; zombies are reaped before this).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Stops a private namespace's broker once no process uses it any more, and removes its
