@@ -169,6 +169,57 @@ fn a_killed_broker_is_a_reboot_and_the_next_call_starts_a_new_one() {
 }
 
 #[test]
+fn a_killed_broker_wakes_its_sleepers_with_eidrm_and_leaves_mappings_readable() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch("reboot");
+    let helper = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reboot");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reboot.c");
+    assert!(Command::new("cc").arg("-o").arg(&helper).arg(&src).status().unwrap().success());
+    let mut child = Command::new(&helper)
+        .env("LD_PRELOAD", lib())
+        .env("IPCSHIM_BROKER", bin())
+        .env("IPCSHIM_DIR", &dir)
+        .env("IPCSHIM_LOG", "off")
+        .env_remove("IPCSHIM_NAMESPACE")
+        .env_remove("IPCSHIM_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let socket = dir.join("ipcshim/default.sock");
+    let status = Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(100));
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    let lines: Vec<&str> = rest.lines().collect();
+    let einval = libc::EINVAL;
+    let eidrm = libc::EIDRM;
+    assert_eq!(
+        lines,
+        [
+            "segment kept".to_string(),
+            format!("old_shmctl -1 {einval}"),
+            format!("old_msgsnd -1 {einval}"),
+            format!("old_semop -1 {einval}"),
+            "new_msgget 0 0".to_string(),
+            "new_msgsnd 0 0".to_string(),
+            format!("receiver ended {eidrm}"),
+            format!("waiter ended {eidrm}"),
+        ]
+    );
+    stop(&[("IPCSHIM_SOCKET", socket.to_str().unwrap())]);
+}
+
+#[test]
 fn a_broker_of_another_unprivileged_user_is_not_trusted() {
     if !is_root() {
         eprintln!("needs root to run processes as two uids; CI runs as root");

@@ -53,6 +53,13 @@ pub struct Client {
     table_identity: Mutex<Option<(u64, u64)>>,
 }
 
+/// The longest a blocked call sleeps before it looks again, and asks whether the broker
+/// still lives (`Client::broker_lost`).
+pub const LOOK_AROUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bumped each time a broker's namespace table is adopted (see `broker_epoch`).
+static BROKER_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The pid whose hello the broker has seen (0 before the first, and in a forked child).
 static REGISTERED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -228,7 +235,29 @@ impl Client {
         let boxed = Box::into_raw(Box::new(TableMap { _map: map, table }));
         self.table.store(boxed, Ordering::Release);
         *current = identity;
+        BROKER_EPOCH.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Which broker this process talks to: changes when a new broker (a new namespace
+    /// table) is met, that is, after the old one died.
+    pub fn broker_epoch(&self) -> u64 {
+        BROKER_EPOCH.load(Ordering::Acquire)
+    }
+
+    /// Whether the broker of `epoch` is gone: another broker has been met since, or our
+    /// connection to it has been closed by its death. A sleeper on one of its objects
+    /// asks this now and then: nobody will ever wake it (a killed broker is a reboot of the
+    /// namespace, and the kernel's sleepers would not survive a reboot either).
+    pub fn broker_lost(&self, epoch: u64) -> bool {
+        if self.broker_epoch() != epoch {
+            return true;
+        }
+        let guard = self.conn.lock();
+        let Some(c) = guard.as_ref().filter(|c| c.is_ours()) else { return false };
+        let mut p = libc::pollfd { fd: c.fd, events: libc::POLLRDHUP, revents: 0 };
+        let ready = unsafe { libc::poll(&mut p, 1, 0) };
+        ready == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// In a forked child: the inherited socket is the parent's; let it go (closing our copy

@@ -312,7 +312,20 @@ impl Sleep {
     /// is removed. A cancellation point.
     pub fn sleep(self) -> Resume {
         let (seq, _) = words(self.handle.queue.header(), self.side);
-        let waited = cancellable(|| futex_wait(seq, self.expected, None));
+        let epoch = crate::client::client().broker_epoch();
+        let waited = cancellable(|| loop {
+            // Bounded, to look now and then whether the broker still lives: if it was
+            // killed, the namespace was rebooted and the queue is gone with it.
+            match futex_wait(seq, self.expected, Some(Instant::now() + crate::client::LOOK_AROUND)) {
+                Err(Errno(libc::EAGAIN)) if seq.load(Relaxed) == self.expected => {
+                    if crate::client::client().broker_lost(epoch) {
+                        break Err(Errno(libc::EIDRM));
+                    }
+                }
+                Err(Errno(libc::EAGAIN)) => break Ok(()),
+                other => break other,
+            }
+        });
         Resume { sleep: self, waited }
     }
 }

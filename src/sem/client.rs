@@ -477,6 +477,7 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
 /// deadline passed (EAGAIN) or a signal interrupted (EINTR).
 fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>, held: &wait::SignalsHeld) -> Result<()> {
     let w = h.mem.waiter(slot);
+    let epoch = client().broker_epoch();
     loop {
         match w.state.load(Acquire) {
             W_WAITING => {}
@@ -505,6 +506,11 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>, held: &wait::Signal
             continue;
         }
         match wait::sleep(deadline, held) {
+            Ok(()) if client().broker_lost(epoch) => {
+                // The namespace was rebooted under us: the set is gone with it.
+                let _ = array::lock(&h.mem)?.dequeue(slot);
+                return Err(Errno(libc::EIDRM));
+            }
             Ok(()) => {}
             Err(Errno(libc::EBADF)) => {
                 // The program closed our socket: make another, tell the wakers.

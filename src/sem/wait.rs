@@ -221,6 +221,11 @@ pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
         }
         None => None,
     };
+    // Bounded, so that the caller looks now and then whether the broker is still there.
+    let timeout = match timeout {
+        Some(t) if t.tv_sec < crate::client::LOOK_AROUND.as_secs() as libc::time_t => Some(t),
+        _ => Some(libc::timespec { tv_sec: crate::client::LOOK_AROUND.as_secs() as libc::time_t, tv_nsec: 0 }),
+    };
     let mut event = libc::epoll_event { events: 0, u64: 0 };
     let r = epoll_pwait2(epoll, &mut event, timeout.as_ref(), &held.callers);
     if r > 0 {
@@ -229,7 +234,8 @@ pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
         return Ok(());
     }
     match (r, Errno::last()) {
-        (0, _) => Err(Errno(libc::EAGAIN)),
+        (0, _) if deadline.is_some_and(|d| Instant::now() >= d) => Err(Errno(libc::EAGAIN)),
+        (0, _) => Ok(()),
         (_, Errno(libc::EINTR)) => Err(Errno(libc::EINTR)),
         _ => Ok(()),
     }
