@@ -256,7 +256,8 @@ impl Client {
         let guard = self.conn.lock();
         let Some(c) = guard.as_ref().filter(|c| c.is_ours()) else { return false };
         let mut p = libc::pollfd { fd: c.fd, events: libc::POLLRDHUP, revents: 0 };
-        let ready = unsafe { libc::poll(&mut p, 1, 0) };
+        // A raw system call: glibc's poll is a cancellation point, and semop is not one.
+        let ready = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) };
         ready == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 
