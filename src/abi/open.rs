@@ -22,11 +22,11 @@ macro_rules! real {
     }};
 }
 
-type OpenFn = unsafe extern "C" fn(*const c_char, c_int, mode_t) -> c_int;
-type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, mode_t) -> c_int;
-type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
-type Openat2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
-type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut FILE;
+type OpenFn = unsafe extern "C-unwind" fn(*const c_char, c_int, mode_t) -> c_int;
+type OpenatFn = unsafe extern "C-unwind" fn(c_int, *const c_char, c_int, mode_t) -> c_int;
+type Open2Fn = unsafe extern "C-unwind" fn(*const c_char, c_int) -> c_int;
+type Openat2Fn = unsafe extern "C-unwind" fn(c_int, *const c_char, c_int) -> c_int;
+type FopenFn = unsafe extern "C-unwind" fn(*const c_char, *const c_char) -> *mut FILE;
 
 /// The views belong to the library a program loads. The same code linked into an
 /// executable (the `ipcshim` command, whose broker reads the machine's limits, and Rust
@@ -72,11 +72,13 @@ unsafe fn raw_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode
     libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) as c_int
 }
 
+// These are cancellation points (glibc's open, openat and fopen are): "C-unwind", so that
+// pthread_cancel's unwinding passes through our frame from libc's function to the caller.
 // open's mode is variadic in C; the x86_64 and aarch64 ABIs pass it in the same register
 // as a fixed third argument (as semctl's fourth, see cbindgen.toml).
 
 #[no_mangle]
-pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+pub unsafe extern "C-unwind" fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -87,7 +89,7 @@ pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+pub unsafe extern "C-unwind" fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -98,7 +100,7 @@ pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+pub unsafe extern "C-unwind" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -109,7 +111,7 @@ pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int,
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+pub unsafe extern "C-unwind" fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -122,7 +124,7 @@ pub unsafe extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_in
 // The _FORTIFY_SOURCE entry points (open without a mode when the flags are not constant).
 
 #[no_mangle]
-pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -133,7 +135,7 @@ pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -144,7 +146,7 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -155,7 +157,7 @@ pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+pub unsafe extern "C-unwind" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     if let Some(v) = view(path, readonly(flags)) {
         return serve(v, flags & libc::O_CLOEXEC != 0);
     }
@@ -185,7 +187,7 @@ unsafe fn fopen_view(path: *const c_char, mode: *const c_char) -> Option<*mut FI
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
+pub unsafe extern "C-unwind" fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
     if let Some(file) = fopen_view(path, mode) {
         return file;
     }
@@ -199,7 +201,7 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
+pub unsafe extern "C-unwind" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
     if let Some(file) = fopen_view(path, mode) {
         return file;
     }
