@@ -67,6 +67,10 @@ impl Op {
 pub struct Frame {
     pub words: Vec<i64>,
     pub fd: Option<OwnedFd>,
+    /// The message carried a descriptor the receiver had no room for (its descriptor table
+    /// is full): the kernel dropped it (MSG_CTRUNC). The words arrived whole, so the
+    /// connection is still in step.
+    pub fd_dropped: bool,
 }
 
 impl Frame {
@@ -125,7 +129,7 @@ pub fn send(sock: RawFd, words: &[i64], fd: Option<RawFd>) -> Result<()> {
 
 /// Receives one message. `Ok(None)` on end of stream; EAGAIN when non-blocking and empty.
 /// A message that is truncated or not a whole number of words is EINVAL (and any descriptor
-/// it carried is closed).
+/// it carried is closed). A descriptor that could not be received is `fd_dropped`.
 pub fn recv(sock: RawFd, flags: i32) -> Result<Option<Frame>> {
     let mut buf = vec![0u8; MAX_WORDS * 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
@@ -159,15 +163,19 @@ pub fn recv(sock: RawFd, flags: i32) -> Result<Option<Frame>> {
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if n == 0 && fds.is_empty() && msg.msg_flags & libc::MSG_TRUNC == 0 {
+    let control_truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    if n == 0 && fds.is_empty() && msg.msg_flags & libc::MSG_TRUNC == 0 && !control_truncated {
         // A zero-length SEQPACKET read is the end of the stream.
         return Ok(None);
     }
-    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n % 8 != 0 || fds.len() > 1 {
+    // MSG_CTRUNC with nothing received: our 64-byte control buffer holds any one
+    // descriptor, so the descriptor table was full (EMFILE inside the kernel). More than
+    // one descriptor is not our protocol.
+    if msg.msg_flags & libc::MSG_TRUNC != 0 || n % 8 != 0 || fds.len() > 1 || (control_truncated && !fds.is_empty()) {
         return Err(Errno(libc::EINVAL));
     }
     let words = buf[..n].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-    Ok(Some(Frame { words, fd: fds.pop() }))
+    Ok(Some(Frame { words, fd: fds.pop(), fd_dropped: control_truncated }))
 }
 
 #[cfg(test)]
@@ -200,7 +208,7 @@ mod tests {
         let (a, b) = pair();
         unsafe { libc::send(a.as_raw_fd(), b"abc".as_ptr() as *const libc::c_void, 3, 0) };
         assert_eq!(recv(b.as_raw_fd(), 0).unwrap_err(), Errno(libc::EINVAL));
-        let f = Frame { words: vec![1, 2, 5, 6], fd: None };
+        let f = Frame { words: vec![1, 2, 5, 6], ..Frame::default() };
         assert_eq!(f.tail(1, 10).unwrap(), &[5, 6]);
         assert!(f.tail(2, 10).is_err(), "count past the end");
         assert!(f.tail(9, 10).is_err(), "count word missing");

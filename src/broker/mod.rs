@@ -403,7 +403,7 @@ impl Broker {
     fn apply_ring_notices(&mut self, pid: i32, notices: Vec<[i64; 2]>) {
         for words in notices {
             if let Some(op) = Op::from_i64(words[0]).filter(|op| op.is_one_way()) {
-                self.notice(pid, op, &Frame { words: words.to_vec(), fd: None });
+                self.notice(pid, op, &Frame { words: words.to_vec(), ..Frame::default() });
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod creds;
 pub mod fork;
 pub mod get;
 pub mod namespace;
+pub mod reserve;
 pub mod spawn;
 
 use crate::ipc::table::{Table, TABLE_SIZE};
@@ -13,6 +14,7 @@ use crate::ipc::{Errno, Result};
 use crate::log;
 use crate::sys::{fd_identity, Mapping};
 use crate::wire::{self, Frame, Op};
+use reserve::{raw_close, Reserve};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -35,7 +37,7 @@ impl Conn {
 
     fn close(self) {
         if self.is_ours() {
-            unsafe { libc::close(self.fd) };
+            raw_close(self.fd);
         }
     }
 }
@@ -51,6 +53,8 @@ pub struct Client {
     /// lock-free readers may still use it) only if the broker was restarted.
     table: AtomicPtr<TableMap>,
     table_identity: Mutex<Option<(u64, u64)>>,
+    /// Taken after `conn` when both are needed.
+    reserve: Mutex<Reserve>,
 }
 
 /// The longest a blocked call sleeps before it looks again, and asks whether the broker
@@ -63,14 +67,16 @@ static BROKER_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// The pid whose hello the broker has seen (0 before the first, and in a forked child).
 static REGISTERED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-static CLIENT: Lazy<Client> = Lazy::new(|| Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None) });
+static CLIENT: Lazy<Client> = Lazy::new(|| Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None), reserve: Mutex::new(Reserve::new()) });
 
 pub fn client() -> &'static Client {
     &CLIENT
 }
 
 impl Client {
-    /// A request and its reply. `Err` is the broker's errno, or the connection's failure.
+    /// A request and its reply. `Err` is the broker's errno, or the connection's failure:
+    /// EMFILE when the reply carried a descriptor this process had no room for, even after
+    /// freeing its reserve (the connection stays usable).
     pub fn request(&self, words: &[i64]) -> Result<Frame> {
         let mut guard = self.conn.lock();
         let fd = self.ensure_connected(&mut guard)?;
@@ -81,19 +87,46 @@ impl Client {
             let fd = self.ensure_connected(&mut guard)?;
             wire::send(fd, words, None)?;
         }
-        let reply = match recv_reply(fd) {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(_) => {
-                guard.take().map(Conn::close);
-                log::warn("the broker closed the connection during a request");
-                return Err(Errno(libc::EIDRM));
+        let fd = guard.as_ref().map_or(fd, |c| c.fd);
+        let mut reply = await_reply(&mut guard, fd)?;
+        if reply.fd_dropped && self.reserve.lock().release_one() {
+            // Our descriptor table is full: the reserve's slot is free now, ask again. (Only
+            // Open is answered with a descriptor, and it changes nothing in the broker.)
+            if wire::send(fd, words, None).is_err() {
+                return Err(lost(&mut guard));
             }
-        };
+            reply = await_reply(&mut guard, fd)?;
+        }
         let status = reply.word(0)?;
         if status < 0 {
             return Err(Errno((-status) as i32));
         }
+        if reply.fd_dropped {
+            return Err(Errno(libc::EMFILE));
+        }
         Ok(reply)
+    }
+
+    /// Whether this process can spare a descriptor the broker sent for longer than the
+    /// call that asked for it: true when our reserve is in place (remade if it can be). A
+    /// caller that would cache one (shmat) closes it after use instead when this is false.
+    pub fn can_spare_descriptor(&self) -> bool {
+        let _guard = self.conn.lock();
+        self.reserve.lock().keep()
+    }
+
+    /// Runs `f`, which needs one descriptor for a moment and closes it again, with the
+    /// reserve's slot free: for the calls that must work in a process whose descriptor
+    /// table is full (waking a semaphore sleeper). Costs two system calls more.
+    pub fn with_reserve_released<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.conn.lock();
+        let mut reserve = self.reserve.lock();
+        let released = reserve.release_one();
+        let r = f();
+        if released {
+            reserve.keep();
+        }
+        r
     }
 
     /// A one-way notice: sent, not answered.
@@ -163,11 +196,14 @@ impl Client {
     fn ensure_connected(&self, guard: &mut Option<Conn>) -> Result<RawFd> {
         if let Some(c) = guard.as_ref() {
             if c.is_ours() {
+                self.reserve.lock().keep();
                 return Ok(c.fd);
             }
             // Closed or replaced by the program: forget it without touching the descriptor.
             *guard = None;
         }
+        // Our reserve's slots are the room a program with a full table left us.
+        self.reserve.lock().release_all();
         let sock = spawn::connect()?;
         let inherited = fork::inherited_attachments();
         let mut hello = vec![Op::Hello as i64, inherited.len() as i64];
@@ -186,6 +222,10 @@ impl Client {
             answer = wire::recv(sock.as_raw_fd(), libc::MSG_DONTWAIT);
         }
         let reply = match answer {
+            Ok(Some(reply)) if reply.fd_dropped => {
+                // The namespace table could not be received: no descriptor to spare.
+                return Err(Errno(libc::EMFILE));
+            }
             Ok(Some(reply)) => reply,
             _ if sent.is_err() => return Err(refused(sent.unwrap_err())),
             other => {
@@ -218,6 +258,7 @@ impl Client {
         let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
         let fd = sock.into_raw_fd();
         *guard = Some(Conn { fd, identity, ring });
+        self.reserve.lock().keep();
         Ok(fd)
     }
 
@@ -267,11 +308,18 @@ impl Client {
         // The lock may have been held by another thread of the parent at fork time; the
         // child has only this thread, so take the state over without waiting.
         let slot = unsafe { &mut *self.conn.data_ptr() };
+        let reserve = unsafe { &mut *self.reserve.data_ptr() };
         if let Some(c) = slot.take() {
-            c.close();
+            // Its slot stays ours, for the child's own connection.
+            if c.is_ours() {
+                reserve.take_over(c.fd);
+            }
         }
         if self.conn.is_locked() {
             unsafe { self.conn.force_unlock() };
+        }
+        if self.reserve.is_locked() {
+            unsafe { self.reserve.force_unlock() };
         }
     }
 }
@@ -279,6 +327,21 @@ impl Client {
 /// How long a client polls for a reply before it sleeps: the broker usually answers within
 /// a few microseconds, and a sleep and wake-up costs more than that on most machines.
 const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// The reply to the request just sent. A connection that fails here is lost: forgotten,
+/// and the call fails with EIDRM (the broker, and so the namespace, may be gone).
+fn await_reply(guard: &mut Option<Conn>, fd: RawFd) -> Result<Frame> {
+    match recv_reply(fd) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) | Err(_) => Err(lost(guard)),
+    }
+}
+
+fn lost(guard: &mut Option<Conn>) -> Errno {
+    guard.take().map(Conn::close);
+    log::warn("the broker closed the connection during a request");
+    Errno(libc::EIDRM)
+}
 
 fn recv_reply(fd: RawFd) -> Result<Option<Frame>> {
     let start = std::time::Instant::now();

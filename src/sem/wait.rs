@@ -18,6 +18,12 @@
 //! The descriptors are checked before each use (a program may close or dup2 over them) and
 //! made again in a forked child (the name holds the pid).
 //!
+//! A process whose descriptor table is full (the kernel's semop needs no descriptors)
+//! still works: a waker sends from a socket made in the slot of the client's reserve
+//! descriptor, and a thread that cannot make its wake-up socket sleeps in short ppoll
+//! slices with the caller's mask, re-checking its waiter slot after each (no EINTR after
+//! SIGSTOP/SIGCONT then).
+//!
 //! Receives, sends and closes are raw system calls: glibc's wrappers are thread
 //! cancellation points, semop is not (a pthread_cancel'ed thread blocked in the kernel's
 //! semop stays blocked; one in a cancellation point would unwind through our frames).
@@ -91,6 +97,8 @@ struct SendSocket {
 
 thread_local! {
     static RECEIVER: RefCell<Option<WakeSocket>> = const { RefCell::new(None) };
+    /// No wake-up socket could be made (no descriptor to spare): sleeps poll.
+    static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static SENDER: RefCell<Option<SendSocket>> = const { RefCell::new(None) };
 }
 
@@ -156,7 +164,17 @@ pub fn prepare() -> Result<Address> {
             // closed under us (dropping leaves the descriptor alone).
             *r = None;
         }
-        let s = make_receiver()?;
+        let s = match make_receiver() {
+            Ok(s) => s,
+            Err(Errno(libc::EMFILE | libc::ENFILE)) => {
+                // An address nobody listens at (wakers' sends fail, harmlessly): poll.
+                POLLING.with(|p| p.set(true));
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+                return Ok(Address { pid: own_pid(), tid, nonce: NONCE.fetch_add(1, Relaxed) });
+            }
+            Err(e) => return Err(e),
+        };
+        POLLING.with(|p| p.set(false));
         let a = s.address;
         *r = Some(s);
         Ok(a)
@@ -207,6 +225,9 @@ impl Drop for SignalsHeld {
 pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
     let fds = RECEIVER.with(|r| r.borrow().as_ref().filter(|s| s.ours()).map(|s| (s.socket.fd, s.epoll.fd)));
     let Some((socket, epoll)) = fds else {
+        if POLLING.with(|p| p.get()) {
+            return poll_slice(deadline, held);
+        }
         // Our descriptors were closed under us: the caller re-prepares and re-checks.
         return Err(Errno(libc::EBADF));
     };
@@ -241,6 +262,30 @@ pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
     }
 }
 
+/// How long a thread without a wake-up socket sleeps before it re-checks.
+const POLL_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// One slice of a sleep without a wake-up socket: Ok when it ends (the caller re-checks),
+/// EAGAIN past the deadline, EINTR when a signal's handler ran (ppoll installs the
+/// caller's mask atomically, as epoll_pwait2).
+fn poll_slice(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
+    let mut slice = POLL_SLICE;
+    if let Some(d) = deadline {
+        let now = Instant::now();
+        if now >= d {
+            return Err(Errno(libc::EAGAIN));
+        }
+        slice = slice.min(d - now);
+    }
+    let ts = libc::timespec { tv_sec: 0, tv_nsec: slice.subsec_nanos() as libc::c_long };
+    const KERNEL_SIGSET_SIZE: usize = 8;
+    let r = unsafe { libc::syscall(libc::SYS_ppoll, std::ptr::null_mut::<libc::pollfd>(), 0usize, &ts, &held.callers as *const libc::sigset_t, KERNEL_SIGSET_SIZE) };
+    if r < 0 && Errno::last().0 == libc::EINTR {
+        return Err(Errno(libc::EINTR));
+    }
+    Ok(())
+}
+
 /// epoll_pwait2 (nanosecond timeout; Linux 5.11), else epoll_pwait with the timeout
 /// rounded up to milliseconds. Raw system calls: glibc's are cancellation points.
 fn epoll_pwait2(epoll: RawFd, event: &mut libc::epoll_event, timeout: Option<&libc::timespec>, mask: &libc::sigset_t) -> i64 {
@@ -267,22 +312,32 @@ pub fn wake(a: Address) {
             *s = None;
             let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
             if fd < 0 {
+                if matches!(Errno::last(), Errno(libc::EMFILE | libc::ENFILE)) {
+                    // Our descriptor table is full: send once from the reserve's slot.
+                    crate::client::client().with_reserve_released(|| send_once(a));
+                }
                 return;
             }
             let Ok(socket) = Owned::new(fd) else { return };
             *s = Some(SendSocket { socket, pid });
         }
         let Some(fd) = s.as_ref().map(|c| c.socket.fd) else { return };
-        unsafe {
-            libc::syscall(
-                libc::SYS_sendto,
-                fd,
-                b"w".as_ptr(),
-                1usize,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                &sa as *const libc::sockaddr_un,
-                len,
-            )
-        };
+        send_wake(fd, &sa, len);
     });
+}
+
+fn send_wake(fd: RawFd, sa: &libc::sockaddr_un, len: libc::socklen_t) {
+    unsafe {
+        libc::syscall(libc::SYS_sendto, fd, b"w".as_ptr(), 1usize, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, sa as *const libc::sockaddr_un, len)
+    };
+}
+
+/// Wakes `a` from a socket made for this one send.
+fn send_once(a: Address) {
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd >= 0 {
+        let (sa, len) = sockaddr(a);
+        send_wake(fd, &sa, len);
+        raw_close(fd);
+    }
 }

@@ -3,7 +3,8 @@
 //! A process keeps one descriptor per segment it has attached (checked before each reuse:
 //! a program may have closed it), so that attaching a known segment again needs no round
 //! trip: the permission check is made against the namespace table, the mapping from the
-//! cached descriptor, and the broker is told with a one-way notice.
+//! cached descriptor, and the broker is told with a one-way notice. (A process whose
+//! descriptor table is full keeps none: the mapping holds the memfd.)
 
 use super::*;
 use crate::client::{client, creds};
@@ -13,7 +14,7 @@ use crate::sys::{fd_identity, page_size};
 use crate::wire::Op;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
 struct CachedFd {
     fd: RawFd,
@@ -55,9 +56,11 @@ pub(crate) fn attached_ids() -> Vec<i32> {
     with_state(|s| s.attachments.values().map(|a| a.id).collect())
 }
 
-/// A descriptor for the segment with at least the access asked for: the cached one if it
-/// is still ours, else a fresh one from the broker (which checks the caller's rights).
-fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
+/// A descriptor for the segment with at least the access asked for, and its page size: the
+/// cached one if it is still ours, else a fresh one from the broker (which checks the
+/// caller's rights). A process out of descriptors does not cache it: it is also returned
+/// as owned, to be closed once mapped.
+fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize, Option<OwnedFd>)> {
     let writable = access & S_IWUGO != 0;
     // A read-only attach must map a read-only descriptor (so mprotect cannot make it
     // writable): descriptors are cached per access kind.
@@ -70,8 +73,8 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
         s.fds.remove(&(id, writable));
         None
     });
-    if let Some(found) = cached {
-        return Ok(found);
+    if let Some((fd, page)) = cached {
+        return Ok((fd, page, None));
     }
     // A miss: also let go of descriptors of segments that no longer exist (removed while
     // we were not attached), so their memory can be freed.
@@ -85,6 +88,9 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
     let identity = fd_identity(fd.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
     let page = block_size(fd.as_raw_fd()).max(page_size());
+    if !client().can_spare_descriptor() {
+        return Ok((fd.as_raw_fd(), page, Some(fd)));
+    }
     let raw = fd.into_raw_fd();
     with_state(|s| {
         if let Some(old) = s.fds.insert((id, writable), CachedFd { fd: raw, identity, page }) {
@@ -93,7 +99,7 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize)> {
             }
         }
     });
-    Ok((raw, page))
+    Ok((raw, page, None))
 }
 
 fn block_size(fd: RawFd) -> usize {
@@ -139,7 +145,7 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
     if !entry.perm.allows(&creds::own(), access) {
         return Err(Errno(libc::EACCES));
     }
-    let (fd, page) = descriptor(id, access)?;
+    let (fd, page, transient) = descriptor(id, access)?;
     let len = (entry.size.checked_add(page as u64 - 1).ok_or(Errno(libc::EINVAL))? / page as u64 * page as u64) as usize;
     if addr != 0 && addr.checked_add(len).is_none() {
         return Err(Errno(libc::EINVAL));
@@ -147,6 +153,11 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
     // MAP_NORESERVE: a hugetlb segment's pages were reserved (or not, SHM_NORESERVE) when
     // it was made; the flag means nothing for ordinary memory.
     let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, map_flags | libc::MAP_NORESERVE, fd, 0) };
+    if let Some(fd) = transient {
+        // Out of descriptors: the mapping keeps the memfd; give the slot back to the reserve.
+        drop(fd);
+        client().can_spare_descriptor();
+    }
     if p == libc::MAP_FAILED {
         return Err(match Errno::last() {
             Errno(libc::EEXIST) => Errno(libc::EINVAL),
