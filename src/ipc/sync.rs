@@ -77,7 +77,7 @@ fn my_tid() -> u32 {
 /// Whether the thread `tid` of a lock word is gone: no such task, or a zombie (a killed
 /// process stays one until its parent reaps it, and holds nothing any more). A tid that
 /// is ours is a leftover (we never lock twice): gone as well.
-fn holder_gone(tid: u32, me: u32) -> bool {
+pub(crate) fn holder_gone(tid: u32, me: u32) -> bool {
     if tid == me || tid == 0 || tid > i32::MAX as u32 {
         return true;
     }

@@ -9,8 +9,12 @@
 //! `Recovered` by the robust mutex, replays; it then recounts the waiters, recomputes the
 //! WATCHED/FROZEN bits and retries the waiters (a waker may have died half way).
 //!
-//! Lock-free single operations (see client.rs) may change a word whose WATCHED and FROZEN
-//! bits are clear at any time; so the lock holder freezes every word it reads to change it.
+//! Lock-free single operations (see client.rs) may change a word whose flags are clear at
+//! any time; so the lock holder freezes every word it reads to change it. A word marked by
+//! a lock-free SEM_UNDO operation belongs to that operation for a few instructions: the lock
+//! holder waits for the mark to go before freezing it, and if it does not go (its owner is
+//! preempted, stopped or dead), gives up the lock (`Busy`) and tries again, so that the
+//! broker, which resolves the marks of the dead, can take it.
 
 use super::layout::*;
 use super::ops::{alters, distinct, evaluate, Outcome, SemOp, Touched, SEMVMX};
@@ -18,6 +22,24 @@ use super::wait::{self, Address};
 use crate::ipc::sync::Locked;
 use crate::ipc::{Errno, Result};
 use std::sync::atomic::Ordering::*;
+
+/// A word the caller needs is marked by a lock-free SEM_UNDO operation that did not finish
+/// within a few microseconds: release the lock (nothing was changed) and try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Busy;
+
+/// How long a lock holder waits for a mark to go before it reports `Busy`.
+const MARK_SPINS: u32 = 100;
+const MARK_YIELDS: u32 = 20;
+
+/// The pause after `Busy` before taking the lock again (`attempt` counts from 0).
+pub fn back_off(attempt: u32) {
+    if attempt < 10 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
 
 pub struct Guard<'a> {
     mem: &'a SetMem,
@@ -113,8 +135,104 @@ impl Guard<'_> {
         self.mem.header().removed.load(Acquire) != 0
     }
 
-    fn freeze(&self, num: usize) -> i32 {
-        ((self.mem.word(num).fetch_or(FROZEN, AcqRel) & VALUE_MASK) as i32).min(SEMVMX)
+    /// Freezes a word and returns its value; Busy if a lock-free SEM_UNDO operation holds
+    /// it too long.
+    fn freeze(&self, num: usize) -> std::result::Result<i32, Busy> {
+        let word = self.mem.word(num);
+        let mut waited = 0;
+        let mut w = word.load(Acquire);
+        loop {
+            if w & MARK != 0 {
+                if !self.strip_impossible_mark(num, w) {
+                    waited += 1;
+                    if waited > MARK_SPINS + MARK_YIELDS {
+                        if self.owner_gone(w) {
+                            waited = 0;
+                            continue;
+                        }
+                        return Err(Busy);
+                    }
+                    if waited > MARK_SPINS {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                w = word.load(Acquire);
+                continue;
+            }
+            match word.compare_exchange_weak(w, w | FROZEN, AcqRel, Acquire) {
+                Ok(_) => return Ok(((w & VALUE_MASK) as i32).min(SEMVMX)),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Freezes the semaphores of `nums` in order, or none of them.
+    fn freeze_all(&self, nums: &[u16]) -> std::result::Result<Vec<i32>, Busy> {
+        let mut values = Vec::with_capacity(nums.len());
+        for (i, &n) in nums.iter().enumerate() {
+            match self.freeze(n as usize) {
+                Ok(v) => values.push(v),
+                Err(b) => {
+                    self.unfreeze(&nums[..i]);
+                    return Err(b);
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Clears a mark that no live operation can have made (garbage in shared memory): one
+    /// naming a free or impossible undo slot, or on a word a lock-free path could not have
+    /// marked (watched or frozen). The value is kept. True if the word changed or was
+    /// cleared (look again).
+    fn strip_impossible_mark(&self, num: usize, w: u32) -> bool {
+        let genuine = match mark_slot(w) {
+            Some(s) => {
+                w & (WATCHED | FROZEN) == 0
+                    && s < (self.mem.geo.undo_slots as usize).min(MARK_SLOTS)
+                    && self.mem.undo_pid(s).load(Acquire) > 0
+            }
+            None => false,
+        };
+        if genuine {
+            return false;
+        }
+        let _ = self.mem.word(num).compare_exchange(w, w & !MARK, AcqRel, Acquire);
+        true
+    }
+
+    /// Whether the owner of a mark that stays is gone (dead, a zombie, or a pid no process
+    /// has: garbage): then its marks are resolved now, without waiting for the broker. Our
+    /// own marks are never gone: a signal handler may have interrupted us in the window.
+    fn owner_gone(&self, w: u32) -> bool {
+        let Some(slot) = mark_slot(w) else { return true };
+        let pid = self.mem.undo_pid(slot).load(Acquire);
+        if pid <= 0 || pid == unsafe { libc::getpid() } || !crate::ipc::sync::holder_gone(pid as u32, 0) {
+            return false;
+        }
+        self.resolve_marks(slot);
+        true
+    }
+
+    /// Finishes or drops the lock-free SEM_UNDO operations undo slot `slot` left half done
+    /// (its owner is dead, or every thread that could hold the mark is): where the owner's
+    /// cell carries the mark's tag the adjustment was written and the value is updated to
+    /// match; otherwise neither changed. Either way the mark goes.
+    fn resolve_marks(&self, slot: usize) {
+        for num in 0..self.mem.geo.nsems as usize {
+            let word = self.mem.word(num);
+            let w = word.load(Acquire);
+            if mark_slot(w) != Some(slot) {
+                continue;
+            }
+            let v = (w & VALUE_MASK) as i32;
+            let cell = self.mem.cell(slot, num).load(Acquire);
+            let tag = (w & MARK_TAG != 0) as u32;
+            let value = if cell_tag(cell) == tag { (v + cell_op(cell)).clamp(0, SEMVMX) } else { v };
+            let _ = word.compare_exchange(w, (w & !(MARK | VALUE_MASK)) | value as u32, AcqRel, Acquire);
+        }
     }
 
     fn unfreeze(&self, nums: &[u16]) {
@@ -166,14 +284,16 @@ impl Guard<'_> {
                     }
                 }
                 J_SET if off < self.mem.geo.nsems as usize => {
+                    // The adjustments first: storing the word unfreezes it, and a lock-free
+                    // SEM_UNDO operation may then change its owner's adjustment.
+                    for slot in 0..self.mem.geo.undo_slots as usize {
+                        if self.mem.undo_pid(slot).load(Acquire) != 0 {
+                            self.mem.cell(slot, off).store(0, Release);
+                        }
+                    }
                     let word = self.mem.word(off);
                     let watched = word.load(Acquire) & WATCHED;
                     word.store((val & VALUE_MASK).min(SEMVMX as u32) | watched, Release);
-                    for slot in 0..self.mem.geo.undo_slots as usize {
-                        if self.mem.undo_pid(slot).load(Acquire) != 0 {
-                            self.mem.adj(slot, off).store(0, Release);
-                        }
-                    }
                 }
                 _ => {}
             }
@@ -210,6 +330,10 @@ impl Guard<'_> {
         }
         for (num, &watch) in watched.iter().enumerate() {
             let _ = self.mem.word(num).fetch_update(AcqRel, Acquire, |w| {
+                if w & MARK != 0 && w & (WATCHED | FROZEN) == 0 && !watch {
+                    // A lock-free SEM_UNDO operation in progress: its owner's word.
+                    return None;
+                }
                 let v = (w & VALUE_MASK).min(SEMVMX as u32);
                 Some(if watch { v | WATCHED } else { v })
             });
@@ -244,14 +368,13 @@ impl Guard<'_> {
     }
 
     /// Reads (and freezes) the semaphores of a call, with the adjustments of `undo`.
-    fn touched(&self, nums: &[u16], undo: Option<usize>) -> Vec<Touched> {
-        nums.iter()
-            .map(|&n| Touched {
-                num: n,
-                value: self.freeze(n as usize),
-                adj: undo.map(|s| self.mem.adj(s, n as usize).load(Acquire)).unwrap_or(0),
-            })
-            .collect()
+    fn touched(&self, nums: &[u16], undo: Option<usize>) -> std::result::Result<Vec<Touched>, Busy> {
+        let values = self.freeze_all(nums)?;
+        Ok(nums
+            .iter()
+            .zip(values)
+            .map(|(&n, value)| Touched { num: n, value, adj: undo.map(|s| self.mem.adj(s, n as usize)).unwrap_or(0) })
+            .collect())
     }
 
     /// The journal entries that store the results of a call.
@@ -262,7 +385,7 @@ impl Guard<'_> {
             let n = t.num as usize;
             out.push(entry(geo.word_offset(n), t.value as u32 | self.watched(n)));
             if let Some(s) = undo {
-                out.push(entry(geo.adj_offset(s, n), t.adj as u32));
+                out.push(entry(geo.adj_offset(s, n), adj_cell(t.adj)));
             }
         }
         out
@@ -276,12 +399,12 @@ impl Guard<'_> {
     }
 
     /// A semop call by `pid` (ops already checked against nsems). On Proceed it is done;
-    /// on Block the words stay frozen for `enqueue` (or `abandon`).
-    pub fn semop(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>) -> Outcome {
+    /// on Block the words stay frozen for `enqueue` (or `abandon`); Busy changed nothing.
+    pub fn semop(&mut self, ops: &[SemOp], nums: &[u16], pid: i32, undo: Option<usize>) -> std::result::Result<Outcome, Busy> {
         if let [op] = ops {
             return self.semop_one(*op, pid, undo);
         }
-        let mut touched = self.touched(nums, undo);
+        let mut touched = self.touched(nums, undo)?;
         let outcome = evaluate(ops, &mut touched);
         match outcome {
             Outcome::Proceed => {
@@ -295,13 +418,14 @@ impl Guard<'_> {
             Outcome::Fail(_) => self.unfreeze(nums),
             Outcome::Block { .. } => {}
         }
-        outcome
+        Ok(outcome)
     }
 
     /// `semop` of a single operation, without allocating.
-    fn semop_one(&mut self, op: SemOp, pid: i32, undo: Option<usize>) -> Outcome {
+    fn semop_one(&mut self, op: SemOp, pid: i32, undo: Option<usize>) -> std::result::Result<Outcome, Busy> {
         let n = op.num as usize;
-        let mut touched = [Touched { num: op.num, value: self.freeze(n), adj: undo.map(|s| self.mem.adj(s, n).load(Acquire)).unwrap_or(0) }];
+        let value = self.freeze(n)?;
+        let mut touched = [Touched { num: op.num, value, adj: undo.map(|s| self.mem.adj(s, n)).unwrap_or(0) }];
         let outcome = evaluate(std::slice::from_ref(&op), &mut touched);
         match outcome {
             Outcome::Proceed => {
@@ -310,7 +434,7 @@ impl Guard<'_> {
                 let mut entries = [entry(geo.word_offset(n), t.value as u32 | self.watched(n)), 0];
                 let len = match undo {
                     Some(s) => {
-                        entries[1] = entry(geo.adj_offset(s, n), t.adj as u32);
+                        entries[1] = entry(geo.adj_offset(s, n), adj_cell(t.adj));
                         2
                     }
                     None => 1,
@@ -324,7 +448,7 @@ impl Guard<'_> {
             Outcome::Fail(_) => self.unfreeze(&[op.num]),
             Outcome::Block { .. } => {}
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Gives up a blocked call without queueing it.
@@ -454,7 +578,9 @@ impl Guard<'_> {
                         continue;
                     };
                     let pid = w.pid.load(Acquire);
-                    let mut touched = self.touched(&nums, undo);
+                    // A waiting call's words are watched, so no lock-free operation marks
+                    // them: Busy cannot happen here (only on garbage, which is stripped).
+                    let Ok(mut touched) = self.touched(&nums, undo) else { continue };
                     match evaluate(&ops, &mut touched) {
                         Outcome::Proceed => {
                             let mut entries = self.result_entries(&touched, undo);
@@ -484,19 +610,18 @@ impl Guard<'_> {
     }
 
     /// SETVAL / SETALL: new values for `(num, value)`, every adjustment of those
-    /// semaphores cleared, waiters retried.
-    pub fn set_values(&mut self, values: &[(u16, u16)], pid: i32) {
-        let mut entries = Vec::with_capacity(values.len());
-        for &(n, v) in values {
-            self.freeze(n as usize);
-            entries.push(entry(n as usize, v as u32));
-        }
+    /// semaphores cleared, waiters retried. Busy changed nothing.
+    pub fn set_values(&mut self, values: &[(u16, u16)], pid: i32) -> std::result::Result<(), Busy> {
+        let nums: Vec<u16> = values.iter().map(|&(n, _)| n).collect();
+        self.freeze_all(&nums)?;
+        let entries: Vec<u64> = values.iter().map(|&(n, v)| entry(n as usize, v as u32)).collect();
         self.commit(J_SET, &entries);
         for &(n, _) in values {
             self.mem.sempid(n as usize).store(pid, Relaxed);
         }
         self.mem.header().ctime.store(crate::sem::now(), Relaxed);
         self.update_queue();
+        Ok(())
     }
 
     /// This process's undo slot, claimed if it has none yet.
@@ -514,9 +639,11 @@ impl Guard<'_> {
         Err(Errno(libc::ENOMEM))
     }
 
-    /// `exit_sem` for a dead process: drops its queued calls, applies its adjustments
-    /// (clamped to [0, SEMVMX]), frees its undo slot, retries the waiters.
-    pub fn process_died(&mut self, pid: i32) {
+    /// `exit_sem` for a dead process: finishes its half-done lock-free operations, drops
+    /// its queued calls, applies its adjustments (clamped to [0, SEMVMX]), frees its undo
+    /// slot, retries the waiters. False if a semaphore it holds adjustments on is marked by
+    /// another process's operation that did not finish: try again later.
+    pub fn process_died(&mut self, pid: i32) -> bool {
         let geo = self.mem.geo;
         for slot in 0..geo.waiter_slots as usize {
             let w = self.mem.waiter(slot);
@@ -535,26 +662,27 @@ impl Guard<'_> {
             if self.mem.undo_pid(slot).load(Acquire) != pid {
                 continue;
             }
+            self.resolve_marks(slot);
+            let changed: Vec<u16> = (0..geo.nsems as usize).filter(|&n| self.mem.adj(slot, n) != 0).map(|n| n as u16).collect();
+            let Ok(values) = self.freeze_all(&changed) else {
+                return false;
+            };
             let mut entries = Vec::new();
-            let mut changed = Vec::new();
-            for n in 0..geo.nsems as usize {
-                let adj = self.mem.adj(slot, n).load(Acquire);
-                if adj == 0 {
-                    continue;
-                }
-                let v = (self.freeze(n) + adj).clamp(0, SEMVMX);
+            for (&n, value) in changed.iter().zip(values) {
+                let n = n as usize;
+                let v = (value + self.mem.adj(slot, n)).clamp(0, SEMVMX);
                 entries.push(entry(geo.word_offset(n), v as u32 | self.watched(n)));
                 entries.push(entry(geo.adj_offset(slot, n), 0));
-                changed.push(n);
             }
             entries.push(entry(geo.undo_pid_offset(slot), 0));
             self.commit(J_WRITES, &entries);
             let _ = self.mem.header().undo_users.fetch_update(AcqRel, Acquire, |u| Some(u.saturating_sub(1)));
             for n in changed {
-                self.mem.sempid(n).store(pid, Relaxed);
+                self.mem.sempid(n as usize).store(pid, Relaxed);
             }
         }
         self.update_queue();
+        true
     }
 }
 
@@ -596,7 +724,7 @@ mod tests {
 
     fn run(g: &mut Guard<'_>, ops: &[SemOp], pid: i32, undo: Option<usize>) -> Outcome {
         let nums = distinct(ops);
-        let r = g.semop(ops, &nums, pid, undo);
+        let r = g.semop(ops, &nums, pid, undo).unwrap();
         if let Outcome::Block { .. } = r {
             g.abandon(&nums);
         }
@@ -620,12 +748,12 @@ mod tests {
         assert_eq!(s.mem.header().undo_users.load(Relaxed), 1);
         assert_eq!(run(&mut g, &[op(0, 2, 0), op(1, 1, SEM_UNDO)], 10, Some(slot)), Outcome::Proceed);
         assert_eq!(values(&s.mem), vec![2, 1, 0]);
-        assert_eq!(s.mem.adj(slot, 1).load(Relaxed), -1);
+        assert_eq!(s.mem.adj(slot, 1), -1);
         assert_eq!(run(&mut g, &[op(0, -1, 0), op(2, -1, IPC_NOWAIT)], 10, None), Outcome::Fail(Errno(libc::EAGAIN)));
         assert_eq!(values(&s.mem), vec![2, 1, 0]);
         assert!((0..3).all(|n| s.mem.word(n).load(Relaxed) & FROZEN == 0), "a failed call leaves nothing frozen");
         assert_eq!(s.mem.sempid(0).load(Relaxed), 10);
-        g.process_died(10);
+        assert!(g.process_died(10));
         assert_eq!(values(&s.mem), vec![2, 0, 0]);
         assert_eq!(s.mem.undo_pid(slot).load(Relaxed), 0);
         assert_eq!(s.mem.header().undo_users.load(Relaxed), 0);
@@ -638,7 +766,7 @@ mod tests {
         // A waiter for 2 units, then one for 1 unit.
         for (pid, want) in [(20, -2i16), (21, -1)] {
             let ops = [op(0, want, 0)];
-            let Outcome::Block { at } = g.semop(&ops, &[0], pid, None) else { panic!() };
+            let Ok(Outcome::Block { at }) = g.semop(&ops, &[0], pid, None) else { panic!() };
             g.enqueue(&ops, &[0], sleeper(pid), None, at).unwrap();
         }
         assert_eq!(counts(&s.mem, 0), (2, 0));
@@ -664,8 +792,8 @@ mod tests {
             std::mem::forget(lock(mem).unwrap());
             // Half way through a transfer 0 → 1: both words frozen, journal committed.
             let g = Guard { mem, wake: Vec::new() };
-            g.freeze(0);
-            g.freeze(1);
+            g.freeze(0).unwrap();
+            g.freeze(1).unwrap();
             mem.journal_entry(0).store(entry(mem.geo.word_offset(0), 3), Relaxed);
             mem.journal_entry(1).store(entry(mem.geo.word_offset(1), 7), Relaxed);
             mem.header().journal_count.store(2, Relaxed);
@@ -680,6 +808,61 @@ mod tests {
         assert!((0..2).all(|n| s.mem.word(n).load(Relaxed) & (FROZEN | WATCHED) == 0));
         assert_eq!(s.mem.header().journal_state.load(Relaxed), J_EMPTY);
         drop(g);
+    }
+
+    /// A process killed inside a lock-free SEM_UNDO operation: after the mark (nothing
+    /// happened) or after its adjustment was written (the value follows). Its exit then
+    /// gives back exactly what it held; a mark naming a free slot is garbage and dropped.
+    #[test]
+    fn a_dead_owners_marks_are_resolved() {
+        let s = new_set(3);
+        let m = &s.mem;
+        let slot = lock(m).unwrap().undo_slot(40).unwrap();
+        // Semaphore 0 at 5, adjustment -2 (tag 0): killed after marking a take of 1.
+        m.cell(slot, 0).store(adj_cell(-2), Relaxed);
+        m.word(0).store(5 | mark(slot, 1), Relaxed);
+        // Semaphore 1 at 7, adjustment 0 (tag 1 from an earlier operation): killed after
+        // writing the cell of a take of 3 (adjustment 3, tag 0), before the value.
+        m.word(1).store(7 | mark(slot, 0), Relaxed);
+        m.cell(slot, 1).store(pending_cell(3, -3, 0), Relaxed);
+        // Semaphore 2 at 4, marked by a slot nobody holds.
+        m.word(2).store(4 | mark(slot + 1, 0), Relaxed);
+        let mut g = lock(m).unwrap();
+        assert_eq!(g.semop(&[op(2, 1, 0)], &[2], 41, None), Ok(Outcome::Proceed), "garbage mark stripped");
+        assert!(g.process_died(40));
+        assert_eq!(values(m), vec![5 - 2, 7 - 3 + 3, 5]);
+        assert!((0..3).all(|n| m.word(n).load(Relaxed) & FLAGS == 0));
+        assert_eq!(m.undo_pid(slot).load(Relaxed), 0);
+    }
+
+    /// A lock holder meets a mark whose owner (alive: here, us) does not finish: it gives
+    /// up the lock (Busy) with nothing changed; once the mark goes it proceeds. The mark of
+    /// an owner that is gone it resolves itself.
+    #[test]
+    fn a_live_mark_makes_the_lock_holder_back_off() {
+        let s = new_set(2);
+        let m = &s.mem;
+        let slot = lock(m).unwrap().undo_slot(unsafe { libc::getpid() }).unwrap();
+        m.word(1).store(3 | mark(slot, 1), Relaxed);
+        let mut g = lock(m).unwrap();
+        assert_eq!(g.semop(&[op(0, 1, 0), op(1, -1, 0)], &[0, 1], 51, None), Err(Busy));
+        assert_eq!(m.word(0).load(Relaxed), 0, "nothing frozen or changed");
+        assert_eq!(g.set_values(&[(1, 9)], 51), Err(Busy));
+        m.word(1).store(2, Relaxed);
+        assert_eq!(g.semop(&[op(0, 1, 0), op(1, -1, 0)], &[0, 1], 51, None), Ok(Outcome::Proceed));
+        assert_eq!(values(m), vec![1, 1]);
+        // A reaped child's slot, marked after writing its cell (a take of 1).
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe { libc::_exit(0) };
+        }
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        let dead = g.undo_slot(child).unwrap();
+        m.word(0).store(1 | mark(dead, 1), Relaxed);
+        m.cell(dead, 0).store(pending_cell(1, -1, 1), Relaxed);
+        assert_eq!(g.semop(&[op(0, 1, 0)], &[0], 51, None), Ok(Outcome::Proceed));
+        assert_eq!(values(m), vec![1, 1], "the dead's take, then ours");
+        assert_eq!(m.adj(dead, 0), 1, "left for the broker to apply at its exit");
     }
 
     /// An uncommitted journal is dropped; corrupt waiter slots and journals do no harm.

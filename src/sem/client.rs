@@ -3,7 +3,8 @@
 //!
 //! Each set a process uses is mapped once (a `Handle`, found by the id's index in a
 //! lock-free array). A single operation without SEM_UNDO on a semaphore nobody waits on is
-//! one compare-and-swap on its word: no lock, no system call, no broker. Everything else
+//! one compare-and-swap on its word: no lock, no system call, no broker. With SEM_UNDO it is
+//! a compare-and-swap that marks the word, then two stores (`undo_op`). Everything else
 //! takes the set's robust lock (array.rs). Permission decisions are cached per handle,
 //! keyed by the namespace table's version and the credentials' generation, so that the
 //! check is two loads while nothing changes.
@@ -255,8 +256,9 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     }
     t.require(if alters(ops) { WRITE } else { READ })?;
     let h = t.handle(id)?;
-    if ops.len() == 1 && !ops[0].undo() {
-        match single_op(h, ops[0]) {
+    if ops.len() == 1 {
+        let fast = if ops[0].undo() { undo_op(h, ops[0]) } else { single_op(h, ops[0]) };
+        match fast {
             Some(Err(Errno(libc::EAGAIN))) => {}
             Some(r) => return r,
             None => {}
@@ -287,14 +289,17 @@ fn cached_one(id: i32, op: SemOp) -> Option<&'static Handle> {
     Some(h)
 }
 
-/// semop of one operation without SEM_UNDO on a word nobody waits on: one compare-and-swap,
-/// inline. None (or an error, which the caller has the general path confirm): otherwise.
+/// semop of one operation on a word nobody waits on, without the lock: `single_op`, or
+/// `undo_op` with SEM_UNDO. None (or an error, which the caller has the general path
+/// confirm): otherwise.
 #[inline]
 pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
+    let h = cached_one(id, op)?;
     if op.undo() {
-        return None;
+        undo_op(h, op)
+    } else {
+        single_op(h, op)
     }
-    single_op(cached_one(id, op)?, op)
 }
 
 /// semop of one operation, its checks answered from the caches, through the set's lock.
@@ -316,7 +321,7 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     let word = h.mem.word(op.num as usize);
     let mut w = word.load(Acquire);
     loop {
-        if w & (WATCHED | FROZEN) != 0 {
+        if w & FLAGS != 0 {
             return None;
         }
         let v = (w & VALUE_MASK) as i32;
@@ -335,8 +340,104 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
             Err(now) => w = now,
         }
     }
+    record_op(h, op.num, creds::own_pid());
+    Some(Ok(()))
+}
+
+/// Whether this process has a single thread: glibc's `__libc_single_threaded`, which the
+/// first pthread_create clears for good (false where the C library has no such flag).
+#[inline(always)]
+fn single_threaded() -> bool {
+    static FLAG: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    let p = FLAG.load(Relaxed);
+    if p.is_null() {
+        return single_threaded_flag(&FLAG);
+    }
+    unsafe { std::ptr::read_volatile(p) != 0 }
+}
+
+#[cold]
+fn single_threaded_flag(flag: &AtomicPtr<u8>) -> bool {
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) } as *mut u8;
+    // A zero byte of our own stands in for a missing flag: never single-threaded.
+    static NEVER: u8 = 0;
+    let p = if sym.is_null() { &NEVER as *const u8 as *mut u8 } else { sym };
+    flag.store(p, Relaxed);
+    unsafe { std::ptr::read_volatile(p) != 0 }
+}
+
+/// The SEM_UNDO fast path: one operation that changes a semaphore no one waits on and the
+/// lock holder does not hold, in a process with one thread whose undo slot in the set is
+/// known. The word and the adjustment must change together even if we are killed between
+/// the two stores, and the broker must then tell which happened:
+///
+/// 1. compare-and-swap the word from its value to the same value plus a mark: our undo
+///    slot and a tag, the opposite of the tag our adjustment cell carries now. While it is
+///    marked nobody else writes the word (the lock holder waits for marks to go);
+/// 2. store the cell: the new adjustment, the operation, and the mark's tag;
+/// 3. store the word: the new value, unmarked.
+///
+/// Killed after 1, the word is marked and the cell still carries the old tag: nothing
+/// happened. Killed after 2, the tags match: the broker adds the cell's operation to the
+/// value (array.rs `resolve_marks`). Single-threaded only, because a thread killed between
+/// 1 and 3 by another thread's execve would leave a mark in a process that lives on.
+/// None: take the lock (must wait, someone waits, or an adjustment out of range).
+#[inline(always)]
+fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
+    let delta = op.op as i32;
+    if delta == 0 || delta.abs() > CELL_OP_MAX || !single_threaded() {
+        return None;
+    }
     let pid = creds::own_pid();
-    let sempid = h.mem.sempid(op.num as usize);
+    let cached = h.undo.load(Relaxed);
+    let slot = (cached & 0xffff_ffff) as usize;
+    if (cached >> 32) as i32 != pid || slot >= MARK_SLOTS {
+        return None;
+    }
+    // Callers checked op.num against nsems; `undo_slot` caches only slots below undo_slots.
+    let (word, cell) = unsafe { (h.mem.word_unchecked(op.num as usize), h.mem.cell_unchecked(slot, op.num as usize)) };
+    let mut w = word.load(Acquire);
+    loop {
+        if w & FLAGS != 0 {
+            return None;
+        }
+        let result = (w & VALUE_MASK) as i32 + delta;
+        if result < 0 {
+            return if op.nowait() { Some(Err(Errno(libc::EAGAIN))) } else { None };
+        }
+        if result > SEMVMX {
+            return Some(Err(Errno(libc::ERANGE)));
+        }
+        let old = cell.load(Acquire);
+        let adj = cell_adj(old) - delta;
+        if !(-SEMAEM - 1..=SEMAEM).contains(&adj) {
+            return None;
+        }
+        let tag = cell_tag(old) ^ 1;
+        if let Err(now) = word.compare_exchange_weak(w, w | mark(slot, tag), AcqRel, Acquire) {
+            w = now;
+            continue;
+        }
+        if cell.load(Acquire) != old {
+            // A SETVAL cleared it between our read and the mark (leaving the same value):
+            // unmark and start again.
+            word.store(w, Release);
+            w = word.load(Acquire);
+            continue;
+        }
+        cell.store(pending_cell(adj, delta, tag), Release);
+        word.store(result as u32, Release);
+        break;
+    }
+    record_op(h, op.num, pid);
+    Some(Ok(()))
+}
+
+/// sempid and sem_otime after a lock-free operation (written only when they change, so
+/// that the cache lines stay shared between processes taking turns).
+#[inline(always)]
+fn record_op(h: &Handle, num: u16, pid: i32) {
+    let sempid = h.mem.sempid(num as usize);
     if sempid.load(Relaxed) != pid {
         sempid.store(pid, Relaxed);
     }
@@ -345,7 +446,6 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     if otime.load(Relaxed) != now {
         otime.store(now, Relaxed);
     }
-    Some(Ok(()))
 }
 
 /// The kernel applies a process's SEM_UNDO adjustments (and drops its queued calls) before
@@ -436,13 +536,20 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
     // Set up (registration, wake-up socket, signals held) outside the lock, once we know
     // we must sleep.
     let mut sleeper: Option<(wait::Address, wait::SignalsHeld)> = None;
+    let mut busy = 0;
     loop {
         let mut g = array::lock(&h.mem)?;
         if g.removed() {
             return Err(Errno(libc::EIDRM));
         }
         let undo = if wants_undo { Some(undo_slot(h, &g, pid)?) } else { None };
-        match g.semop(ops, nums, pid, undo) {
+        let Ok(outcome) = g.semop(ops, nums, pid, undo) else {
+            drop(g);
+            array::back_off(busy);
+            busy += 1;
+            continue;
+        };
+        match outcome {
             Outcome::Proceed => return Ok(()),
             Outcome::Fail(Errno(libc::EAGAIN)) if !settled => {
                 drop(g);
@@ -562,11 +669,22 @@ pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
     t.require(WRITE)?;
     let h = t.handle(id)?;
     let _in_use = InUse::new(h);
-    let mut g = array::lock(&h.mem)?;
-    if g.removed() {
-        return Err(Errno(libc::EIDRM));
+    set_values(h, &[(semnum as u16, value)])
+}
+
+/// SETVAL/SETALL under the lock, again after a `Busy`.
+fn set_values(h: &Handle, values: &[(u16, u16)]) -> Result<()> {
+    for attempt in 0.. {
+        let mut g = array::lock(&h.mem)?;
+        if g.removed() {
+            return Err(Errno(libc::EIDRM));
+        }
+        if g.set_values(values, creds::own_pid()).is_ok() {
+            break;
+        }
+        drop(g);
+        array::back_off(attempt);
     }
-    g.set_values(&[(semnum as u16, value)], creds::own_pid());
     Ok(())
 }
 
@@ -609,10 +727,5 @@ pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
         return Err(Errno(libc::ERANGE));
     }
     let values: Vec<(u16, u16)> = raw.into_iter().enumerate().map(|(i, v)| (i as u16, v)).collect();
-    let mut g = array::lock(&h.mem)?;
-    if g.removed() {
-        return Err(Errno(libc::EIDRM));
-    }
-    g.set_values(&values, creds::own_pid());
-    Ok(())
+    set_values(h, &values)
 }

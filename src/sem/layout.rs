@@ -4,14 +4,14 @@
 //! ```text
 //! Header      magic, version, geometry, removed flag, otime/ctime, waiter count, journal
 //!             state, ticket counter, the set's RobustMutex
-//! values      one u32 word per semaphore: value (low 16 bits) | WATCHED | FROZEN
+//! values      one u32 word per semaphore: value (low 16 bits) | MARK | WATCHED | FROZEN
 //! pids        sempid of each semaphore
 //! journal     redo log of the critical section: (offset, word) pairs
 //! waiters     fixed slots for blocked semop calls (the kernel's sem_queue): state (the
 //!             futex word the sleeper waits on), pid, ticket (FIFO order), undo slot, the
 //!             operation it blocks on, its operations
 //! undo        fixed slots, one per process that used SEM_UNDO (the kernel's sem_undo):
-//!             pid and one adjustment per semaphore
+//!             pid and one adjustment cell per semaphore (adjustment | pending op | tag)
 //! ```
 //!
 //! The memfd is sparse: only touched pages cost memory. The geometry is read once, when a
@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 
 pub const MAGIC: u64 = 0x3130_6d65_7363_7069; // "ipcsem01"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
-pub const VERSION: u32 = 2;
+/// 3: marks in the words, adjustment cells (adjustment | op | tag).
+pub const VERSION: u32 = 3;
 /// Blocked calls a set can hold at once (more wait with ENOSPC... see README).
 pub const WAITER_SLOTS: u32 = 256;
 /// Processes with SEM_UNDO adjustments a set can hold at once.
@@ -37,6 +38,58 @@ pub const VALUE_MASK: u32 = 0xffff;
 pub const WATCHED: u32 = 1 << 30;
 /// The lock holder is reading or changing this word.
 pub const FROZEN: u32 = 1 << 31;
+/// A lock-free SEM_UNDO operation is changing this word and its owner's adjustment (see
+/// client.rs `undo_op`): undo slot + 1 in bits 16-28, and the tag its adjustment cell will
+/// carry once written (bit 29). While a word is marked only its owner writes it; the lock
+/// holder waits for the mark to go (or, for a dead owner, resolves it) before freezing.
+pub const MARK_SLOT: u32 = 0x1fff << 16;
+pub const MARK_TAG: u32 = 1 << 29;
+pub const MARK: u32 = MARK_SLOT | MARK_TAG;
+/// Bits that send the lock-free paths to the lock.
+pub const FLAGS: u32 = WATCHED | FROZEN | MARK;
+/// Undo slots below this can be named by a mark.
+pub const MARK_SLOTS: usize = 0x1fff;
+
+/// The mark of undo slot `slot` whose cell will carry `tag`.
+pub fn mark(slot: usize, tag: u32) -> u32 {
+    ((slot as u32 + 1) << 16) & MARK_SLOT | if tag != 0 { MARK_TAG } else { 0 }
+}
+
+/// The undo slot a marked word names (None: unmarked).
+pub fn mark_slot(w: u32) -> Option<usize> {
+    match (w & MARK_SLOT) >> 16 {
+        0 => None,
+        s => Some(s as usize - 1),
+    }
+}
+
+/// An adjustment cell: the adjustment (bits 0-15, signed: SEMAEM fits), and, written by the
+/// lock-free SEM_UNDO path only, the operation that produced it (bits 16-30, signed) and a
+/// tag (bit 31) that tells whether the cell was written by the operation whose mark is on
+/// the word. The locked path writes plain adjustments (op and tag 0).
+pub fn cell_adj(cell: u32) -> i32 {
+    cell as u16 as i16 as i32
+}
+
+pub fn adj_cell(adj: i32) -> u32 {
+    adj as i16 as u16 as u32
+}
+
+/// Largest |op| the lock-free SEM_UNDO path records in a cell.
+pub const CELL_OP_MAX: i32 = 0x3fff;
+
+pub fn pending_cell(adj: i32, op: i32, tag: u32) -> u32 {
+    adj_cell(adj) | ((op as u32) & 0x7fff) << 16 | if tag != 0 { 1 << 31 } else { 0 }
+}
+
+pub fn cell_op(cell: u32) -> i32 {
+    // Sign-extend the 15-bit field.
+    (((cell >> 16) as i32) << 17) >> 17
+}
+
+pub fn cell_tag(cell: u32) -> u32 {
+    cell >> 31
+}
 
 /// Waiter slot states (the futex word of the sleeper).
 pub const W_FREE: u32 = 0;
@@ -269,9 +322,35 @@ impl SetMem {
         unsafe { &*(self.base.add(self.geo.undo_pid_offset(slot)) as *const AtomicI32) }
     }
 
-    pub fn adj(&self, slot: usize, num: usize) -> &AtomicI32 {
+    /// Undo slot `slot`'s adjustment cell for semaphore `num` (see `cell_adj`).
+    pub fn cell(&self, slot: usize, num: usize) -> &AtomicU32 {
         assert!(slot < self.geo.undo_slots as usize && num < self.geo.nsems as usize);
-        unsafe { &*(self.base.add(self.geo.adj_offset(slot, num)) as *const AtomicI32) }
+        self.u32_unchecked(self.geo.adj_offset(slot, num))
+    }
+
+    /// `cell` for a hot path whose caller checked `slot < undo_slots` and `num < nsems`.
+    ///
+    /// # Safety
+    /// As said: both indexes in bounds.
+    #[inline(always)]
+    pub unsafe fn cell_unchecked(&self, slot: usize, num: usize) -> &AtomicU32 {
+        debug_assert!(slot < self.geo.undo_slots as usize && num < self.geo.nsems as usize);
+        self.u32_unchecked(self.geo.adj_offset(slot, num))
+    }
+
+    /// `word` for a hot path whose caller checked `num < nsems`.
+    ///
+    /// # Safety
+    /// As said.
+    #[inline(always)]
+    pub unsafe fn word_unchecked(&self, num: usize) -> &AtomicU32 {
+        debug_assert!(num < self.geo.nsems as usize);
+        self.u32_unchecked(self.geo.word_offset(num))
+    }
+
+    /// The adjustment of undo slot `slot` for semaphore `num`.
+    pub fn adj(&self, slot: usize, num: usize) -> i32 {
+        cell_adj(self.cell(slot, num).load(Acquire))
     }
 
     /// A semaphore's value from its word (a corrupt word reads as SEMVMX at most).
@@ -283,6 +362,26 @@ impl SetMem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_and_cells_round_trip() {
+        for slot in [0, 1, 511, MARK_SLOTS - 1] {
+            for tag in [0, 1] {
+                let m = mark(slot, tag);
+                assert_eq!(m & !MARK, 0);
+                assert_eq!(mark_slot(m | 123), Some(slot));
+                assert_eq!((m & MARK_TAG != 0) as u32, tag);
+            }
+        }
+        assert_eq!(mark_slot(77 | WATCHED), None);
+        for adj in [-32768, -1, 0, 1, 32767] {
+            for op in [-CELL_OP_MAX, -1, 1, CELL_OP_MAX] {
+                let c = pending_cell(adj, op, 1);
+                assert_eq!((cell_adj(c), cell_op(c), cell_tag(c)), (adj, op, 1));
+            }
+            assert_eq!(cell_adj(adj_cell(adj)), adj);
+        }
+    }
 
     #[test]
     fn geometry_is_ordered_and_bounded() {

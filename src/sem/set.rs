@@ -36,7 +36,8 @@ pub struct SemSets {
     /// Semaphores in all sets (the kernel's `used_sems`), checked against SEMMNS.
     pub used_sems: u64,
     /// (set id, dead pid) whose exit could not be applied yet: the set's lock was held by a
-    /// process that is stopped (SIGSTOP, a debugger). The broker never blocks on a client;
+    /// process that is stopped (SIGSTOP, a debugger), or a semaphore it must change was held
+    /// by another's lock-free SEM_UNDO operation (array.rs `Busy`). The broker never blocks on a client;
     /// it retries these every RING_POLL.
     pending_deaths: Vec<(i32, i32)>,
 }
@@ -191,10 +192,13 @@ impl SemSets {
             if h.nwaiters.load(Acquire) == 0 && h.undo_users.load(Acquire) == 0 && h.journal_state.load(Acquire) == 0 {
                 continue;
             }
-            match lock_briefly(&obj.data.mem) {
+            let done = match lock_briefly(&obj.data.mem) {
                 Some(Ok(mut g)) => g.process_died(pid),
-                Some(Err(_)) => {}
-                None => self.pending_deaths.push((make_id(index, obj.seq), pid)),
+                Some(Err(_)) => true,
+                None => false,
+            };
+            if !done {
+                self.pending_deaths.push((make_id(index, obj.seq), pid));
             }
         }
         Vec::new()
@@ -213,10 +217,13 @@ impl SemSets {
         let pending = std::mem::take(&mut self.pending_deaths);
         for (id, pid) in pending {
             let Ok(obj) = self.registry.by_id(id) else { continue };
-            match array::try_lock(&obj.data.mem, true) {
+            let done = match array::try_lock(&obj.data.mem, true) {
                 Some(Ok(mut g)) => g.process_died(pid),
-                Some(Err(_)) => {}
-                None => self.pending_deaths.push((id, pid)),
+                Some(Err(_)) => true,
+                None => false,
+            };
+            if !done {
+                self.pending_deaths.push((id, pid));
             }
         }
     }
