@@ -245,7 +245,9 @@ impl Guard<'_> {
         self.mem.word(num).load(Acquire) & WATCHED
     }
 
-    /// Writes the journal, commits it, applies it, clears it.
+    /// Writes the journal, commits it, applies it, clears it. The words it writes stay
+    /// frozen until the journal is clear: a holder killed before that leaves them frozen, so
+    /// that no lock-free operation changes a word the next locker's replay will store again.
     fn commit(&self, kind: u32, entries: &[u64]) {
         let h = self.mem.header();
         let n = entries.len().min(self.mem.geo.journal_cap);
@@ -258,19 +260,39 @@ impl Guard<'_> {
         if kind == J_WRITES && n == entries.len() {
             // What replay would read back from the journal: apply from our copy.
             for &e in entries {
-                if let Some(w) = self.mem.u32_at((e >> 32) as usize) {
-                    w.store(e as u32, Release);
-                }
+                self.apply_write((e >> 32) as usize, e as u32, FROZEN);
             }
         } else {
-            self.replay();
+            self.replay(FROZEN);
         }
         h.journal_state.store(J_EMPTY, Release);
+        for &e in entries {
+            let num = match kind {
+                J_SET => Some((e >> 32) as usize).filter(|&n| n < self.mem.geo.nsems as usize),
+                _ => self.word_num((e >> 32) as usize),
+            };
+            if let Some(num) = num {
+                self.mem.word(num).fetch_and(!FROZEN, Release);
+            }
+        }
     }
 
-    /// Applies the journal (idempotent: absolute values). Entries pointing outside the
-    /// data area are ignored.
-    fn replay(&self) {
+    /// The semaphore whose word is at byte offset `off`, if it is one.
+    fn word_num(&self, off: usize) -> Option<usize> {
+        let rel = off.checked_sub(self.mem.geo.values)?;
+        (rel % 4 == 0 && rel / 4 < self.mem.geo.nsems as usize).then_some(rel / 4)
+    }
+
+    /// One (offset, word) write of a J_WRITES journal; a semaphore's word gets `hold` too.
+    fn apply_write(&self, off: usize, val: u32, hold: u32) {
+        if let Some(w) = self.mem.u32_at(off) {
+            w.store(if self.word_num(off).is_some() { val | hold } else { val }, Release);
+        }
+    }
+
+    /// Applies the journal (idempotent: absolute values), semaphore words with `hold`.
+    /// Entries pointing outside the data area are ignored.
+    fn replay(&self, hold: u32) {
         let h = self.mem.header();
         let count = (h.journal_count.load(Acquire) as usize).min(self.mem.geo.journal_cap);
         let kind = h.journal_kind.load(Acquire);
@@ -278,14 +300,8 @@ impl Guard<'_> {
             let e = self.mem.journal_entry(i).load(Acquire);
             let (off, val) = ((e >> 32) as usize, e as u32);
             match kind {
-                J_WRITES => {
-                    if let Some(w) = self.mem.u32_at(off) {
-                        w.store(val, Release);
-                    }
-                }
+                J_WRITES => self.apply_write(off, val, hold),
                 J_SET if off < self.mem.geo.nsems as usize => {
-                    // The adjustments first: storing the word unfreezes it, and a lock-free
-                    // SEM_UNDO operation may then change its owner's adjustment.
                     for slot in 0..self.mem.geo.undo_slots as usize {
                         if self.mem.undo_pid(slot).load(Acquire) != 0 {
                             self.mem.cell(slot, off).store(0, Release);
@@ -293,7 +309,7 @@ impl Guard<'_> {
                     }
                     let word = self.mem.word(off);
                     let watched = word.load(Acquire) & WATCHED;
-                    word.store((val & VALUE_MASK).min(SEMVMX as u32) | watched, Release);
+                    word.store((val & VALUE_MASK).min(SEMVMX as u32) | watched | hold, Release);
                 }
                 _ => {}
             }
@@ -306,7 +322,8 @@ impl Guard<'_> {
     fn recover(&mut self) {
         let h = self.mem.header();
         if h.journal_state.load(Acquire) == J_COMMITTED {
-            self.replay();
+            // Its words are still frozen (see commit); the flags are recomputed below.
+            self.replay(0);
         }
         h.journal_state.store(J_EMPTY, Release);
         let nsems = self.mem.geo.nsems as usize;
@@ -889,7 +906,7 @@ mod tests {
         s.mem.journal_entry(1).store(entry(usize::MAX >> 33, 1), Relaxed);
         s.mem.header().journal_count.store(u32::MAX, Relaxed);
         s.mem.header().journal_kind.store(J_WRITES, Relaxed);
-        g.replay();
+        g.replay(0);
         assert_eq!(s.mem.header().magic.load(Relaxed), MAGIC, "the header is never written through the journal");
         drop(g);
         // A header that lies about its geometry is refused.
