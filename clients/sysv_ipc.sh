@@ -13,8 +13,9 @@
 # build/c-tests/nosysv. Ends with "sysv_ipc: N passed, N failed, N skipped".
 #
 # The suite runs alone, then as COPIES copies at once (default 3) sharing one kernel, or one
-# ipcshim namespace: many clients of one broker. Its tests use random keys, so the copies
-# meet only in the shared limits and the broker, as they would in the kernel.
+# ipcshim namespace: many clients of one broker. Its tests use random keys (each copy seeded
+# apart: clients/unittest_report.py), so the copies meet only in the shared limits and the
+# broker, as they would in the kernel.
 set -euo pipefail
 COPIES=${CLIENT_COPIES:-3}
 

@@ -66,6 +66,12 @@ def run(results_path, start_dir, top_dir):
                 self._record(test, "fail")
 
     suite = unittest.defaultTestLoader.discover(start_dir, top_level_dir=top_dir)
+    # sysv_ipc seeds rand() with time(NULL) when imported (discovery imports it) and draws
+    # its random keys from it: copies started in the same second would draw the same keys
+    # at the same moments and open each other's objects. Each run gets a seed of its own.
+    import ctypes
+    import os
+    ctypes.CDLL(None).srand(os.getpid())
     result = unittest.TextTestRunner(verbosity=2, resultclass=RecordingResult).run(suite)
     return 0 if result.wasSuccessful() else 1
 
