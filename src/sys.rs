@@ -66,7 +66,12 @@ pub fn sealed_memfd(name: &str, len: u64, extra_flags: u32) -> Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = i64::try_from(len).map_err(|_| Errno(libc::ENOMEM))?;
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
-        return Err(Errno::last());
+        // EFBIG: past RLIMIT_FSIZE (see broker::lift_file_size_limit); ENOSPC: no room
+        // in tmpfs. Either way, as the kernel's *get says it: no memory for the object.
+        return Err(match Errno::last() {
+            Errno(libc::EFBIG | libc::ENOSPC) => Errno(libc::ENOMEM),
+            e => e,
+        });
     }
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {

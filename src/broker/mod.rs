@@ -159,6 +159,25 @@ pub fn raise_descriptor_limit() {
     }
 }
 
+/// The kernel's objects are not files: RLIMIT_FSIZE never limits them. Ours are memfds,
+/// whose ftruncate past the limit fails with EFBIG *and* raises SIGXFSZ, which would kill
+/// a broker started by a client under `ulimit -f` (the limit is inherited). So the
+/// signal is ignored, the limit is lifted (with CAP_SYS_RESOURCE) or its soft value
+/// raised to the hard one, and a memfd that still cannot be sized fails its creation with
+/// ENOMEM (`sys::sealed_memfd`).
+pub fn lift_file_size_limit() {
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &unlimited) } == 0 {
+        return;
+    }
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &r) };
+    }
+}
+
 /// Connections one uid may hold: as configured (`IPCSHIM_LIMITS=conns_per_uid=N`), else
 /// a sixteenth of the descriptor limit (half the table is for connections and their
 /// pidfds, shared by at least four users), between 64 and 4,096.

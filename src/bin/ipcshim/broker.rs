@@ -94,6 +94,7 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
         }
     }
     broker::raise_descriptor_limit();
+    broker::lift_file_size_limit();
     let mut b = match Broker::new(listener, socket.to_path_buf(), Limits::from_machine()) {
         Ok(b) => b,
         Err(e) => {
