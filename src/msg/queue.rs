@@ -3,9 +3,10 @@
 //! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory;
 //! the broker maps a queue's header to read them (under the queue's lock when it can
 //! have it at once: a stopped client holding it must not stall the whole namespace) and to
-//! set msg_qbytes and the removed flag. It maps the header only while it uses it: a
-//! mapping per queue would take 32,000 of the broker's 65,530 (vm.max_map_count) at the
-//! kernel's default MSGMNI, next to the semaphore sets' 32,000.
+//! set msg_qbytes and the removed flag. It keeps at most KEPT_HEADERS of these mappings
+//! and maps other headers only while it uses them: a mapping per queue would take 32,000
+//! of the broker's 65,530 (vm.max_map_count) at the kernel's default MSGMNI, next to the
+//! semaphore sets' 32,000.
 
 use super::layout::{self, Header, HEADER_SIZE};
 use super::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
@@ -30,22 +31,57 @@ const MSGMNB_DEFAULT: i64 = 16384;
 pub struct Queue {
     pub memfd: ObjectFd,
     pub ctime: i64,
+    /// The broker's mapping of the header, kept once made while fewer than KEPT_HEADERS
+    /// queues keep theirs; beyond, the header is mapped only while it is used.
+    kept: once_cell::unsync::OnceCell<Mapping>,
 }
 
-/// The broker's mapping of one queue's header page, for as long as it is used.
-struct HeaderMap(Mapping);
+/// How many queue headers the broker keeps mapped: the common namespace pays no mmap per
+/// msgctl, one at MSGMNI = 32,000 stays far below vm.max_map_count.
+const KEPT_HEADERS: usize = 4096;
+static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-impl std::ops::Deref for HeaderMap {
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if self.kept.get().is_some() {
+            KEPT.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The broker's mapping of one queue's header page: kept, or made for the occasion.
+enum HeaderMap<'a> {
+    Kept(&'a Mapping),
+    Made(Mapping),
+}
+
+impl std::ops::Deref for HeaderMap<'_> {
     type Target = Header;
     fn deref(&self) -> &Header {
-        unsafe { &*(self.0.as_ptr() as *const Header) }
+        let map = match self {
+            HeaderMap::Kept(m) => *m,
+            HeaderMap::Made(m) => m,
+        };
+        unsafe { &*(map.as_ptr() as *const Header) }
     }
 }
 
 impl Queue {
+    fn new(memfd: ObjectFd) -> Queue {
+        Queue { memfd, ctime: now_secs(), kept: Default::default() }
+    }
+
     /// Maps the header (ENOMEM if it cannot be mapped now).
-    fn header(&self) -> Result<HeaderMap> {
-        self.memfd.map(HEADER_SIZE, true).map(HeaderMap).map_err(|_| Errno(libc::ENOMEM))
+    fn header(&self) -> Result<HeaderMap<'_>> {
+        if let Some(m) = self.kept.get() {
+            return Ok(HeaderMap::Kept(m));
+        }
+        let map = self.memfd.map(HEADER_SIZE, true).map_err(|_| Errno(libc::ENOMEM))?;
+        if KEPT.fetch_add(1, Relaxed) >= KEPT_HEADERS {
+            KEPT.fetch_sub(1, Relaxed);
+            return Ok(HeaderMap::Made(map));
+        }
+        Ok(HeaderMap::Kept(self.kept.get_or_init(|| map)))
     }
 
     /// Runs `read` on the header under the queue's lock when it can be had at once (a
@@ -142,8 +178,8 @@ impl Queues {
         }
         let capacity = capacity(limits);
         let memfd = queue_memfd(&memfd_name, capacity).map_err(|_| Errno(libc::ENOMEM))?;
-        let queue = Queue { memfd: ObjectFd::keep(memfd)?, ctime: now_secs() };
-        unsafe { layout::Queue::init(queue.header()?.0.as_ptr(), capacity, limits.msgmnb)? };
+        let queue = Queue::new(ObjectFd::keep(memfd)?);
+        unsafe { layout::Queue::init(&*queue.header()? as *const Header as *mut u8, capacity, limits.msgmnb)? };
         let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;
         Ok((id, Change::Updated(index)))
     }
@@ -237,13 +273,14 @@ impl Queues {
                     return Err(Errno(libc::EINVAL));
                 }
                 obj.perm.set(uid as u32, gid as u32, mode as u32);
-                obj.data.ctime = now_secs();
                 h.qbytes.store(qbytes, Release);
                 // Blocked senders may fit now; blocked receivers re-check their rights.
                 for seq in [&h.space_seq, &h.msg_seq] {
                     seq.fetch_add(1, Release);
                     futex_wake(seq, i32::MAX);
                 }
+                drop(h);
+                obj.data.ctime = now_secs();
                 Ok((0, vec![], Change::Updated(index)))
             }
             _ => Err(Errno(libc::EINVAL)),
