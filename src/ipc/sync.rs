@@ -60,7 +60,7 @@ pub fn after_fork() {
 }
 
 /// This thread's id, cached.
-fn my_tid() -> u32 {
+pub(crate) fn my_tid() -> u32 {
     let gen = FORK_GENERATION.load(Relaxed);
     TID.try_with(|c| {
         let (g, t) = c.get();

@@ -122,6 +122,7 @@ mod imp {
         }
     }
 
+    #[inline(always)]
     fn install() {
         INSTALL.call_once(|| unsafe {
             for sig in [libc::SIGSEGV, libc::SIGBUS] {
@@ -141,11 +142,13 @@ mod imp {
         ipcshim_user_copy(dst, src, len) == 0
     }
 
+    #[inline(always)]
     pub unsafe fn readable(p: *const u8) -> bool {
         install();
         ipcshim_probe_read(p) == 0
     }
 
+    #[inline(always)]
     pub unsafe fn writable(p: *mut u8) -> bool {
         install();
         ipcshim_probe_write(p) == 0
@@ -198,8 +201,11 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(
     Ok(())
 }
 
+/// No page is smaller: probing at this stride touches every page of a range.
+const PROBE_STRIDE: usize = 4096;
+
 /// EFAULT unless every byte of `[p, p + len)` can be read (`write`: written), probed
-/// once per page. The copies that follow can then be plain ones.
+/// once per 4 KiB page. The copies that follow can then be plain ones.
 #[inline(always)]
 pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
     if len == 0 {
@@ -209,20 +215,19 @@ pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
     if bad_range(start, len) {
         return Err(EFAULT);
     }
-    let page = crate::sys::page_size();
-    let last_page = (start + len - 1) & !(page - 1);
-    let mut at = start;
-    loop {
-        let ok = unsafe { if write { imp::writable(at as *mut u8) } else { imp::readable(at as *const u8) } };
-        if !ok {
+    let probe = |at: usize| unsafe { if write { imp::writable(at as *mut u8) } else { imp::readable(at as *const u8) } };
+    if !probe(start) {
+        return Err(EFAULT);
+    }
+    let last_page = (start + len - 1) & !(PROBE_STRIDE - 1);
+    let mut at = start & !(PROBE_STRIDE - 1);
+    while at < last_page {
+        at += PROBE_STRIDE;
+        if !probe(at) {
             return Err(EFAULT);
         }
-        let next = (at & !(page - 1)) + page;
-        if next > last_page {
-            return Ok(());
-        }
-        at = next;
     }
+    Ok(())
 }
 
 /// Reads a `T` from the caller's memory (EFAULT if unreadable).

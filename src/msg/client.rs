@@ -13,7 +13,7 @@ use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
 use crate::ipc::ids::MAX_INDEX;
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
-use crate::ipc::sync::{futex_wait, futex_wake, Locked};
+use crate::ipc::sync::{futex_wait, futex_wake, my_tid, Locked};
 use crate::ipc::usercopy::check_user;
 use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
@@ -394,25 +394,6 @@ fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
     true
 }
 
-/// The calling thread's id (gettid is a system call; cached per thread, and per process
-/// since a forked child's thread has another).
-fn own_tid() -> i32 {
-    thread_local! {
-        static TID: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((0, 0)) };
-    }
-    let pid = creds::own_pid();
-    TID.try_with(|t| {
-        let (p, tid) = t.get();
-        if p == pid {
-            return tid;
-        }
-        let tid = unsafe { libc::gettid() };
-        t.set((pid, tid));
-        tid
-    })
-    .unwrap_or_else(|_| unsafe { libc::gettid() })
-}
-
 /// msgsnd, up to the point where it would wait. `msgp` points to the caller's `struct
 /// msgbuf` (a long, then the text). `resume`: back from waiting.
 ///
@@ -577,7 +558,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     q.unlink(&found, store_type)?;
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
-    let receiver = if waited { own_tid() } else { creds::own_pid() };
+    let receiver = if waited { my_tid() as i32 } else { creds::own_pid() };
     header.lrpid.store(receiver, Relaxed);
     header.rtime.store(now_secs(), Relaxed);
     let wake = bump(&header.space_seq, &header.space_waiters);

@@ -260,28 +260,55 @@ impl Queue {
         Ok(())
     }
 
-    /// Appends a message whose text `fill(dst, offset, len)` writes block by block.
+    /// Calls `f(ptr, offset, n)` over the first `len` bytes of the block chain that starts
+    /// at `first`, once per run of blocks that follow each other in memory (a message's
+    /// blocks usually do: the free list hands them back in the order it took them), so
+    /// that a long message is one copy.
+    fn runs(&self, first: u32, len: usize, mut f: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if blocks_for(len as u64) > self.capacity as u64 {
+            return Err(CORRUPT);
+        }
+        let mut link = first;
+        let mut run = self.block(link)?;
+        let mut run_off = 0;
+        let mut off = (len).min(BLOCK);
+        while off < len {
+            let next = self.block_next(link)?.load(Relaxed);
+            if next != link + 1 || next > self.capacity {
+                f(run, run_off, off - run_off)?;
+                run = self.block(next)?;
+                run_off = off;
+            }
+            link = next;
+            off += (len - off).min(BLOCK);
+        }
+        f(run, run_off, off - run_off)
+    }
+
+    /// Appends a message whose text `fill(dst, offset, len)` writes, run of blocks by run.
     /// `Ok(false)`: the memfd has no room left (only when msg_qbytes exceeds the capacity).
     /// A failing `fill` leaves the queue as it was. Does not check `fits`.
-    pub fn enqueue(&self, mtype: i64, size: u64, mut fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<bool> {
+    pub fn enqueue(&self, mtype: i64, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<bool> {
         let nblocks = blocks_for(size);
         if nblocks > self.capacity as u64 {
             return Ok(false);
         }
         let Some(slot_link) = self.pop_slot()? else { return Ok(false) };
-        // Take and fill the blocks; on failure give everything back.
+        // Take the blocks, then fill them; on failure give everything back.
         let mut first = 0u32;
         let mut prev = 0u32;
         let mut taken = 0u64;
-        let mut failure: Option<Result<bool>> = None;
+        let mut result = Ok(true);
         while taken < nblocks {
-            let b = match self.pop_block() {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    failure = Some(Ok(false));
+            let b = match self.pop_block()? {
+                Some(b) => b,
+                None => {
+                    result = Ok(false);
                     break;
                 }
-                Err(e) => return Err(e),
             };
             if prev == 0 {
                 first = b;
@@ -290,14 +317,13 @@ impl Queue {
             }
             prev = b;
             taken += 1;
-            let off = (taken as usize - 1) * BLOCK;
-            let len = (size as usize - off).min(BLOCK);
-            if let Err(e) = fill(self.block(b)?, off, len) {
-                failure = Some(Err(e));
-                break;
+        }
+        if let Ok(true) = result {
+            if let Err(e) = self.runs(first, size as usize, fill) {
+                result = Err(e);
             }
         }
-        if let Some(result) = failure {
+        if !matches!(result, Ok(true)) {
             self.push_blocks(first, taken)?;
             self.push_slot(slot_link)?;
             return result;
@@ -370,24 +396,12 @@ impl Queue {
         }
     }
 
-    /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`.
+    /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`, run of
+    /// blocks by run.
     pub fn copy_out(&self, found: &Found, len: usize, mut sink: impl FnMut(*const u8, usize, usize) -> Result<()>) -> Result<()> {
-        let len = (len as u64).min(found.size);
-        if blocks_for(len) > self.capacity as u64 {
-            return Err(CORRUPT);
-        }
-        let len = len as usize;
-        let mut link = self.slot(found.slot)?.first_block.load(Relaxed);
-        let mut off = 0usize;
-        while off < len {
-            let n = (len - off).min(BLOCK);
-            sink(self.block(link)?, off, n)?;
-            off += n;
-            if off < len {
-                link = self.block_next(link)?.load(Relaxed);
-            }
-        }
-        Ok(())
+        let len = (len as u64).min(found.size) as usize;
+        let first = self.slot(found.slot)?.first_block.load(Relaxed);
+        self.runs(first, len, |src, off, n| sink(src, off, n))
     }
 
     /// Removes `found` (just returned by `find`, the lock held since) from the queue.
