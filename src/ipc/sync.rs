@@ -148,7 +148,12 @@ impl RobustMutex {
     /// `lock` without waiting: `None` if another holds the lock (alive or not: see
     /// `try_lock_or_recover`).
     pub fn try_lock(&self) -> Option<Result<Locked>> {
-        let me = my_tid();
+        self.try_lock_as(my_tid())
+    }
+
+    /// `try_lock` for a caller that knows its thread id (`my_tid`).
+    #[inline]
+    pub fn try_lock_as(&self, me: u32) -> Option<Result<Locked>> {
         self.take(0, me).then_some(Ok(Locked::Clean))
     }
 
@@ -166,7 +171,12 @@ impl RobustMutex {
 
     /// Releases the lock if this thread holds it (a word scribbled since is left alone).
     pub fn unlock(&self) {
-        let me = my_tid();
+        self.unlock_as(my_tid())
+    }
+
+    /// `unlock` for a caller that knows its thread id (`my_tid`).
+    #[inline]
+    pub fn unlock_as(&self, me: u32) {
         let mut v = self.word.load(Relaxed);
         while v & TID_MASK == me {
             match self.word.compare_exchange(v, 0, Release, Relaxed) {

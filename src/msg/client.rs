@@ -228,6 +228,8 @@ fn open(id: i32, access: u32) -> Result<&'static Handle> {
 /// The queue's lock, held until dropped. A holder that died is repaired after.
 struct Guard<'a> {
     queue: &'a Queue,
+    /// This thread's id (the lock's word holds it).
+    me: u32,
 }
 
 /// Tries this many times (about 3 µs here) before sleeping on a held lock: it is held
@@ -239,11 +241,12 @@ const LOCK_TRIES: u32 = 100;
 #[inline(always)]
 fn lock(h: &'static Handle) -> Result<Guard<'static>> {
     let queue = &h.queue;
-    let locked = match queue.header().lock.try_lock() {
+    let me = my_tid();
+    let locked = match queue.header().lock.try_lock_as(me) {
         Some(r) => r?,
-        None => lock_contended(h)?,
+        None => lock_contended(h, me)?,
     };
-    let guard = Guard { queue };
+    let guard = Guard { queue, me };
     if let Locked::Recovered = locked {
         queue.recover()?;
     }
@@ -251,11 +254,11 @@ fn lock(h: &'static Handle) -> Result<Guard<'static>> {
 }
 
 #[cold]
-fn lock_contended(h: &'static Handle) -> Result<Locked> {
+fn lock_contended(h: &'static Handle, me: u32) -> Result<Locked> {
     let mutex = &h.queue.header().lock;
     for _ in 1..LOCK_TRIES {
         std::hint::spin_loop();
-        if let Some(r) = mutex.try_lock() {
+        if let Some(r) = mutex.try_lock_as(me) {
             return r;
         }
     }
@@ -265,7 +268,7 @@ fn lock_contended(h: &'static Handle) -> Result<Locked> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.queue.header().lock.unlock();
+        self.queue.header().lock.unlock_as(self.me);
     }
 }
 

@@ -204,12 +204,14 @@ impl Queue {
     }
 
     /// `msg_fits_inqueue`: bytes and count both bounded by msg_qbytes.
+    #[inline(always)]
     pub fn fits(&self, size: u64) -> bool {
         let h = self.header();
         let qbytes = h.qbytes.load(Relaxed);
         size.saturating_add(h.cbytes.load(Relaxed)) <= qbytes && h.qnum.load(Relaxed).saturating_add(1) <= qbytes
     }
 
+    #[inline(always)]
     fn pop(&self, free: &AtomicU32, hwm: &AtomicU32, next_of: impl Fn(u32) -> Result<u32>) -> Result<Option<u32>> {
         let head = free.load(Relaxed);
         if head != 0 {
@@ -235,6 +237,7 @@ impl Queue {
         self.pop(&h.free_block, &h.block_hwm, |l| Ok(self.block_next(l)?.load(Relaxed)))
     }
 
+    #[inline(always)]
     fn push_slot(&self, link: u32) -> Result<()> {
         let h = self.header();
         self.slot(link)?.next.store(h.free_slot.load(Relaxed), Relaxed);
@@ -243,6 +246,7 @@ impl Queue {
     }
 
     /// Returns a chain of `count` blocks starting at `first` to the free list.
+    #[inline(always)]
     fn push_blocks(&self, first: u32, count: u64) -> Result<()> {
         if count == 0 {
             return Ok(());
@@ -264,6 +268,7 @@ impl Queue {
     /// at `first`, once per run of blocks that follow each other in memory (a message's
     /// blocks usually do: the free list hands them back in the order it took them), so
     /// that a long message is one copy.
+    #[inline(always)]
     fn runs(&self, first: u32, len: usize, mut f: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<()> {
         if len == 0 {
             return Ok(());
@@ -291,6 +296,7 @@ impl Queue {
     /// Appends a message whose text `fill(dst, offset, len)` writes, run of blocks by run.
     /// `Ok(false)`: the memfd has no room left (only when msg_qbytes exceeds the capacity).
     /// A failing `fill` leaves the queue as it was. Does not check `fits`.
+    #[inline(always)]
     pub fn enqueue(&self, mtype: i64, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<bool> {
         let nblocks = blocks_for(size);
         if nblocks > self.capacity as u64 {
@@ -348,6 +354,7 @@ impl Queue {
     }
 
     /// `find_msg`: the message `search` selects, if any.
+    #[inline(always)]
     pub fn find(&self, search: Search) -> Result<Option<Found>> {
         let h = self.header();
         let mut prev = 0u32;
@@ -398,6 +405,7 @@ impl Queue {
 
     /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`, run of
     /// blocks by run.
+    #[inline(always)]
     pub fn copy_out(&self, found: &Found, len: usize, mut sink: impl FnMut(*const u8, usize, usize) -> Result<()>) -> Result<()> {
         let len = (len as u64).min(found.size) as usize;
         let first = self.slot(found.slot)?.first_block.load(Relaxed);
@@ -408,6 +416,7 @@ impl Queue {
     /// `on_commit` runs right after the store that removes it (msgrcv stores the type
     /// there, so that a receiver killed in between loses or duplicates nothing but a few
     /// instructions' worth of chance).
+    #[inline(always)]
     pub fn unlink(&self, found: &Found, on_commit: impl FnOnce()) -> Result<()> {
         let h = self.header();
         let slot = self.slot(found.slot)?;
