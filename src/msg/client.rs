@@ -37,6 +37,8 @@ struct Handle {
     /// Threads of this process that sleep on the queue or wait for its lock (the mapping
     /// must outlive them).
     users: AtomicU32,
+    /// This process's record of spinning before sleeping on this queue (`Spin`).
+    spin: Spin,
 }
 
 const READ: u32 = 1;
@@ -217,7 +219,7 @@ fn open(id: i32, access: u32) -> Result<&'static Handle> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let h = Box::into_raw(Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0) }));
+    let h = Box::into_raw(Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new() }));
     let old = HANDLES[index_of(id)].swap(h, AcqRel);
     if !old.is_null() {
         push_retired(old);
@@ -288,16 +290,90 @@ fn words(h: &Header, side: Side) -> (&AtomicU32, &AtomicU32) {
     }
 }
 
-/// A call that has to wait: it registered as a waiter and released the lock. The C entry
-/// point sleeps (`Sleep::sleep`) outside the panic guard, so that pthread_cancel can end
-/// the sleep by unwinding, then calls again with the `Resume`.
+/// How long a call that must wait first watches the queue before it sleeps. Sleeping
+/// and being woken cost the sleeper two system calls and a wake-up (several µs on the
+/// 2-core VMs we measure on) and the waker a FUTEX_WAKE; a peer running on another core
+/// usually sends or receives well within this. A spinning caller is not counted as a
+/// waiter, so its peer makes no system call either.
+const SPIN: Duration = Duration::from_micros(10);
+/// After this many spins in a row that ended in a sleep, at most one wait in this many
+/// spins (the peer is usually not running: each failed spin delays the peer if it waits
+/// for our CPU, and costs us our scheduler credit).
+const SPIN_BACKOFF_MAX: u32 = 1024;
+
+/// Adaptive spinning, per queue and process: spin while spins succeed; after a failure,
+/// skip the next 1, 2, 4 … waits before trying again.
+struct Spin {
+    /// Waits left to skip before the next spin.
+    skip: AtomicU32,
+    /// The current backoff (0 after a success).
+    backoff: AtomicU32,
+}
+
+impl Spin {
+    fn new() -> Spin {
+        Spin { skip: AtomicU32::new(0), backoff: AtomicU32::new(0) }
+    }
+
+    /// Whether the next wait should spin first.
+    fn now(&self) -> bool {
+        if !spinning_helps() {
+            return false;
+        }
+        let skip = self.skip.load(Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn outcome(&self, ready: bool) {
+        if ready {
+            self.backoff.store(0, Relaxed);
+            self.skip.store(0, Relaxed);
+        } else {
+            let b = (self.backoff.load(Relaxed) * 2).clamp(1, SPIN_BACKOFF_MAX);
+            self.backoff.store(b, Relaxed);
+            self.skip.store(b, Relaxed);
+        }
+    }
+}
+
+/// Whether this process may run on more than one CPU (asked once): spinning only helps if
+/// the peer can run meanwhile.
+fn spinning_helps() -> bool {
+    static CPUS: AtomicU32 = AtomicU32::new(0);
+    let mut n = CPUS.load(Relaxed);
+    if n == 0 {
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        n = if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0 {
+            (unsafe { libc::CPU_COUNT(&set) } as u32).max(1)
+        } else {
+            1
+        };
+        CPUS.store(n, Relaxed);
+    }
+    n > 1
+}
+
+/// A call that has to wait, and how: it may first watch the queue without the lock until
+/// `until`, then it registers as a waiter and sleeps on the side's futex word. The C entry
+/// point waits (`Sleep::sleep`) outside the panic guard, so that pthread_cancel can end a
+/// sleep by unwinding, then calls again with the `Resume`.
 pub struct Sleep {
     handle: &'static Handle,
     _in_use: InUse,
     side: Side,
+    /// Spinning until then; None: registered as a waiter, `expected` the futex word's value.
+    until: Option<Instant>,
     expected: u32,
-    /// msgsnd: the type read before sleeping (the kernel copies the message once).
+    /// msgsnd: the type read before waiting (the kernel copies the message once) and the
+    /// size, which must fit.
     mtype: i64,
+    size: u64,
+    /// msgrcv: the queue's (qnum, tail) when no message matched; a change is worth a look.
+    seen: (u64, u32),
 }
 
 pub struct Resume {
@@ -311,50 +387,94 @@ pub struct Resume {
 const SLEEPING: Errno = Errno(0);
 
 impl Sleep {
-    /// Sleeps until the side's sequence moves, a signal handler runs (EINTR) or the queue
-    /// is removed. A cancellation point.
+    /// Spins, or sleeps until the side's sequence moves, a signal handler runs (EINTR) or
+    /// the queue is removed. Sleeping is a cancellation point.
     pub fn sleep(self) -> Resume {
-        let (seq, _) = words(self.handle.queue.header(), self.side);
-        let epoch = crate::client::client().broker_epoch();
-        let waited = cancellable(|| loop {
-            // Bounded, to look now and then whether the broker still lives: if it was
-            // killed, the namespace was rebooted and the queue is gone with it.
-            match futex_wait(seq, self.expected, Some(Instant::now() + crate::client::LOOK_AROUND)) {
-                Err(Errno(libc::EAGAIN)) if seq.load(Relaxed) == self.expected => {
-                    if crate::client::client().broker_lost(epoch) {
-                        break Err(Errno(libc::EIDRM));
-                    }
-                }
-                Err(Errno(libc::EAGAIN)) => break Ok(()),
-                other => break other,
+        let waited = match self.until {
+            Some(until) => {
+                let ready = self.spin(until);
+                self.handle.spin.outcome(ready);
+                Ok(())
             }
-        });
+            None => {
+                let (seq, _) = words(self.handle.queue.header(), self.side);
+                let epoch = crate::client::client().broker_epoch();
+                cancellable(|| loop {
+                    // Bounded, to look now and then whether the broker still lives: if it was
+                    // killed, the namespace was rebooted and the queue is gone with it.
+                    match futex_wait(seq, self.expected, Some(Instant::now() + crate::client::LOOK_AROUND)) {
+                        Err(Errno(libc::EAGAIN)) if seq.load(Relaxed) == self.expected => {
+                            if crate::client::client().broker_lost(epoch) {
+                                break Err(Errno(libc::EIDRM));
+                            }
+                        }
+                        Err(Errno(libc::EAGAIN)) => break Ok(()),
+                        other => break other,
+                    }
+                })
+            }
+        };
         Resume { sleep: self, waited }
+    }
+
+    /// Watches the queue (read without the lock: a hint, checked again under it) until the
+    /// call may proceed (true) or `until` (false).
+    fn spin(&self, until: Instant) -> bool {
+        let q = &self.handle.queue;
+        let h = q.header();
+        loop {
+            for _ in 0..32 {
+                let ready = h.removed.load(Relaxed) != 0
+                    || match self.side {
+                        Side::Space => q.fits(self.size),
+                        Side::Message => (h.qnum.load(Relaxed), h.tail.load(Relaxed)) != self.seen,
+                    };
+                if ready {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+        }
     }
 }
 
-/// Registers the caller as a waiter on `side` and lets go of the lock. `waiters` counts
-/// sleepers so that wakers skip the system call when there are none; a waker resets it
-/// to 0 as it bumps the sequence and wakes everyone.
-fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, resume: Option<Resume>) -> Sleep {
-    let (seq, waiters) = words(h.queue.header(), side);
-    waiters.store(waiters.load(Relaxed) + 1, Relaxed);
+/// The caller cannot proceed now: it spins first if it has not spun its time in this call
+/// and `Spin` says so, else it registers as a waiter on `side` and lets go of the lock.
+/// `waiters` counts sleepers so that wakers skip the system call when there are none; a
+/// waker resets it to 0 as it bumps the sequence and wakes everyone.
+fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, size: u64, resume: Option<Resume>) -> Sleep {
+    let header = h.queue.header();
+    let (seq, waiters) = words(header, side);
+    let seen = (header.qnum.load(Relaxed), header.tail.load(Relaxed));
+    let until = match resume.as_ref().map(|r| r.sleep.until) {
+        None if h.spin.now() => Some(Instant::now() + SPIN),
+        Some(Some(until)) if Instant::now() < until => Some(until),
+        _ => None,
+    };
     let expected = seq.load(Relaxed);
+    if until.is_none() {
+        waiters.store(waiters.load(Relaxed) + 1, Relaxed);
+    }
     drop(guard);
     let in_use = match resume {
         Some(r) => r.sleep._in_use,
         None => InUse::new(h),
     };
-    Sleep { handle: h, _in_use: in_use, side, expected, mtype }
+    Sleep { handle: h, _in_use: in_use, side, until, expected, mtype, size, seen }
 }
 
 /// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR, and the
 /// caller's rights are checked again (the kernel checks them on every pass).
 fn woke(queue: &Queue, resume: &Resume, access: u32) -> Result<()> {
     let sleep = &resume.sleep;
-    let (seq, waiters) = words(queue.header(), sleep.side);
-    if seq.load(Relaxed) == sleep.expected {
-        waiters.store(waiters.load(Relaxed).saturating_sub(1), Relaxed);
+    if sleep.until.is_none() {
+        let (seq, waiters) = words(queue.header(), sleep.side);
+        if seq.load(Relaxed) == sleep.expected {
+            waiters.store(waiters.load(Relaxed).saturating_sub(1), Relaxed);
+        }
     }
     if queue.header().removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
@@ -448,7 +568,7 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        *sleep = Some(wait(guard, h, Side::Space, mtype, resume));
+        *sleep = Some(wait(guard, h, Side::Space, mtype, msgsz as u64, resume));
         return Err(SLEEPING);
     }
     header.lspid.store(creds::own_pid(), Relaxed);
@@ -530,7 +650,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        *sleep = Some(wait(guard, h, Side::Message, 0, resume));
+        *sleep = Some(wait(guard, h, Side::Message, 0, 0, resume));
         return Err(SLEEPING);
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {

@@ -4,7 +4,8 @@
 //!
 //! msgsnd and msgrcv that need not wait never leave the process: the id and the caller's
 //! rights are checked against the namespace table, the queue's memfd is mapped once per
-//! process, and the operation runs under the queue's robust lock. Waiting sleeps on a futex
+//! process, and the operation runs under the queue's robust lock. Waiting first spins
+//! (adaptively, see client.rs `Spin`), then sleeps on a futex
 //! word in the queue's header (one for senders, one for receivers), counted so that wakers
 //! skip the system call when nobody sleeps. msgget of an existing key reads the table; the
 //! broker creates queues and answers msgctl, reading the counters from the queue's header.
@@ -31,6 +32,9 @@
 //! - The broker reads a queue's counters under its lock when it can have it at once; if a
 //!   client is stopped holding it, IPC_STAT / MSG_INFO read them without it.
 //! - MSGMAX is asked from the broker once per process.
+//! - A signal handler that runs while a waiting call spins (its first 10 µs at most) or
+//!   in the instant before its futex sleep does not make the call fail with EINTR: the
+//!   call sleeps on (the kernel checks for signals inside its sleep).
 //! - Only the sleep is a cancellation point (glibc also acts on a pending cancellation
 //!   when a non-blocking msgsnd / msgrcv is entered in a multi-threaded process).
 //! - msg_lrpid is the receiving thread's id whenever the receiver had slept during the
