@@ -1,7 +1,8 @@
 //! The broker's side of semaphore sets (ipc/sem.c `newary`, `semctl_stat`, `semctl_down`,
 //! `semctl_info`, `exit_sem`): semget, the semctl commands the broker serves, and SEM_UNDO
 //! at a process's death. Values, waiters and adjustments live in each set's memfd, which
-//! the broker maps too (to read sem_otime, apply the undo of the dead, mark removals).
+//! the broker maps too (to read sem_otime, apply the undo of the dead, mark removals) from
+//! the first time a client opens it: until then no process can have used it.
 
 use super::array;
 use super::layout::{Geometry, SetMem, UNDO_SLOTS, WAITER_SLOTS};
@@ -13,15 +14,41 @@ use crate::ipc::perm::{Creds, Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::{Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::broker::fdstore::ObjectFd;
 use crate::sys::{sealed_memfd, Mapping};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::*;
 
 pub struct SemSet {
     pub nsems: u64,
     pub memfd: ObjectFd,
+    geo: Geometry,
+    /// sem_ctime while the set is not mapped.
+    ctime: i64,
+    /// The broker's mapping, made (and the header initialised) when a client first opens
+    /// the set. Before that nobody can wait, hold adjustments or a lock in it, and otime is
+    /// 0: a set made and removed unused costs no mmap/munmap.
+    mapped: Option<Mapped>,
+}
+
+struct Mapped {
     mem: SetMem,
     /// Keeps `mem` mapped; declared after it so that it is dropped last.
     _map: Mapping,
+}
+
+impl SemSet {
+    fn mem(&self) -> Option<&SetMem> {
+        self.mapped.as_ref().map(|m| &m.mem)
+    }
+
+    /// The set's memory, mapped and initialised on first use.
+    fn map(&mut self) -> Result<&SetMem> {
+        if self.mapped.is_none() {
+            let map = self.memfd.map(self.geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
+            let mem = unsafe { SetMem::init(map.as_ptr(), self.geo, self.ctime)? };
+            self.mapped = Some(Mapped { mem, _map: map });
+        }
+        Ok(&self.mapped.as_ref().unwrap().mem)
+    }
 }
 
 impl std::fmt::Debug for SemSet {
@@ -82,9 +109,7 @@ impl SemSets {
         let max_ops = limits.semopm.clamp(1, 65536) as u32;
         let geo = Geometry::new(nsems as u32, max_ops, WAITER_SLOTS, UNDO_SLOTS).ok_or(Errno(libc::EINVAL))?;
         let memfd = sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
-        let map = Mapping::map(memfd.as_raw_fd(), geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
-        let mem = unsafe { SetMem::init(map.as_ptr(), geo, now())? };
-        let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, mem, _map: map };
+        let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, geo, ctime: now(), mapped: None };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
         self.used_sems += nsems as u64;
         Ok((id, Change::Updated(index)))
@@ -92,13 +117,14 @@ impl SemSets {
 
     /// The set's memfd (read-write: even a wait-for-zero takes the set's lock) for a client
     /// that may read or alter it. Reply words after status: [size].
-    pub fn open(&self, id: i32, _access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
-        let obj = self.registry.by_id(id)?;
+    pub fn open(&mut self, id: i32, _access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
+        let obj = self.registry.by_id_mut(id)?;
         if !obj.perm.allows(creds, S_IRUGO) && !obj.perm.allows(creds, S_IWUGO) {
             return Err(Errno(libc::EACCES));
         }
+        obj.data.map()?;
         let fd = obj.data.memfd.open(false)?;
-        Ok((vec![obj.data.mem.geo.size as i64], fd))
+        Ok((vec![obj.data.geo.size as i64], fd))
     }
 
     /// semctl commands served by the broker. Returns (return value, fields, change).
@@ -143,12 +169,15 @@ impl SemSets {
                 }
                 let ret = if cmd == IPC_STAT { 0 } else { make_id(index, obj.seq) as i64 };
                 let p = &obj.perm;
-                let h = obj.data.mem.header();
+                let (otime, ctime) = match obj.data.mem() {
+                    Some(m) => (m.header().otime.load(Relaxed), m.header().ctime.load(Relaxed)),
+                    None => (0, obj.data.ctime),
+                };
                 Ok((
                     ret,
                     vec![
                         p.key as i64, p.uid as i64, p.gid as i64, p.cuid as i64, p.cgid as i64, p.mode as i64,
-                        obj.seq as i64, obj.data.nsems as i64, h.otime.load(Relaxed), h.ctime.load(Relaxed),
+                        obj.seq as i64, obj.data.nsems as i64, otime, ctime,
                     ],
                     Change::None,
                 ))
@@ -168,12 +197,17 @@ impl SemSets {
                         return Err(Errno(libc::EINVAL));
                     }
                     obj.perm.set(uid as u32, gid as u32, mode as u32);
-                    obj.data.mem.header().ctime.store(now(), Relaxed);
+                    match obj.data.mem() {
+                        Some(m) => m.header().ctime.store(now(), Relaxed),
+                        None => obj.data.ctime = now(),
+                    }
                     return Ok((0, vec![], Change::Updated(index)));
                 }
                 // freeary(): every waiter wakes with EIDRM; clients still mapping the set
                 // see it removed.
-                array::mark_removed(&obj.data.mem);
+                if let Some(m) = obj.data.mem() {
+                    array::mark_removed(m);
+                }
                 if let Some(obj) = self.registry.remove(index) {
                     self.used_sems -= obj.data.nsems;
                 }
@@ -187,12 +221,13 @@ impl SemSets {
     /// wake whoever can now proceed, in every set.
     pub fn process_died(&mut self, pid: i32) -> Vec<Change> {
         for (index, obj) in self.registry.iter() {
-            let h = obj.data.mem.header();
+            let Some(mem) = obj.data.mem() else { continue };
+            let h = mem.header();
             // A set where nobody waits or holds adjustments has nothing of the dead.
             if h.nwaiters.load(Acquire) == 0 && h.undo_users.load(Acquire) == 0 && h.journal_state.load(Acquire) == 0 {
                 continue;
             }
-            let done = match lock_briefly(&obj.data.mem) {
+            let done = match lock_briefly(mem) {
                 Some(Ok(mut g)) => g.process_died(pid),
                 Some(Err(_)) => true,
                 None => false,
@@ -216,8 +251,8 @@ impl SemSets {
         }
         let pending = std::mem::take(&mut self.pending_deaths);
         for (id, pid) in pending {
-            let Ok(obj) = self.registry.by_id(id) else { continue };
-            let done = match array::try_lock(&obj.data.mem, true) {
+            let Some(mem) = self.registry.by_id(id).ok().and_then(|o| o.data.mem()) else { continue };
+            let done = match array::try_lock(mem, true) {
                 Some(Ok(mut g)) => g.process_died(pid),
                 Some(Err(_)) => true,
                 None => false,
