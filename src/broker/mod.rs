@@ -304,6 +304,7 @@ impl Broker {
         for (fd, frame) in requests {
             self.answer(fd, frame);
         }
+        self.ns.sem.after_answers(&self.ns.limits);
         Ok(())
     }
 

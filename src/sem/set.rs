@@ -67,6 +67,20 @@ pub struct SemSets {
     /// by another's lock-free SEM_UNDO operation (array.rs `Busy`). The broker never blocks on a client;
     /// it retries these every RING_POLL.
     pending_deaths: Vec<(i32, i32)>,
+    /// Memfds made ahead, sized for the most common sets (every set of up to 16 semaphores
+    /// has the same geometry): semget then waits for no memfd_create, ftruncate or seals.
+    spares: Vec<OwnedFd>,
+    spare_serial: u64,
+    /// Sets removed in this batch: their memfds (and pages) are freed after the answers.
+    removed: Vec<SemSet>,
+}
+
+/// Spare memfds kept ready (see `SemSets::spares`).
+const SPARES: usize = 4;
+
+/// The geometry of a set of `nsems` semaphores under these limits.
+fn geometry(nsems: u32, limits: &Limits) -> Option<Geometry> {
+    Geometry::new(nsems, limits.semopm.clamp(1, 65536) as u32, WAITER_SLOTS, UNDO_SLOTS)
 }
 
 /// Tries the set's lock for a moment (a holder that is running leaves it within
@@ -106,9 +120,15 @@ impl SemSets {
         if self.registry.in_use() >= limits.semmni as usize {
             return Err(Errno(libc::ENOSPC));
         }
-        let max_ops = limits.semopm.clamp(1, 65536) as u32;
-        let geo = Geometry::new(nsems as u32, max_ops, WAITER_SLOTS, UNDO_SLOTS).ok_or(Errno(libc::EINVAL))?;
-        let memfd = sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
+        let geo = geometry(nsems as u32, limits).ok_or(Errno(libc::EINVAL))?;
+        let spare = match geometry(1, limits) {
+            Some(small) if small.size == geo.size => self.spares.pop(),
+            _ => None,
+        };
+        let memfd = match spare {
+            Some(fd) => fd,
+            None => sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?,
+        };
         let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, geo, ctime: now(), mapped: None };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
         self.used_sems += nsems as u64;
@@ -210,6 +230,7 @@ impl SemSets {
                 }
                 if let Some(obj) = self.registry.remove(index) {
                     self.used_sems -= obj.data.nsems;
+                    self.removed.push(obj.data);
                 }
                 Ok((0, vec![], Change::Removed(index)))
             }
@@ -237,6 +258,21 @@ impl SemSets {
             }
         }
         Vec::new()
+    }
+
+    /// Work kept off the answers' path, done once a batch is answered: closing the memfds of
+    /// removed sets, making spare ones.
+    pub fn after_answers(&mut self, limits: &Limits) {
+        self.removed.clear();
+        let Some(geo) = geometry(1, limits) else { return };
+        while self.spares.len() < SPARES {
+            self.spare_serial += 1;
+            let name = format!("ipcshim.{}.sem.spare{}", std::process::id(), self.spare_serial);
+            match sealed_memfd(&name, geo.size as u64, 0) {
+                Ok(fd) => self.spares.push(fd),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Whether some death waits for a set's lock.
