@@ -20,7 +20,7 @@ be run).
 Options:
  -p, --private         a fresh namespace of its own, removed with its objects once CMD and
                        every process it started have exited (like a kernel IPC namespace);
-                       returns when CMD ends, leaving a keeper for background jobs
+                       returns when CMD ends, leaving a reaper for background jobs
  -n, --namespace NAME  the namespace NAME (kept until 'ipcshim stop'); default: the
                        inherited IPCSHIM_NAMESPACE or IPCSHIM_SOCKET, else \"default\"
  -h, --help            display this help";
@@ -120,7 +120,7 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     ExitCode::from(status_code(status))
 }
 
-/// The signals a terminal sends a whole process group: CMD takes them; the keeper and this
+/// The signals a terminal sends a whole process group: CMD takes them; the reaper and this
 /// command must outlive them to report CMD's status and tear the namespace down.
 const GROUP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
 
@@ -131,12 +131,12 @@ fn set_group_signals(action: libc::sighandler_t) {
 }
 
 /// A private namespace lives as long as the processes started in it, as a kernel IPC
-/// namespace does. A keeper process, made the subreaper of CMD's tree, runs CMD and
+/// namespace does. A reaper process, the subreaper of CMD's tree, runs CMD and
 /// reports its status; descendants that outlive CMD (daemons, background jobs — whether
-/// they have used the namespace yet or not) are reparented to the keeper instead of init,
-/// and the keeper tears the namespace down after the last has exited. This command exits
+/// they have used the namespace yet or not) are reparented to the reaper instead of init,
+/// and the reaper tears the namespace down after the last has exited. This command exits
 /// with CMD's status as soon as CMD has ended and the namespace is gone, or, if
-/// descendants remain, at once, leaving the keeper to finish.
+/// descendants remain, at once, leaving the reaper to finish.
 fn run_private(mut child: std::process::Command) -> ExitCode {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
@@ -146,7 +146,7 @@ fn run_private(mut child: std::process::Command) -> ExitCode {
         eprintln!("ipcshim run: pipe: {}", std::io::Error::last_os_error());
         return ExitCode::from(1);
     }
-    let (mut from_keeper, mut to_parent) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+    let (mut from_reaper, mut to_parent) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
     set_group_signals(libc::SIG_IGN);
     match unsafe { libc::fork() } {
         -1 => {
@@ -154,7 +154,7 @@ fn run_private(mut child: std::process::Command) -> ExitCode {
             ExitCode::from(1)
         }
         0 => {
-            drop(from_keeper);
+            drop(from_reaper);
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             unsafe {
                 child.pre_exec(|| {
@@ -190,22 +190,22 @@ fn run_private(mut child: std::process::Command) -> ExitCode {
             }
             unsafe { libc::_exit(0) }
         }
-        keeper => {
+        reaper => {
             drop(to_parent);
             let mut report = [0u8; 2];
-            if from_keeper.read_exact(&mut report).is_err() {
-                eprintln!("ipcshim run: the namespace's keeper (pid {keeper}) died; the namespace may be left behind");
+            if from_reaper.read_exact(&mut report).is_err() {
+                eprintln!("ipcshim run: the namespace's reaper (pid {reaper}) died; the namespace may be left behind");
                 return ExitCode::from(1);
             }
             if report[1] == 1 {
-                unsafe { libc::waitpid(keeper, std::ptr::null_mut(), 0) };
+                unsafe { libc::waitpid(reaper, std::ptr::null_mut(), 0) };
             }
             ExitCode::from(report[0])
         }
     }
 }
 
-/// Reaps the keeper's descendants as they end: those already gone, or (`wait`) all of
+/// Reaps the reaper's descendants as they end: those already gone, or (`wait`) all of
 /// them. True when none is left but the namespace's broker (a client started it, and
 /// being a daemon it was reparented to us).
 fn reap_descendants(socket: &Path, wait: bool) -> bool {
@@ -223,7 +223,7 @@ fn reap_descendants(socket: &Path, wait: bool) -> bool {
     }
 }
 
-/// The keeper's living children (reaped ones are gone; zombies are reaped before this).
+/// The reaper's living children (reaped ones are gone; zombies are reaped before this).
 fn children() -> Vec<u32> {
     let me = std::process::id();
     std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
