@@ -76,7 +76,8 @@ pub(crate) fn my_tid() -> u32 {
 
 /// Whether the thread `tid` of a lock word is gone: no such task, or a zombie (a killed
 /// process stays one until its parent reaps it, and holds nothing any more). A tid that
-/// is ours is a leftover (we never lock twice): gone as well.
+/// is ours is a leftover for the broker, which never leaves a lock held (a client's
+/// `lock` refuses its own tid before it asks).
 pub(crate) fn holder_gone(tid: u32, me: u32) -> bool {
     if tid == me || tid == 0 || tid > i32::MAX as u32 {
         return true;
@@ -123,6 +124,13 @@ impl RobustMutex {
         let mut slept = false;
         loop {
             let v = self.word.load(Relaxed);
+            if v & TID_MASK == me {
+                // Held by this very thread: a signal handler interrupted one of our critical
+                // sections and calls in again. Taking the lock over would corrupt what the
+                // interrupted call is changing, waiting would never end: the nested call
+                // fails (EDEADLK, as an error-checking mutex says) and the outer one goes on.
+                return Err(Errno(libc::EDEADLK));
+            }
             if v == 0 {
                 // After a sleep others may sleep too: keep WAITERS so that unlock wakes them.
                 if self.take(0, if slept { me | WAITERS } else { me }) {
