@@ -11,6 +11,7 @@
 use super::layout::{Header, Queue, Search};
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
+use crate::ipc::handles::{Counted, InUse, Retired};
 use crate::ipc::ids::MAX_INDEX;
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, my_tid, Locked};
@@ -18,7 +19,6 @@ use crate::ipc::usercopy::check_user;
 use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
-use parking_lot::Mutex;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -47,51 +47,17 @@ const WRITE: u32 = 2;
 /// Index → handle. In .bss: pages are only made when touched.
 static HANDLES: [AtomicPtr<Handle>; MAX_INDEX] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_INDEX];
 
-/// Handles replaced or found removed, freed once no thread can still be using them.
-struct Retired(Vec<(Instant, *mut Handle)>);
-unsafe impl Send for Retired {}
-static RETIRED: Mutex<Retired> = Mutex::new(Retired(Vec::new()));
-/// A call that neither sleeps nor waits for the lock holds its handle for nanoseconds
-/// without counting itself in `users`; one that was preempted gets this long.
-const GRACE: Duration = Duration::from_secs(2);
+/// Handles taken out of `HANDLES`, freed once no thread can still be using them.
+static RETIRED: Retired<Handle> = Retired::new();
+
+impl Counted for Handle {
+    fn users(&self) -> &AtomicU32 {
+        &self.users
+    }
+}
 
 fn retire(index: usize, p: *mut Handle) {
-    if HANDLES[index].compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_ok() {
-        push_retired(p);
-    }
-}
-
-fn push_retired(p: *mut Handle) {
-    // try_lock: in a child forked while another thread held the list, the lock stays held
-    // forever; the handle is then simply never freed.
-    if let Some(mut r) = RETIRED.try_lock() {
-        r.0.push((Instant::now(), p));
-        let now = Instant::now();
-        r.0.retain(|&(when, p)| {
-            let h = unsafe { &*p };
-            if now.duration_since(when) < GRACE || h.users.load(Acquire) > 0 {
-                return true;
-            }
-            drop(unsafe { Box::from_raw(p) });
-            false
-        });
-    }
-}
-
-/// Counts a thread in `users` while it sleeps or waits for the lock.
-struct InUse(&'static Handle);
-
-impl InUse {
-    fn new(h: &'static Handle) -> InUse {
-        h.users.fetch_add(1, AcqRel);
-        InUse(h)
-    }
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.0.users.fetch_sub(1, AcqRel);
-    }
+    RETIRED.take(&HANDLES[index], p);
 }
 
 fn index_of(id: i32) -> usize {
@@ -219,12 +185,8 @@ fn open(id: i32, access: u32) -> Result<&'static Handle> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let h = Box::into_raw(Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new() }));
-    let old = HANDLES[index_of(id)].swap(h, AcqRel);
-    if !old.is_null() {
-        push_retired(old);
-    }
-    Ok(unsafe { &*h })
+    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new() });
+    Ok(RETIRED.install(&HANDLES[index_of(id)], h))
 }
 
 /// The queue's lock, held until dropped. A holder that died is repaired after.

@@ -13,6 +13,7 @@ use super::array;
 use super::layout::*;
 use super::ops::*;
 use crate::client::{client, creds};
+use crate::ipc::handles::{Counted, InUse, Retired};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use super::wait;
@@ -20,7 +21,6 @@ use crate::ipc::usercopy::{copy_from_user, copy_to_user};
 use crate::ipc::{Errno, Family, Result, IPC_CREAT, IPC_EXCL, IPC_INFO, IPC_PRIVATE};
 use crate::sys::Mapping;
 use crate::wire::Op;
-use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -40,62 +40,23 @@ struct Handle {
     undo: AtomicU64,
     /// Threads of this process inside a call on the set beyond the lock-free fast path,
     /// sleeping or waiting for the set's lock (the mapping must outlive them).
-    sleepers: AtomicU32,
+    users: AtomicU32,
 }
 
 /// Index → handle. In .bss: pages are only made when touched.
 static HANDLES: [AtomicPtr<Handle>; MAX_INDEX] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_INDEX];
 
-/// Handles replaced or found removed, freed once no thread can still be using them.
-struct Retired(Vec<(Instant, *mut Handle)>);
-unsafe impl Send for Retired {}
-static RETIRED: Mutex<Retired> = Mutex::new(Retired(Vec::new()));
-/// A fast path holds a handle for nanoseconds; one that was preempted gets this long.
-const GRACE: Duration = Duration::from_secs(2);
+/// Handles taken out of `HANDLES`, freed once no thread can still be using them.
+static RETIRED: Retired<Handle> = Retired::new();
+
+impl Counted for Handle {
+    fn users(&self) -> &AtomicU32 {
+        &self.users
+    }
+}
 
 fn retire(index: usize, p: *mut Handle) {
-    if HANDLES[index].compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_err() {
-        return;
-    }
-    push_retired(p);
-}
-
-fn push_retired(p: *mut Handle) {
-    // try_lock: in a child forked while another thread held the list, the lock stays held
-    // forever; the handle is then simply never freed.
-    if let Some(mut r) = RETIRED.try_lock() {
-        r.0.push((Instant::now(), p));
-        sweep(&mut r);
-    }
-}
-
-fn sweep(r: &mut Retired) {
-    let now = Instant::now();
-    r.0.retain(|&(when, p)| {
-        let h = unsafe { &*p };
-        if now.duration_since(when) < GRACE || h.sleepers.load(Acquire) > 0 {
-            return true;
-        }
-        drop(unsafe { Box::from_raw(p) });
-        false
-    });
-}
-
-/// Keeps a handle from being freed while this thread uses it, however long it waits for
-/// the set's lock (the grace period only covers the fast path's nanoseconds).
-struct InUse(&'static Handle);
-
-impl InUse {
-    fn new(h: &'static Handle) -> InUse {
-        h.sleepers.fetch_add(1, AcqRel);
-        InUse(h)
-    }
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.0.sleepers.fetch_sub(1, AcqRel);
-    }
+    RETIRED.take(&HANDLES[index], p);
 }
 
 #[inline(always)]
@@ -124,19 +85,15 @@ fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
     if mem.geo.nsems as u64 != nsems {
         return Err(Errno(libc::EIDRM));
     }
-    let h = Box::into_raw(Box::new(Handle {
+    let h = Box::new(Handle {
         id,
         mem,
         _map: map,
         rights: AtomicU64::new(0),
         undo: AtomicU64::new(0),
-        sleepers: AtomicU32::new(0),
-    }));
-    let old = HANDLES[index].swap(h, AcqRel);
-    if !old.is_null() {
-        push_retired(old);
-    }
-    Ok(unsafe { &*h })
+        users: AtomicU32::new(0),
+    });
+    Ok(RETIRED.install(&HANDLES[index], h))
 }
 
 fn rights_of(perm: &Perm) -> u32 {
