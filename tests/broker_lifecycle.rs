@@ -2,45 +2,23 @@
 //! between users only when trusted, namespaces kept apart, and garbage on its socket.
 //! Each test drives the real library (preloaded into tests/probe.c) and the real command.
 
+mod common;
+
+use common::{as_user, bin, compile, is_root, lib, scratch_with_mode, wait_for_socket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
-}
-
-/// The cdylib: `cargo build --release` makes it (`make check` builds before testing). A
-/// missing preload would be ignored by ld.so and the probe would talk to the kernel.
-fn lib() -> PathBuf {
-    let lib = bin().parent().unwrap().join("libipcshim.so");
-    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
-    lib
-}
-
-/// Builds tests/probe.c once per test binary.
+/// tests/probe.c, built once per test binary.
 fn probe() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
-            let st = Command::new("cc").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
-            assert!(st.success());
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| compile("probe", "probe")).clone()
 }
 
 /// A scratch directory for sockets, world-traversable so that other uids can use it.
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    d
+    scratch_with_mode(name, 0o1777)
 }
 
 /// Runs the probe under the library with `env`, as `uid` if given; returns its output line.
@@ -52,13 +30,7 @@ fn run(env: &[(&str, &str)], uid: Option<u32>, args: &[&str]) -> String {
         c.env(k, v);
     }
     if let Some(uid) = uid {
-        c.uid(uid).gid(uid);
-        unsafe {
-            c.pre_exec(|| {
-                libc::setgroups(0, std::ptr::null());
-                Ok(())
-            });
-        }
+        as_user(&mut c, uid);
     }
     let out = c.output().expect("probe runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -75,10 +47,6 @@ fn stop(env: &[(&str, &str)]) {
 
 fn value(line: &str) -> i32 {
     line.strip_prefix("ok ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("expected ok, got {line:?}"))
-}
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]
@@ -277,16 +245,38 @@ fn garbage_on_the_socket_does_not_hurt_the_broker() {
     stop(&[("IPCSHIM_SOCKET", sock.to_str().unwrap())]);
 }
 
+/// `ipcshim broker` serving at `sock` (its directory made) with these limits.
+fn broker_command(sock: &Path, limits: &str) -> Command {
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let mut broker = Command::new(bin());
+    broker.arg("broker").arg("--socket").arg(sock).env("IPCSHIM_LIMITS", limits);
+    broker
+}
+
+/// Kills the broker however the test ends (it holds the test harness's output).
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the broker and waits for its socket.
+fn spawn_broker(broker: &mut Command, sock: &Path) -> Reap {
+    let reap = Reap(broker.spawn().unwrap());
+    wait_for_socket(sock);
+    reap
+}
+
 #[test]
 fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let dir = scratch("emfile");
-    let sock = dir.join("ipcshim/default.sock");
-    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-    // A broker that may hold only 64 descriptors.
-    let mut broker = Command::new(bin());
-    // No connection quota to meet first: this is about descriptors.
-    broker.arg("broker").arg("--socket").arg(&sock).env("IPCSHIM_LIMITS", "conns_per_uid=100000");
+    let sock = scratch("emfile").join("ipcshim/default.sock");
+    // A broker that may hold only 64 descriptors (and no connection quota to meet first:
+    // this is about descriptors).
+    let mut broker = broker_command(&sock, "conns_per_uid=100000");
     unsafe {
         broker.pre_exec(|| {
             let r = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
@@ -297,20 +287,8 @@ fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
             Ok(())
         });
     }
-    /// Kills the broker however the test ends (it holds the test harness's output).
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _broker = Reap(broker.spawn().unwrap());
+    let _broker = spawn_broker(&mut broker, &sock);
     let env = [("IPCSHIM_SOCKET", sock.to_str().unwrap())];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let id = value(&run(&env, None, &["create", "0x2121"]));
     // Someone holds a hundred connections.
     let mut held = Vec::new();
@@ -337,24 +315,9 @@ fn a_broker_out_of_descriptors_refuses_clearly_and_recovers() {
 #[test]
 fn one_uid_cannot_take_every_connection() {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let dir = scratch("quota");
-    let sock = dir.join("ipcshim/default.sock");
-    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-    let mut broker = Command::new(bin());
-    broker.arg("broker").arg("--socket").arg(&sock).env("IPCSHIM_LIMITS", "conns_per_uid=4");
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _broker = Reap(broker.spawn().unwrap());
+    let sock = scratch("quota").join("ipcshim/default.sock");
+    let _broker = spawn_broker(&mut broker_command(&sock, "conns_per_uid=4"), &sock);
     let env = [("IPCSHIM_SOCKET", sock.to_str().unwrap())];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let id = value(&run(&env, None, &["create", "0x3131"]));
     // This uid holds its four connections, each answered (the probe's connection may
     // still count for a moment after it exited: a refused one is made again).

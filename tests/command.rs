@@ -1,22 +1,16 @@
 //! The `ipcshim` command: `run` (exit status, private namespaces and their teardown),
 //! `status` and `stop`.
 
+mod common;
+
+use common::{bin, compile, is_root, lib, scratch, scratch_with_mode};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
+/// The command, with the namespaces' files in `dir` (the library must be built: `run`
+/// preloads it).
 fn ipcshim(dir: &Path, args: &[&str]) -> std::process::Output {
-    assert!(bin().with_file_name("libipcshim.so").exists(), "run `cargo build --release` first");
+    lib();
     Command::new(bin()).args(args).env("IPCSHIM_DIR", dir).env_remove("IPCSHIM_NAMESPACE").output().unwrap()
 }
 
@@ -40,9 +34,7 @@ fn run_private_gives_a_fresh_namespace_and_removes_it() {
     assert!(lines.next().unwrap().starts_with("private-"));
     // A command that used the namespace (the probe creates a segment): afterwards neither a
     // broker nor its socket is left.
-    let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-cmd");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
-    assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
+    let probe = compile("probe", "probe-cmd");
     let out = ipcshim(&dir, &["run", "--private", "--", probe.to_str().unwrap(), "create", "0x3131"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "), "{out:?}");
     let left: Vec<_> = std::fs::read_dir(dir.join("ipcshim")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
@@ -52,14 +44,7 @@ fn run_private_gives_a_fresh_namespace_and_removes_it() {
 /// The probe (tests/probe.c: one shm call per run) built once for this file's tests.
 fn probe() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-run");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
-            assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
-            probe
-        })
-        .clone()
+    BUILT.get_or_init(|| compile("probe", "probe-run")).clone()
 }
 
 #[test]
@@ -88,12 +73,10 @@ fn run_private_lasts_while_a_daemon_it_started_lives_even_one_that_uses_it_only_
 
 #[test]
 fn run_private_serves_children_that_switch_to_another_uid() {
-    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
         panic!("this test needs root and util-linux's setpriv (make check runs as root in CI)");
     }
-    let dir = scratch("otheruid");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = scratch_with_mode("otheruid", 0o1777);
     let p = probe();
     let p = p.to_str().unwrap();
     // Root creates a segment (mode 0666), a child running as nobody finds and removes it.
@@ -108,9 +91,7 @@ fn run_private_serves_children_that_switch_to_another_uid() {
 #[test]
 fn stop_refuses_while_objects_exist_unless_forced() {
     let dir = scratch("stop");
-    let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-stop");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe.c");
-    assert!(Command::new("cc").arg("-o").arg(&probe).arg(&src).status().unwrap().success());
+    let probe = compile("probe", "probe-stop");
     let out = ipcshim(&dir, &["run", "--namespace", "keep", "--", probe.to_str().unwrap(), "create", "0x3232"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
     let sock = dir.join("ipcshim/keep.sock");

@@ -2,6 +2,9 @@
 //! the man page, and every environment variable the library or command reads is in both the
 //! man page and the README.
 
+mod common;
+
+use common::bin;
 use std::path::Path;
 use std::process::Command;
 
@@ -15,7 +18,7 @@ fn man_page() -> String {
 }
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipcshim")).args(args).output().unwrap();
+    let out = Command::new(bin()).args(args).output().unwrap();
     assert!(out.status.success(), "ipcshim {args:?} --help fails");
     String::from_utf8(out.stdout).unwrap()
 }

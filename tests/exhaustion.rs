@@ -5,39 +5,20 @@
 //! calls and prints one line; the kernel's line and ipcshim's must be the same.
 //! (Root is needed for the IPC namespace; the suite runs as root.)
 
+mod common;
+
+use common::{bin, compile, lib, scratch, stop_broker, wait_for_socket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
-}
-
-fn lib() -> PathBuf {
-    let lib = bin().parent().unwrap().join("libipcshim.so");
-    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
-    lib
-}
 
 fn probe() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exhaustion_probe");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/exhaustion_probe.c");
-            let st = Command::new("cc").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
-            assert!(st.success());
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| compile("exhaustion_probe", "exhaustion_probe")).clone()
 }
 
 fn socket(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d.join("ns.sock")
+    scratch(name).join("ns.sock")
 }
 
 /// Stops the namespace's broker however the test ends.
@@ -45,7 +26,7 @@ struct Namespace(PathBuf);
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new(bin()).arg("stop").arg("--force").arg("--socket").arg(&self.0).output();
+        stop_broker(&self.0);
     }
 }
 
@@ -140,10 +121,7 @@ fn a_broker_that_cannot_size_an_object_says_enomem() {
         });
     }
     let mut broker = broker.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_socket(&sock);
     let line = on_ipcshim(&sock, &["create", "67108864"], "", nothing);
     assert_eq!(line, "big=ENOMEM queue=ENOMEM set=ok small=ok segments=1");
     // Again: the failures changed nothing, and the broker still serves.
@@ -152,6 +130,6 @@ fn a_broker_that_cannot_size_an_object_says_enomem() {
     let status = Command::new(bin()).arg("status").arg("--socket").arg(&sock).output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(status.contains("objects:     0 "), "nothing left behind: {status}");
-    let _ = Command::new(bin()).arg("stop").arg("--force").arg("--socket").arg(&sock).output();
+    stop_broker(&sock);
     let _ = broker.wait();
 }

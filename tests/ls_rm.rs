@@ -4,28 +4,17 @@
 //! Values that legitimately differ (ids, times, pids, other users' kernel objects) are
 //! masked. Every kernel object a test makes is removed when the test ends.
 
-use std::os::unix::process::CommandExt;
+mod common;
+
+use common::{as_user, bin, compile, is_root, lib, scratch_with_mode};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
-}
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The maker program, compiled once per test run.
 fn maker() -> &'static Path {
     static MAKER: OnceLock<PathBuf> = OnceLock::new();
-    MAKER.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ipc_maker-{}", std::process::id()));
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ipc_maker.c");
-        assert!(Command::new("cc").arg("-o").arg(&out).arg(&src).status().unwrap().success());
-        out
-    })
+    MAKER.get_or_init(|| compile("ipc_maker", &format!("ipc_maker-{}", std::process::id())))
 }
 
 /// A key base of this test process and test: the objects get keys base+1..3.
@@ -79,14 +68,9 @@ struct Ns {
 
 impl Ns {
     fn new(name: &str) -> Ns {
-        assert!(bin().with_file_name("libipcshim.so").exists(), "run `cargo build --release` first");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lsrm-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        lib();
         // Others (the tests' unprivileged users) must reach the socket inside.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Ns { dir }
+        Ns { dir: scratch_with_mode(&format!("lsrm-{name}"), 0o755) }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -100,7 +84,7 @@ impl Ns {
     }
 
     fn run_as(&self, uid: u32, args: &[&str]) -> Output {
-        as_user(self.command(args), uid).output().unwrap()
+        as_user(&mut self.command(args), uid).output().unwrap()
     }
 
     fn make(&self, test: i32) -> Ids {
@@ -113,17 +97,6 @@ impl Drop for Ns {
     fn drop(&mut self) {
         let _ = self.run(&["stop", "--force"]);
     }
-}
-
-fn as_user(mut c: Command, uid: u32) -> Command {
-    c.uid(uid).gid(uid);
-    unsafe {
-        c.pre_exec(|| {
-            libc::setgroups(0, std::ptr::null());
-            Ok(())
-        });
-    }
-    c
 }
 
 /// The real util-linux command against the kernel.
@@ -471,14 +444,14 @@ fn permissions_are_those_of_the_kernel() {
     let ours = ns.make(7);
     // Removing another user's objects: refused, by id and by key (which names the id).
     for (flag, k_id, o_id) in [("-q", kernel.ids.msg, ours.msg), ("-m", kernel.ids.shm, ours.shm), ("-s", kernel.ids.sem, ours.sem)] {
-        let k = as_user(util("ipcrm", &[flag, &k_id.to_string()]), nobody).output().unwrap();
+        let k = as_user(&mut util("ipcrm", &[flag, &k_id.to_string()]), nobody).output().unwrap();
         let o = ns.run_as(nobody, &["rm", flag, &o_id.to_string()]);
         assert_eq!(k.status.code(), Some(1));
         assert_eq!(o.status.code(), Some(1));
         assert_eq!(stderr(&o).replace(&o_id.to_string(), "ID"), stderr(&k).replace("ipcrm:", "ipcshim rm:").replace(&k_id.to_string(), "ID"));
     }
     let key = format!("{:#x}", key_base(7) + 1);
-    let k = as_user(util("ipcrm", &["-Q", &key]), nobody).output().unwrap();
+    let k = as_user(&mut util("ipcrm", &["-Q", &key]), nobody).output().unwrap();
     let o = ns.run_as(nobody, &["rm", "-Q", &key]);
     assert_eq!((k.status.code(), o.status.code()), (Some(1), Some(1)));
     assert_eq!(stderr(&o).replace(&ours.msg.to_string(), "ID"), stderr(&k).replace("ipcrm:", "ipcshim rm:").replace(&kernel.ids.msg.to_string(), "ID"));
@@ -486,11 +459,11 @@ fn permissions_are_those_of_the_kernel() {
     let o = ns.run_as(nobody, &["rm", "-a"]);
     assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
     // Listing shows every object (as ipcs does through /proc/sysvipc) ...
-    let k = as_user(util("ipcs", &[]), nobody).output().unwrap();
+    let k = as_user(&mut util("ipcs", &[]), nobody).output().unwrap();
     let o = ns.run_as(nobody, &["ls"]);
     assert_same_layout("ls as another user", &stdout(&k), kernel.ids, &stdout(&o), ours, kernel.base);
     // ... but a set's values need read permission.
-    let k = as_user(util("ipcs", &["-s", "-i", &kernel.ids.sem.to_string()]), nobody).output().unwrap();
+    let k = as_user(&mut util("ipcs", &["-s", "-i", &kernel.ids.sem.to_string()]), nobody).output().unwrap();
     let o = ns.run_as(nobody, &["ls", "-s", "-i", &ours.sem.to_string()]);
     assert_eq!((k.status.code(), o.status.code()), (Some(1), Some(1)));
     assert_eq!(stderr(&o), stderr(&k).replace("ipcs:", "ipcshim ls:"));
@@ -499,7 +472,7 @@ fn permissions_are_those_of_the_kernel() {
     for opts in [&["ls"][..], &["ls", "-q", "-i", &ours.msg.to_string()], &["ls", "-m", "-i", &ours.shm.to_string()]] {
         let mut theirs = vec!["run", "--", "ipcs"];
         theirs.extend_from_slice(&opts[1..]);
-        let t = as_user(ns.command(&theirs), nobody).env("LC_ALL", "C").output().unwrap();
+        let t = as_user(&mut ns.command(&theirs), nobody).env("LC_ALL", "C").output().unwrap();
         let o = ns.run_as(nobody, opts);
         assert_eq!((stdout(&o), o.status.code()), (stdout(&t), t.status.code()), "{opts:?}");
     }

@@ -5,34 +5,21 @@
 //! ipcshim has such memory: the kernel's objects cannot be written, so this is not a
 //! kernel-oracle C test.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{bin, compile, lib, scratch, stop_broker};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
-}
-
-fn lib() -> PathBuf {
-    let lib = bin().parent().unwrap().join("libipcshim.so");
-    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
-    lib
-}
-
 fn build(name: &str) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/{name}.c"));
-    let st = Command::new("cc").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
-    assert!(st.success());
-    out
+    compile(name, &format!("{name}-{}", std::process::id()))
 }
 
 #[test]
 fn scribbled_queues_and_sets_give_errors_never_crashes_or_hangs() {
     let scribble = build("scribble");
     let probe = build("probe");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scribble-ns-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("scribble-ns");
     let env = |c: &mut Command| {
         c.env("LD_PRELOAD", lib()).env("IPCSHIM_BROKER", bin()).env("IPCSHIM_DIR", &dir);
         c.env_remove("IPCSHIM_NAMESPACE").env_remove("IPCSHIM_SOCKET").env("IPCSHIM_LOG", "off");
@@ -63,5 +50,5 @@ fn scribbled_queues_and_sets_give_errors_never_crashes_or_hangs() {
     env(&mut c);
     let out = String::from_utf8_lossy(&c.output().unwrap().stdout).to_string();
     assert!(out.starts_with("ok "), "{out}");
-    let _ = Command::new(bin()).args(["stop", "--force", "--socket"]).arg(dir.join("ipcshim/default.sock")).output();
+    stop_broker(&dir.join("ipcshim/default.sock"));
 }

@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: the built command and library, scratch
+//! directories, C programs from tests/ compiled for a test, and commands run as another uid.
+//! Each test file uses what it needs (hence `dead_code` allowed).
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `ipcshim` command cargo built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
+}
+
+/// The cdylib: `cargo build --release` makes it (`make check` builds before testing). A
+/// missing preload would be ignored by ld.so and the programs would talk to the kernel.
+pub fn lib() -> PathBuf {
+    let lib = bin().parent().unwrap().join("libipcshim.so");
+    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
+    lib
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A fresh, empty directory `NAME-PID` in the target's scratch space.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `scratch` with this mode, so that the tests' other uids can reach the sockets inside.
+pub fn scratch_with_mode(name: &str, mode: u32) -> PathBuf {
+    let d = scratch(name);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+    d
+}
+
+/// Compiles tests/SRC.c to OUT in the target's scratch space.
+pub fn compile(src: &str, out: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/{src}.c"));
+    let st = Command::new("cc").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    out
+}
+
+/// Runs `c` as `uid` (group `uid`, no supplementary groups).
+pub fn as_user(c: &mut Command, uid: u32) -> &mut Command {
+    c.uid(uid).gid(uid);
+    unsafe {
+        c.pre_exec(|| {
+            libc::setgroups(0, std::ptr::null());
+            Ok(())
+        });
+    }
+    c
+}
+
+/// Stops the broker of the namespace at `sock`, objects or not (the end of a test).
+pub fn stop_broker(sock: &Path) {
+    let _ = Command::new(bin()).args(["stop", "--force", "--socket"]).arg(sock).output();
+}
+
+/// Waits (up to 10 s) for a broker just started to make its socket.
+pub fn wait_for_socket(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
