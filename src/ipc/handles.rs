@@ -33,9 +33,10 @@ impl<T: Counted + Send> Retired<T> {
         Retired(Mutex::new(List(Vec::new())))
     }
 
-    /// Takes `p` out of `slot` and retires it, unless another thread already did (or put
+    /// Takes `h` out of `slot` and retires it, unless another thread already did (or put
     /// another handle there).
-    pub fn take(&self, slot: &AtomicPtr<T>, p: *mut T) {
+    pub fn take(&self, slot: &AtomicPtr<T>, h: &T) {
+        let p = h as *const T as *mut T;
         if slot.compare_exchange(p, std::ptr::null_mut(), AcqRel, Acquire).is_ok() {
             self.push(p);
         }

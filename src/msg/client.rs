@@ -56,10 +56,6 @@ impl Counted for Handle {
     }
 }
 
-fn retire(index: usize, p: *mut Handle) {
-    RETIRED.take(&HANDLES[index], p);
-}
-
 fn index_of(id: i32) -> usize {
     id as usize % MAX_INDEX
 }
@@ -135,7 +131,7 @@ fn recheck(h: &'static Handle) -> Result<u32> {
     let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
     let entry = table.by_id(Family::Msg, h.id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(e) = entry else {
-        retire(index_of(h.id), h as *const Handle as *mut Handle);
+        RETIRED.take(&HANDLES[index_of(h.id)], h);
         return Err(Errno(libc::EINVAL));
     };
     let r = rights_of(&e.perm);
@@ -149,7 +145,7 @@ fn recheck(h: &'static Handle) -> Result<u32> {
 pub(crate) fn forget(id: i32) {
     if id >= 0 {
         if let Some(h) = cached(id) {
-            retire(index_of(id), h as *const Handle as *mut Handle);
+            RETIRED.take(&HANDLES[index_of(id)], h);
         }
     }
 }

@@ -55,10 +55,6 @@ impl Counted for Handle {
     }
 }
 
-fn retire(index: usize, p: *mut Handle) {
-    RETIRED.take(&HANDLES[index], p);
-}
-
 #[inline(always)]
 fn cached(id: i32) -> Option<&'static Handle> {
     let (index, _) = split_id(id)?;
@@ -121,7 +117,7 @@ fn rights(h: &'static Handle) -> Result<u32> {
     let entry = table.by_id(Family::Sem, h.id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(e) = entry else {
         if let Some((index, _)) = split_id(h.id) {
-            retire(index, h as *const Handle as *mut Handle);
+            RETIRED.take(&HANDLES[index], h);
         }
         return Err(Errno(libc::EINVAL));
     };
