@@ -486,9 +486,8 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
         &many
     };
     let mut settled = false;
-    // Set up (registration, wake-up socket, signals held) outside the lock, once we know
-    // we must sleep.
-    let mut sleeper: Option<(wait::Address, wait::SignalsHeld)> = None;
+    // Set up (registration, wake-up socket) outside the lock, once we know we must sleep.
+    let mut sleeper: Option<wait::Address> = None;
     let mut busy = 0;
     loop {
         let mut g = array::lock(&h.mem)?;
@@ -518,16 +517,19 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
                     g.abandon(nums);
                     return Err(Errno(libc::EAGAIN));
                 }
-                let Some((address, held)) = &sleeper else {
+                let Some(address) = sleeper else {
                     g.abandon(nums);
                     drop(g);
                     client().ensure_registered()?;
-                    sleeper = Some((wait::prepare()?, wait::SignalsHeld::hold()));
+                    sleeper = Some(wait::prepare()?);
                     continue;
                 };
-                let slot = g.enqueue(ops, nums, *address, undo, at)?;
+                // Signals are held from here, lock in hand, until the sleep lets them in:
+                // waiting for the lock itself (a stopped holder) stays interruptible.
+                let held = wait::SignalsHeld::hold();
+                let slot = g.enqueue(ops, nums, address, undo, at)?;
                 drop(g);
-                return sleep(h, slot, deadline, held);
+                return sleep(h, slot, deadline, &held);
             }
         }
     }
