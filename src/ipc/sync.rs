@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// alive means wait (as behind a holder that is stopped), N gone means take over.
 ///
 /// A dead holder is noticed by the waiters (each sleep is bounded and ends with a look at
-/// the holder: kill(tid, 0), then /proc/TID/stat for a zombie) and by the broker's
+/// the holder: `holder_gone`) and by the broker's
 /// `try_lock_or_recover`. Thread ids are those of the pid namespace of the caller: the
 /// processes of one ipcshim namespace must share a pid namespace (README).
 #[repr(C, align(8))]
@@ -78,10 +78,51 @@ pub(crate) fn my_tid() -> u32 {
 /// process stays one until its parent reaps it, and holds nothing any more). A tid that
 /// is ours is a leftover for the broker, which never leaves a lock held (a client's
 /// `lock` refuses its own tid before it asks).
+///
+/// Asked of the kernel with a one-byte process_vm_readv from the task: the kernel finds the
+/// task by its id (a thread's as well as a process's) and takes its memory before any
+/// permission check, so ESRCH means exactly "no task, or one that has left its memory
+/// behind" (a zombie, an exited thread), and EPERM (another user's, or hidden by
+/// hidepid) or EFAULT (the address read is unmapped) mean a live task. No descriptor, no
+/// /proc: a full descriptor table or a /proc that hides other users changes nothing.
 pub(crate) fn holder_gone(tid: u32, me: u32) -> bool {
     if tid == me || tid == 0 || tid > i32::MAX as u32 {
         return true;
     }
+    match read_one_byte(tid as libc::pid_t, std::ptr::null()) {
+        Err(Errno(libc::ESRCH)) => true,
+        Err(Errno(libc::ENOSYS)) => holder_gone_by_proc(tid),
+        // Another user's task, or a seccomp filter refusing the call: which one, our own
+        // memory tells (a filter refuses that too).
+        Err(Errno(libc::EPERM)) => {
+            static PROBE: u8 = 0;
+            match read_one_byte(unsafe { libc::getpid() }, &PROBE) {
+                Ok(()) => false,
+                Err(_) => holder_gone_by_proc(tid),
+            }
+        }
+        // EFAULT, or success: the task lives. ENOMEM, EINTR: unknown, so alive (waiting
+        // longer is safe, taking a live holder's lock is not).
+        _ => false,
+    }
+}
+
+/// Reads one byte at `remote` in task `tid` (into a local byte that is dropped).
+fn read_one_byte(tid: libc::pid_t, remote: *const u8) -> Result<()> {
+    let mut byte = 0u8;
+    let local = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let remote = libc::iovec { iov_base: remote as *mut libc::c_void, iov_len: 1 };
+    if unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// `holder_gone` where process_vm_readv is filtered out: kill(tid, 0), then the state in
+/// /proc/TID/stat. When /proc cannot tell (a task kill says exists but /proc hides, or no
+/// descriptor is free) the holder counts as alive: a zombie is waited out until reaped
+/// rather than a live holder's lock taken.
+fn holder_gone_by_proc(tid: u32) -> bool {
     if unsafe { libc::kill(tid as i32, 0) } == -1 && Errno::last() == Errno(libc::ESRCH) {
         return true;
     }
@@ -92,7 +133,8 @@ pub(crate) fn holder_gone(tid: u32, me: u32) -> bool {
             Some(i) => matches!(stat.get(i + 2), Some(b'Z') | Some(b'X')),
             None => false,
         },
-        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+        // ENOENT: reaped since kill looked, or hidden (hidepid): kill, asked again, tells.
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT) && unsafe { libc::kill(tid as i32, 0) } == -1 && Errno::last() == Errno(libc::ESRCH),
     }
 }
 
@@ -240,4 +282,143 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) ->
 /// Wakes up to `n` waiters on `word` (in any process).
 pub fn futex_wake(word: &AtomicU32, n: i32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// A child that has exited and is not reaped: a zombie until `wait`.
+    fn zombie() -> Child {
+        let child = Command::new("true").spawn().unwrap();
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOWAIT) };
+        assert_eq!(r, 0, "waitid");
+        child
+    }
+
+    /// The id of a process that existed and is reaped (free until the ids wrap round).
+    fn missing() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    /// A thread of ours that lives until `stop` is set, and its tid.
+    fn live_thread(stop: &'static std::sync::atomic::AtomicBool) -> (std::thread::JoinHandle<()>, u32) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            while !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        (h, rx.recv().unwrap())
+    }
+
+    /// What the lock's waiters decide, asked from a process that has no rights on the live
+    /// tasks and sees nothing of them in /proc: as root, a child turned nobody (uid 65534)
+    /// with /proc remounted hidepid=2 where a mount namespace is allowed (the hidden,
+    /// unsignallable holder that used to have its lock taken over); then again with every
+    /// descriptor in use. Live tasks: a process, one of our threads. Gone: a zombie, a
+    /// missing pid, a thread that exited from a live process.
+    #[test]
+    fn holder_gone_without_rights_proc_or_descriptors() {
+        static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let mut live = Command::new("sleep").arg("1000").spawn().unwrap();
+        let mut zombie = zombie();
+        let missing = missing();
+        let (thread, live_tid) = live_thread(&STOP);
+        let exited_tid = {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = std::thread::spawn(move || tx.send(unsafe { libc::gettid() } as u32).unwrap());
+            let tid = rx.recv().unwrap();
+            h.join().unwrap();
+            // join returns when the thread clears its tid, a moment before the kernel has
+            // let go of it: wait for /proc to stop listing it.
+            while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tid
+        };
+        let live_pid = live.id();
+        let zombie_pid = zombie.id();
+
+        // In the child: only async-signal-safe-enough calls (no locks the fork could have
+        // left held: holder_gone takes none); results as bits of the exit status.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let check = |gone: &dyn Fn(u32) -> bool| -> i32 {
+                let mut bad = 0;
+                for (i, (tid, want)) in
+                    [(live_pid, false), (live_tid, false), (zombie_pid, true), (missing, true), (exited_tid, true)].into_iter().enumerate()
+                {
+                    if gone(tid) != want {
+                        bad |= 1 << i;
+                    }
+                }
+                bad
+            };
+            unsafe {
+                if libc::geteuid() == 0 {
+                    if libc::unshare(libc::CLONE_NEWNS) == 0 {
+                        libc::mount(c"none".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null());
+                        libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), 0, c"hidepid=2".as_ptr().cast());
+                    }
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                        libc::_exit(0x80);
+                    }
+                }
+                let mut bad = check(&|t| holder_gone(t, 0));
+                // The fallback, where it can tell: a hidden task is not taken for gone.
+                if holder_gone_by_proc(live_pid) || !holder_gone_by_proc(missing) {
+                    bad |= 1 << 5;
+                }
+                let lim = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                while libc::dup(2) >= 0 {}
+                if Errno::last() != Errno(libc::EMFILE) {
+                    libc::_exit(0x40);
+                }
+                bad |= check(&|t| holder_gone(t, 0));
+                libc::_exit(bad);
+            }
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        STOP.store(true, Relaxed);
+        thread.join().unwrap();
+        live.kill().unwrap();
+        live.wait().unwrap();
+        zombie.wait().unwrap();
+        assert!(libc::WIFEXITED(status), "checker died: {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "wrong verdicts (bits: 0 live process, 1 live thread, 2 zombie, 3 missing pid, 4 exited thread, 5 /proc fallback; 0x40 table not filled, 0x80 setuid)"
+        );
+    }
+
+    /// The /proc fallback (process_vm_readv filtered out), where /proc shows the tasks.
+    #[test]
+    fn holder_gone_by_proc_where_proc_shows() {
+        let mut live = Command::new("sleep").arg("1000").spawn().unwrap();
+        let mut zombie = zombie();
+        assert!(!holder_gone_by_proc(live.id()));
+        assert!(holder_gone_by_proc(zombie.id()));
+        assert!(holder_gone_by_proc(missing()));
+        live.kill().unwrap();
+        live.wait().unwrap();
+        zombie.wait().unwrap();
+    }
+
+    #[test]
+    fn holder_gone_for_ourselves_and_garbage() {
+        let me = my_tid();
+        assert!(holder_gone(me, me), "our own tid is a leftover (the broker's)");
+        assert!(holder_gone(0, me));
+        assert!(holder_gone(u32::MAX, me));
+        assert!(!holder_gone(unsafe { libc::getpid() } as u32, 0));
+    }
 }
