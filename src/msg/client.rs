@@ -357,10 +357,12 @@ impl Sleep {
             None => {
                 let (seq, _) = words(self.handle.queue.header(), self.side);
                 let epoch = crate::client::client().broker_epoch();
-                cancellable(|| loop {
+                loop {
                     // Bounded, to look now and then whether the broker still lives: if it was
-                    // killed, the namespace was rebooted and the queue is gone with it.
-                    match futex_wait(seq, self.expected, Some(Instant::now() + crate::client::LOOK_AROUND)) {
+                    // killed, the namespace was rebooted and the queue is gone with it. The
+                    // look (a lock, a system call) is made with cancellation deferred.
+                    let deadline = Instant::now() + crate::client::LOOK_AROUND;
+                    match cancellable(|| futex_wait(seq, self.expected, Some(deadline))) {
                         Err(Errno(libc::EAGAIN)) if seq.load(Relaxed) == self.expected => {
                             if crate::client::client().broker_lost(epoch) {
                                 break Err(Errno(libc::EIDRM));
@@ -369,7 +371,7 @@ impl Sleep {
                         Err(Errno(libc::EAGAIN)) => break Ok(()),
                         other => break other,
                     }
-                })
+                }
             }
         };
         Resume { sleep: self, waited }
@@ -454,7 +456,8 @@ fn setcanceltype() -> Option<SetCancelType> {
 
 /// msgsnd and msgrcv are cancellation points: asleep, the thread accepts asynchronous
 /// cancellation, as glibc's own blocking calls do, so pthread_cancel ends the wait (the
-/// queue's lock is not held then; a cancelled receiver takes no message).
+/// queue's lock is not held then; a cancelled receiver takes no message). `f` must be
+/// async-cancel-safe: no lock, no allocation — the futex wait alone.
 fn cancellable<R>(f: impl FnOnce() -> R) -> R {
     let Some(set) = setcanceltype() else { return f() };
     let mut old = 0;
