@@ -568,12 +568,13 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>, held: &wait::Signal
             continue;
         }
         match wait::sleep(deadline, held) {
-            Ok(()) if client().broker_lost(epoch) => {
-                // The namespace was rebooted under us: the set is gone with it.
+            // A while without a wake-up: was the namespace rebooted under us? The set is
+            // gone with it then.
+            Ok(wait::Slept::TimedOut) if client().broker_lost(epoch) => {
                 let _ = array::lock(&h.mem)?.dequeue(slot);
                 return Err(Errno(libc::EIDRM));
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(Errno(libc::EBADF)) => {
                 // The program closed our socket: make another, tell the wakers.
                 match wait::prepare() {

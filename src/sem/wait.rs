@@ -219,10 +219,20 @@ impl Drop for SignalsHeld {
     }
 }
 
-/// Sleeps until a wake-up arrives (Ok; callers re-check their condition), the deadline
+/// How a sleep ended, short of an error; either way the caller re-checks its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slept {
+    /// A wake-up arrived (or something else ended the wait early).
+    Woken,
+    /// Nothing came within the sleep's bound (`LOOK_AROUND`, or a polling slice), the
+    /// caller's deadline not yet passed: time to look whether the broker still lives.
+    TimedOut,
+}
+
+/// Sleeps until a wake-up arrives (`Woken`), a while passes (`TimedOut`), the deadline
 /// passes (EAGAIN, what semtimedop says) or a signal interrupts (EINTR, also after a stop).
 /// The caller's signal mask is in force only while asleep.
-pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
+pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<Slept> {
     let fds = RECEIVER.with(|r| r.borrow().as_ref().filter(|s| s.ours()).map(|s| (s.socket.fd, s.epoll.fd)));
     let Some((socket, epoll)) = fds else {
         if POLLING.with(|p| p.get()) {
@@ -252,23 +262,23 @@ pub fn sleep(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
     if r > 0 {
         let mut b = [0u8; 8];
         while raw_recv(socket, &mut b, libc::MSG_DONTWAIT) >= 0 {}
-        return Ok(());
+        return Ok(Slept::Woken);
     }
     match (r, Errno::last()) {
         (0, _) if deadline.is_some_and(|d| Instant::now() >= d) => Err(Errno(libc::EAGAIN)),
-        (0, _) => Ok(()),
+        (0, _) => Ok(Slept::TimedOut),
         (_, Errno(libc::EINTR)) => Err(Errno(libc::EINTR)),
-        _ => Ok(()),
+        _ => Ok(Slept::Woken),
     }
 }
 
 /// How long a thread without a wake-up socket sleeps before it re-checks.
 const POLL_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// One slice of a sleep without a wake-up socket: Ok when it ends (the caller re-checks),
-/// EAGAIN past the deadline, EINTR when a signal's handler ran (ppoll installs the
-/// caller's mask atomically, as epoll_pwait2).
-fn poll_slice(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
+/// One slice of a sleep without a wake-up socket: `TimedOut` when it ends (nothing can
+/// wake it; the caller re-checks), EAGAIN past the deadline, EINTR when a signal's handler
+/// ran (ppoll installs the caller's mask atomically, as epoll_pwait2).
+fn poll_slice(deadline: Option<Instant>, held: &SignalsHeld) -> Result<Slept> {
     let mut slice = POLL_SLICE;
     if let Some(d) = deadline {
         let now = Instant::now();
@@ -283,7 +293,7 @@ fn poll_slice(deadline: Option<Instant>, held: &SignalsHeld) -> Result<()> {
     if r < 0 && Errno::last().0 == libc::EINTR {
         return Err(Errno(libc::EINTR));
     }
-    Ok(())
+    Ok(Slept::TimedOut)
 }
 
 /// epoll_pwait2 (nanosecond timeout; Linux 5.11), else epoll_pwait with the timeout
