@@ -178,7 +178,7 @@ pub fn contents(view: View) -> Vec<u8> {
 /// free number as open(2) would give.
 pub fn open(view: View, cloexec: bool) -> Result<RawFd> {
     let data = contents(view);
-    let memfd = crate::client::owned(unsafe { libc::memfd_create(c"ipcshim-proc".as_ptr(), libc::MFD_CLOEXEC) })?;
+    let memfd = crate::client::owned(unsafe { libc::memfd_create(c"ipcshim-proc".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
     let mut written = 0;
     while written < data.len() {
         let n = unsafe { libc::write(memfd.as_raw_fd(), data[written..].as_ptr() as *const libc::c_void, data.len() - written) };
@@ -188,15 +188,43 @@ pub fn open(view: View, cloexec: bool) -> Result<RawFd> {
             _ => return Err(if n == 0 { Errno(libc::EIO) } else { Errno::last() }),
         }
     }
-    // Reopened read-only, as the kernel's files: writes fail with EBADF.
-    let path = format!("/proc/self/fd/{}\0", memfd.as_raw_fd());
-    let ro = crate::client::owned(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) as RawFd })?;
-    // Onto the memfd's number, the lowest that was free.
-    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-    if unsafe { libc::dup3(ro.as_raw_fd(), memfd.as_raw_fd(), flags) } < 0 {
-        return Err(Errno::last());
+    // Reopened read-only, as the kernel's files (writes fail with EBADF), onto the memfd's
+    // number. The reopen takes a second descriptor for a moment where the kernel's open
+    // needs one: in a full table the client's reserve slot lends it; with no reserve either
+    // (no broker met yet), the memfd itself is given, sealed (writes fail with EPERM).
+    let reopen = || reopen_read_only(memfd.as_raw_fd(), cloexec);
+    match reopen() {
+        Err(Errno(libc::EMFILE)) => match crate::client::client().with_reserve_released(reopen) {
+            Err(Errno(libc::EMFILE)) => seal(memfd.as_raw_fd(), cloexec)?,
+            r => r?,
+        },
+        r => r?,
     }
     Ok(memfd.into_raw_fd())
+}
+
+/// Replaces `fd` (a memfd) by a read-only open file description of the same file.
+fn reopen_read_only(fd: RawFd, cloexec: bool) -> Result<()> {
+    let path = format!("/proc/self/fd/{fd}\0");
+    let ro = crate::client::owned(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) as RawFd })?;
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    if unsafe { libc::dup3(ro.as_raw_fd(), fd, flags) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// `fd` (a memfd) made unwritable in place, read from the start: the view with no
+/// descriptor to spare for `reopen_read_only`.
+fn seal(fd: RawFd, cloexec: bool) -> Result<()> {
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0
+        || unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0
+        || (!cloexec && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0)
+    {
+        return Err(Errno::last());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
