@@ -18,6 +18,7 @@ pub fn install_handlers() {
 
 extern "C" fn in_child() {
     crate::ipc::sync::after_fork();
+    crate::ipc::handles::after_fork();
     if INHERITED.is_locked() {
         unsafe { INHERITED.force_unlock() };
     }

@@ -2,23 +2,260 @@
 //!
 //! A handle is found through a lock-free array of pointers and used without a lock, so one
 //! taken out of the array (the object removed, or mapped again) cannot be freed at once: a
-//! thread may still hold it. It goes on a `Retired` list and is freed only after a grace
-//! period, which covers calls that hold it for nanoseconds without counting themselves,
-//! and once no thread counted in its `users` (an `InUse` guard: one that sleeps or waits
-//! for the object's lock) is left.
+//! thread may still hold it. It goes on a `Retired` list and is freed once
+//! - no thread is counted in its `users` (an `InUse` guard: one that sleeps or waits for
+//!   the object's lock, however long), and
+//! - no thread's hazard slot holds it (a `Pinned` guard: every call from the moment it
+//!   finds the handle in the array, fast path included, however long a signal handler
+//!   stalls it there), and
+//! - a grace period has passed (cheap insurance: hazards are looked at only then).
+//!
+//! Hazard slots: each thread has a small stack of slots (`Hazards`, registered in a global
+//! list on its first call, given back for reuse by a TLS destructor at thread exit). A call
+//! pushes the pointer it read into its next slot with a plain store, reads the array again
+//! and uses the handle only if it is still there; a signal handler calling in meanwhile
+//! pushes above it, so nested calls keep every outer handle pinned. The retiring side, once
+//! the handle is out of the array, runs `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
+//! which makes every thread's earlier slot stores visible, before it looks at the slots:
+//! a reader whose store it does not see re-reads the array after the handle left it and
+//! never uses it. Without membarrier (an old kernel, a seccomp filter) both sides use a
+//! SeqCst fence instead.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::*};
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-/// A handle with a count of the threads that use it for longer than the grace period.
+/// A handle with a count of the threads that use it for longer than a call's fast path.
 pub trait Counted {
     fn users(&self) -> &AtomicU32;
 }
 
-/// A call that neither sleeps nor waits for the lock holds its handle for nanoseconds
-/// without counting itself in `users`; one that was preempted gets this long.
+/// How long a retired handle waits at least before its hazards are looked at (a
+/// membarrier costs an interrupt on every CPU running one of our threads).
 const GRACE: Duration = Duration::from_secs(2);
+
+/// Hazard slots per thread: one per nesting level (a call, a signal handler's call inside
+/// it, ...). A call nested deeper than this is not pinned and relies on the grace period.
+const SLOTS: usize = 8;
+
+/// One thread's hazard slots.
+#[repr(align(64))]
+struct Hazards {
+    slots: [AtomicPtr<()>; SLOTS],
+    /// Slots in use (only this thread and its signal handlers change it).
+    depth: AtomicUsize,
+    /// No membarrier: a reader fences after publishing.
+    fence: bool,
+    /// Given back by an exited thread, for the next new thread.
+    free: AtomicBool,
+    /// The next record of the global list (records are never freed).
+    next: *const Hazards,
+}
+
+/// Every thread's `Hazards`, pushed at the head, never unlinked.
+static ALL: AtomicPtr<Hazards> = AtomicPtr::new(std::ptr::null_mut());
+
+/// 0: not decided yet; 1: membarrier registered; 2: fences instead.
+static BARRIER: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// This thread's record (null until its first call). No destructor: usable to the end.
+    static MINE: Cell<*const Hazards> = const { Cell::new(std::ptr::null()) };
+    /// Gives the record back at thread exit (touched once, when the record is taken).
+    static GIVE_BACK: GiveBack = const { GiveBack };
+}
+
+struct GiveBack;
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        let _ = MINE.try_with(|m| {
+            let rec = m.replace(std::ptr::null());
+            if !rec.is_null() {
+                // Every pin of this thread is over: its slots are null.
+                unsafe { &*rec }.free.store(true, Release);
+            }
+        });
+    }
+}
+
+/// Whether readers must fence (decided once, before the first record is handed out).
+fn needs_fence() -> bool {
+    match BARRIER.load(Acquire) {
+        1 => false,
+        2 => true,
+        _ => {
+            let ok = membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+            let v = if ok { 1 } else { 2 };
+            // Another thread may have decided meanwhile: its choice stands.
+            match BARRIER.compare_exchange(0, v, AcqRel, Acquire) {
+                Ok(_) => v == 2,
+                Err(other) => other == 2,
+            }
+        }
+    }
+}
+
+fn membarrier(cmd: libc::c_int) -> bool {
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+}
+
+/// Makes every thread's earlier hazard stores visible to this one.
+fn barrier() -> bool {
+    if needs_fence() {
+        fence(SeqCst);
+        return true;
+    }
+    // The registration is the process's (a forked child inherits it; if not, register again).
+    membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+        || (membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+}
+
+#[inline(always)]
+fn mine() -> *const Hazards {
+    let rec = MINE.with(|m| m.get());
+    if rec.is_null() {
+        return register();
+    }
+    rec
+}
+
+/// Takes a free record or makes one, for this thread.
+#[cold]
+fn register() -> *const Hazards {
+    let fence = needs_fence();
+    let mut p = ALL.load(Acquire) as *const Hazards;
+    let rec = loop {
+        if p.is_null() {
+            let new = Box::into_raw(Box::new(Hazards {
+                slots: [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS],
+                depth: AtomicUsize::new(0),
+                fence,
+                free: AtomicBool::new(false),
+                next: std::ptr::null(),
+            }));
+            let mut head = ALL.load(Acquire);
+            loop {
+                unsafe { (*new).next = head };
+                match ALL.compare_exchange_weak(head, new, AcqRel, Acquire) {
+                    Ok(_) => break,
+                    Err(now) => head = now,
+                }
+            }
+            break new as *const Hazards;
+        }
+        let r = unsafe { &*p };
+        if r.free.load(Relaxed) && r.free.compare_exchange(true, false, Acquire, Relaxed).is_ok() {
+            break p;
+        }
+        p = r.next;
+    };
+    MINE.with(|m| m.set(rec));
+    // Registers the destructor; failing (the thread is exiting), the record stays ours.
+    let _ = GIVE_BACK.try_with(|_| ());
+    rec
+}
+
+/// A handle read from its slot in the array and pinned: it is not freed before this is
+/// dropped. Restores the thread's hazard stack on drop.
+pub struct Pinned<T: 'static> {
+    handle: &'static T,
+    rec: *const Hazards,
+    /// The slot index, or SLOTS if nested too deep to pin.
+    level: usize,
+}
+
+/// The handle in `slot`, pinned, or None if the slot is empty.
+#[inline(always)]
+pub fn pin<T>(slot: &AtomicPtr<T>) -> Option<Pinned<T>> {
+    let rec = mine();
+    let r = unsafe { &*rec };
+    let level = r.depth.load(Relaxed);
+    if level >= SLOTS {
+        let p = slot.load(Acquire);
+        return (!p.is_null()).then(|| Pinned { handle: unsafe { &*p }, rec, level: SLOTS });
+    }
+    // Depth first: a signal handler calling in between the two stores uses the next slot.
+    r.depth.store(level + 1, Relaxed);
+    compiler_fence(SeqCst);
+    let hazard = &r.slots[level];
+    let mut p = slot.load(Relaxed);
+    loop {
+        if p.is_null() {
+            compiler_fence(SeqCst);
+            r.depth.store(level, Relaxed);
+            return None;
+        }
+        hazard.store(p as *mut (), Relaxed);
+        if r.fence {
+            fence(SeqCst);
+        } else {
+            compiler_fence(SeqCst);
+        }
+        let again = slot.load(Acquire);
+        if again == p {
+            return Some(Pinned { handle: unsafe { &*p }, rec, level });
+        }
+        p = again;
+    }
+}
+
+impl<T> Pinned<T> {
+    #[inline(always)]
+    pub fn get(&self) -> &'static T {
+        self.handle
+    }
+}
+
+impl<T> Drop for Pinned<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.level < SLOTS {
+            let r = unsafe { &*self.rec };
+            // Release: whatever this call did (an `InUse` count) is seen by a sweep that
+            // finds the slot empty.
+            r.slots[self.level].store(std::ptr::null_mut(), Release);
+            compiler_fence(SeqCst);
+            r.depth.store(self.level, Relaxed);
+        }
+    }
+}
+
+/// Every pointer some thread's hazard slot holds now (after a `barrier`).
+fn hazards() -> Vec<*mut ()> {
+    let mut out = Vec::new();
+    let mut p = ALL.load(Acquire) as *const Hazards;
+    while !p.is_null() {
+        let r = unsafe { &*p };
+        for s in &r.slots {
+            let h = s.load(Acquire);
+            if !h.is_null() {
+                out.push(h);
+            }
+        }
+        p = r.next;
+    }
+    out
+}
+
+/// In a forked child: the other threads' records are the parent's threads', which do not
+/// exist here; their slots would pin handles forever.
+pub(crate) fn after_fork() {
+    let me = MINE.try_with(|m| m.get()).unwrap_or(std::ptr::null());
+    let mut p = ALL.load(Acquire) as *const Hazards;
+    while !p.is_null() {
+        let r = unsafe { &*p };
+        if p != me {
+            for s in &r.slots {
+                s.store(std::ptr::null_mut(), Relaxed);
+            }
+            r.depth.store(0, Relaxed);
+            r.free.store(true, Release);
+        }
+        p = r.next;
+    }
+}
 
 /// Handles replaced or found removed, freed once no thread can still be using them.
 pub struct Retired<T: Counted>(Mutex<List<T>>);
@@ -42,14 +279,13 @@ impl<T: Counted + Send> Retired<T> {
         }
     }
 
-    /// Puts `h` in `slot`, retiring the handle it replaces.
-    pub fn install(&self, slot: &AtomicPtr<T>, h: Box<T>) -> &'static T {
-        let h = Box::into_raw(h);
-        let old = slot.swap(h, AcqRel);
+    /// Puts `h` in `slot`, retiring the handle it replaces. The caller then `pin`s it (it
+    /// may be retired again at once).
+    pub fn install(&self, slot: &AtomicPtr<T>, h: Box<T>) {
+        let old = slot.swap(Box::into_raw(h), AcqRel);
         if !old.is_null() {
             self.push(old);
         }
-        unsafe { &*h }
     }
 
     /// Adds `p` (from `Box::into_raw`, no longer reachable from the array) to the list and
@@ -60,12 +296,18 @@ impl<T: Counted + Send> Retired<T> {
         if let Some(mut r) = self.0.try_lock() {
             r.0.push((Instant::now(), p));
             let now = Instant::now();
-            r.0.retain(|&(when, p)| {
-                let h = unsafe { &*p };
-                if now.duration_since(when) < GRACE || h.users().load(Acquire) > 0 {
+            let due = |&(when, _): &(Instant, *mut T)| now.duration_since(when) >= GRACE;
+            if !r.0.iter().any(due) || !barrier() {
+                return;
+            }
+            // Slots first, then users: a call counts itself in users while pinned, then
+            // unpins (Release), so a sweep that finds its slot empty sees its count.
+            let pinned = hazards();
+            r.0.retain(|e| {
+                if !due(e) || pinned.contains(&(e.1 as *mut ())) || unsafe { &*e.1 }.users().load(Acquire) > 0 {
                     return true;
                 }
-                drop(unsafe { Box::from_raw(p) });
+                drop(unsafe { Box::from_raw(e.1) });
                 false
             });
         }
@@ -73,7 +315,7 @@ impl<T: Counted + Send> Retired<T> {
 }
 
 /// Counts a thread in a handle's `users` while it sleeps or waits for the object's lock,
-/// however long that takes (the grace period only covers the fast path's nanoseconds).
+/// however long that takes (taken while the handle is `Pinned`, and kept past the pin).
 pub struct InUse(&'static AtomicU32);
 
 impl InUse {

@@ -11,7 +11,7 @@
 use super::layout::{Header, Queue, Search};
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
-use crate::ipc::handles::{Counted, InUse, Retired};
+use crate::ipc::handles::{pin, Counted, InUse, Pinned, Retired};
 use crate::ipc::ids::MAX_INDEX;
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, my_tid, Locked};
@@ -60,15 +60,11 @@ fn index_of(id: i32) -> usize {
     id as usize % MAX_INDEX
 }
 
-/// The mapped queue with this id (≥ 0), if this process has it.
+/// The mapped queue with this id (≥ 0), if this process has it, pinned for the call.
 #[inline(always)]
-fn cached(id: i32) -> Option<&'static Handle> {
-    let p = HANDLES[index_of(id)].load(Acquire);
-    if p.is_null() {
-        return None;
-    }
-    let h = unsafe { &*p };
-    (h.id == id).then_some(h)
+fn cached(id: i32) -> Option<Pinned<Handle>> {
+    let p = pin(&HANDLES[index_of(id)])?;
+    (p.get().id == id).then_some(p)
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
@@ -145,28 +141,30 @@ fn recheck(h: &'static Handle) -> Result<u32> {
 pub(crate) fn forget(id: i32) {
     if id >= 0 {
         if let Some(h) = cached(id) {
-            RETIRED.take(&HANDLES[index_of(id)], h);
+            RETIRED.take(&HANDLES[index_of(id)], h.get());
         }
     }
 }
 
-/// The queue with this id (≥ 0), after the access check: EINVAL for an id that names no
-/// queue, EACCES without the right. Maps it on first use.
+/// The queue with this id (≥ 0), pinned for the call, after the access check: EINVAL for
+/// an id that names no queue, EACCES without the right. Maps it on first use.
 #[inline(always)]
-fn queue(id: i32, access: u32) -> Result<&'static Handle> {
-    match cached(id) {
-        Some(h) => {
-            check(h, access)?;
-            Ok(h)
+fn queue(id: i32, access: u32) -> Result<Pinned<Handle>> {
+    loop {
+        if let Some(h) = cached(id) {
+            check(h.get(), access)?;
+            return Ok(h);
         }
-        None => open(id, access),
+        // Mapped and installed; pinned on the next pass (unless already replaced or
+        // retired: then again, and a removed queue fails the table's check).
+        open(id, access)?;
     }
 }
 
 /// Checks the access against the namespace table, then maps the queue (the broker checks
 /// the caller's rights again).
 #[cold]
-fn open(id: i32, access: u32) -> Result<&'static Handle> {
+fn open(id: i32, access: u32) -> Result<()> {
     let table = client().table()?;
     let entry = table.by_id(Family::Msg, id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(entry) = entry else { return Err(Errno(libc::EINVAL)) };
@@ -182,7 +180,8 @@ fn open(id: i32, access: u32) -> Result<&'static Handle> {
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
     let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new() });
-    Ok(RETIRED.install(&HANDLES[index_of(id)], h))
+    RETIRED.install(&HANDLES[index_of(id)], h);
+    Ok(())
 }
 
 /// The queue's lock, held until dropped. A holder that died is repaired after.
@@ -504,7 +503,7 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume:
     // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
     check_user(text, msgsz, false)?;
     let h = queue(id, S_IWUGO)?;
-    send(h, mtype, text, msgsz, flags, None, sleep)
+    send(h.get(), mtype, text, msgsz, flags, None, sleep)
 }
 
 #[inline(always)]
@@ -582,7 +581,7 @@ pub unsafe fn msgrcv(
         return receive(h, &args, Some(resume), sleep);
     }
     let h = queue(id, S_IRUGO)?;
-    receive(h, &args, None, sleep)
+    receive(h.get(), &args, None, sleep)
 }
 
 struct Receive {

@@ -13,7 +13,7 @@ use super::array;
 use super::layout::*;
 use super::ops::*;
 use crate::client::{client, creds};
-use crate::ipc::handles::{Counted, InUse, Retired};
+use crate::ipc::handles::{pin, Counted, InUse, Pinned, Retired};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use super::wait;
@@ -55,19 +55,27 @@ impl Counted for Handle {
     }
 }
 
+/// The mapped set with this id, if this process has it, pinned for the call.
 #[inline(always)]
-fn cached(id: i32) -> Option<&'static Handle> {
+fn cached(id: i32) -> Option<Pinned<Handle>> {
     let (index, _) = split_id(id)?;
-    let p = HANDLES.get(index)?.load(Acquire);
-    if p.is_null() {
-        return None;
-    }
-    let h = unsafe { &*p };
-    (h.id == id).then_some(h)
+    let p = pin(HANDLES.get(index)?)?;
+    (p.get().id == id).then_some(p)
 }
 
-/// Maps the set (the broker checks that we may read or alter it).
-fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
+/// Maps the set (the broker checks that we may read or alter it), pinned for the call.
+fn open_handle(id: i32, nsems: u64) -> Result<Pinned<Handle>> {
+    loop {
+        install_handle(id, nsems)?;
+        // Pinned unless replaced or retired meanwhile: then again (a removed set fails
+        // the broker's check).
+        if let Some(h) = cached(id) {
+            return Ok(h);
+        }
+    }
+}
+
+fn install_handle(id: i32, nsems: u64) -> Result<()> {
     let (index, _) = split_id(id).ok_or(Errno(libc::EINVAL))?;
     let reply = client().request(&[Op::Open as i64, Family::Sem as i64, id as i64, (S_IRUGO | S_IWUGO) as i64])?;
     let size = usize::try_from(reply.word(1)?).map_err(|_| Errno(libc::EPROTO))?;
@@ -89,7 +97,8 @@ fn open_handle(id: i32, nsems: u64) -> Result<&'static Handle> {
         undo: AtomicU64::new(0),
         users: AtomicU32::new(0),
     });
-    Ok(RETIRED.install(&HANDLES[index], h))
+    RETIRED.install(&HANDLES[index], h);
+    Ok(())
 }
 
 fn rights_of(perm: &Perm) -> u32 {
@@ -131,7 +140,7 @@ fn rights(h: &'static Handle) -> Result<u32> {
 /// The set, its size and the caller's rights, checked in the kernel's order by the caller.
 /// The handle is only made (a round trip) when the caller has some right.
 struct Target {
-    handle: Option<&'static Handle>,
+    handle: Option<Pinned<Handle>>,
     nsems: u64,
     rights: u32,
 }
@@ -140,19 +149,21 @@ fn target(id: i32) -> Result<Target> {
     if id < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    if let Some(h) = cached(id) {
-        return Ok(Target { handle: Some(h), nsems: h.mem.geo.nsems as u64, rights: rights(h)? });
+    if let Some(p) = cached(id) {
+        let h = p.get();
+        return Ok(Target { nsems: h.mem.geo.nsems as u64, rights: rights(h)?, handle: Some(p) });
     }
     let (nsems, rights) = lookup(id)?;
     Ok(Target { handle: None, nsems, rights })
 }
 
 impl Target {
-    fn handle(&self, id: i32) -> Result<&'static Handle> {
-        match self.handle {
-            Some(h) => Ok(h),
-            None => open_handle(id, self.nsems),
+    /// The set, mapped on first use; pinned as long as the `Target` lives.
+    fn handle(&mut self, id: i32) -> Result<&'static Handle> {
+        if self.handle.is_none() {
+            self.handle = Some(open_handle(id, self.nsems)?);
         }
+        Ok(self.handle.as_ref().map(|p| p.get()).unwrap())
     }
 
     fn require(&self, need: u32) -> Result<()> {
@@ -202,7 +213,7 @@ pub fn semget(key: i32, nsems: i32, flags: i32) -> Result<i32> {
 /// semop/semtimedop after the argument checks of the C shim (E2BIG, EINVAL, EFAULT, the
 /// timeout's validity).
 pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
-    let t = target(id)?;
+    let mut t = target(id)?;
     let max = ops.iter().map(|o| o.num).max().unwrap_or(0);
     if max as u64 >= t.nsems {
         return Err(Errno(libc::EFBIG));
@@ -224,11 +235,12 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
 /// decision): the handle, or None to take the general path, which produces every error of
 /// the checks in the kernel's order.
 #[inline(always)]
-fn cached_one(id: i32, op: SemOp) -> Option<&'static Handle> {
+fn cached_one(id: i32, op: SemOp) -> Option<Pinned<Handle>> {
     if id < 0 {
         return None;
     }
-    let h = cached(id)?;
+    let p = cached(id)?;
+    let h = p.get();
     if op.num as u32 >= h.mem.geo.nsems {
         return None;
     }
@@ -239,7 +251,7 @@ fn cached_one(id: i32, op: SemOp) -> Option<&'static Handle> {
     if c & !3 != key || (c & 3) as u32 & need == 0 {
         return None;
     }
-    Some(h)
+    Some(p)
 }
 
 /// semop of one operation on a word nobody waits on, without the lock: `single_op`, or
@@ -247,7 +259,8 @@ fn cached_one(id: i32, op: SemOp) -> Option<&'static Handle> {
 /// confirm): otherwise.
 #[inline]
 pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
-    let h = cached_one(id, op)?;
+    let pinned = cached_one(id, op)?;
+    let h = pinned.get();
     if op.undo() {
         undo_op(h, op)
     } else {
@@ -257,7 +270,8 @@ pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
 
 /// semop of one operation, its checks answered from the caches, through the set's lock.
 pub fn semop_cached(id: i32, op: SemOp) -> Option<Result<()>> {
-    let h = cached_one(id, op)?;
+    let pinned = cached_one(id, op)?;
+    let h = pinned.get();
     if !op.undo() {
         match single_op(h, op) {
             Some(Err(Errno(libc::EAGAIN))) | None => {}
@@ -599,7 +613,7 @@ fn sleep(h: &Handle, slot: usize, deadline: Option<Instant>, held: &wait::Signal
 
 /// GETVAL, GETPID, GETNCNT, GETZCNT.
 pub fn get_one(id: i32, semnum: i32, cmd: i32) -> Result<i32> {
-    let t = target(id)?;
+    let mut t = target(id)?;
     t.require(READ)?;
     if semnum < 0 || semnum as u64 >= t.nsems {
         return Err(Errno(libc::EINVAL));
@@ -618,7 +632,7 @@ pub fn get_one(id: i32, semnum: i32, cmd: i32) -> Result<i32> {
 
 /// SETVAL (the value was checked by the caller).
 pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
-    let t = target(id)?;
+    let mut t = target(id)?;
     if semnum < 0 || semnum as u64 >= t.nsems {
         return Err(Errno(libc::EINVAL));
     }
@@ -649,7 +663,7 @@ fn set_values(h: &Handle, values: &[(u16, u16)]) -> Result<()> {
 /// # Safety
 /// `out` is the caller's pointer: NULL or unwritable memory is EFAULT.
 pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
-    let t = target(id)?;
+    let mut t = target(id)?;
     t.require(READ)?;
     if out.is_null() {
         return Err(Errno(libc::EFAULT));
@@ -672,7 +686,7 @@ pub unsafe fn getall(id: i32, out: *mut u16) -> Result<()> {
 /// # Safety
 /// `vals` is the caller's pointer: NULL or unreadable memory is EFAULT.
 pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
-    let t = target(id)?;
+    let mut t = target(id)?;
     t.require(WRITE)?;
     let h = t.handle(id)?;
     let _in_use = InUse::new(h);
