@@ -56,7 +56,7 @@ struct Hazards {
 /// Every thread's `Hazards`, pushed at the head, never unlinked.
 static ALL: AtomicPtr<Hazards> = AtomicPtr::new(std::ptr::null_mut());
 
-/// 0: not decided yet; 1: membarrier registered; 2: fences instead.
+/// 0: not decided yet; 1: membarrier (registered at the first sweep); 2: fences instead.
 static BARRIER: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
@@ -86,8 +86,10 @@ fn needs_fence() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let ok = membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
-            let v = if ok { 1 } else { 2 };
+            // Only asked here: registering may wait for an RCU grace period, which the
+            // first sweep can afford and a process's first call should not pay.
+            let cmds = unsafe { libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_QUERY, 0, 0) };
+            let v = if cmds > 0 && cmds & libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long != 0 { 1 } else { 2 };
             // Another thread may have decided meanwhile: its choice stands.
             match BARRIER.compare_exchange(0, v, AcqRel, Acquire) {
                 Ok(_) => v == 2,
@@ -107,7 +109,8 @@ fn barrier() -> bool {
         fence(SeqCst);
         return true;
     }
-    // The registration is the process's (a forked child inherits it; if not, register again).
+    // Registered once for the process, at the first sweep (or again in a forked child
+    // that did not inherit it). Failing, nothing is freed.
     membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED)
         || (membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED))
 }
