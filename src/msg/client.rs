@@ -23,8 +23,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
-/// One queue mapped in this process, found by its id's index in `HANDLES` (no lock, no
-/// thread-local: a call costs a load and a compare to find its queue).
+/// One queue mapped in this process, found by its id's index in `HANDLES` (no lock: a call
+/// pins it in a per-thread hazard slot, src/ipc/handles.rs, until it returns).
 struct Handle {
     id: i32,
     queue: Queue,
