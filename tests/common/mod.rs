@@ -74,3 +74,17 @@ pub fn wait_for_socket(sock: &Path) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// SIGKILLs `pid` (not our child: a broker lives on its own) and waits up to 10 s until it
+/// is dead, so that what a test checks next happens after the death, however slow the
+/// machine.
+pub fn kill_and_wait(pid: i32) {
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(pidfd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // A pidfd is readable once its process has exited.
+    let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+    let ready = unsafe { libc::poll(&mut p, 1, 10_000) };
+    unsafe { libc::close(pidfd) };
+    assert_eq!(ready, 1, "pid {pid} still alive 10 s after SIGKILL");
+}
