@@ -20,7 +20,8 @@ first uses a namespace; run it by hand (as root, with --daemon) to share one nam
 between users. Exits at once, successfully, if a broker already runs for the socket.
 
 Options:
- -d, --daemon       detach once the socket listens (fork, new session, stdio on /dev/null)
+ -d, --daemon       detach once the socket listens (fork, new session, stdio on /dev/null,
+                    other inherited descriptors closed)
      --socket PATH  the socket to listen on (default: the namespace's)
  -h, --help         display this help";
 
@@ -89,6 +90,7 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
                     libc::close(null);
                 }
                 libc::chdir(c"/".as_ptr());
+                close_inherited(&[listener.as_raw_fd(), lock.as_raw_fd()]);
             },
             _ => unsafe { libc::_exit(0) },
         }
@@ -111,6 +113,21 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Closes every descriptor above stdio but `keep`: a daemon must not hold what the program
+/// that started it left open (a pipe whose reader waits for end-of-file, make's jobserver).
+fn close_inherited(keep: &[i32]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().map(|fd| fd as u32).filter(|&fd| fd >= 3) {
+        if fd > from {
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32) };
+        }
+        from = fd + 1;
+    }
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
 /// One request to a running broker (never starts one), on a connection of its own.
