@@ -45,6 +45,13 @@ struct Kernel {
 
 impl Kernel {
     fn make(test: i32) -> Kernel {
+        // As root, the kernel's side lives in an IPC namespace of this test's thread alone
+        // (the thread's children inherit it): its ids start at 0, as a fresh namespace's
+        // do under ipcshim. The machine's ids grow with every run and, once wider than
+        // ipcs's columns, would shift its rows.
+        if is_root() {
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWIPC) }, 0, "{}", std::io::Error::last_os_error());
+        }
         let base = key_base(test);
         let out = Command::new(maker()).arg(base.to_string()).env_remove("LD_PRELOAD").output().unwrap();
         Kernel { ids: parse_ids(&out), base }
