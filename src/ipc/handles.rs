@@ -22,7 +22,7 @@
 //! SeqCst fence instead.
 
 use parking_lot::Mutex;
-use std::cell::Cell;
+use super::thread::words;
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,6 @@ static ALL: AtomicPtr<Hazards> = AtomicPtr::new(std::ptr::null_mut());
 static BARRIER: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
-    /// This thread's record (null until its first call). No destructor: usable to the end.
-    static MINE: Cell<*const Hazards> = const { Cell::new(std::ptr::null()) };
     /// Gives the record back at thread exit (touched once, when the record is taken).
     static GIVE_BACK: GiveBack = const { GiveBack };
 }
@@ -70,13 +68,11 @@ struct GiveBack;
 
 impl Drop for GiveBack {
     fn drop(&mut self) {
-        let _ = MINE.try_with(|m| {
-            let rec = m.replace(std::ptr::null());
-            if !rec.is_null() {
-                // Every pin of this thread is over: its slots are null.
-                unsafe { &*rec }.free.store(true, Release);
-            }
-        });
+        let rec = words().hazards.replace(std::ptr::null()) as *const Hazards;
+        if !rec.is_null() {
+            // Every pin of this thread is over: its slots are null.
+            unsafe { &*rec }.free.store(true, Release);
+        }
     }
 }
 
@@ -115,9 +111,10 @@ fn barrier() -> bool {
         || (membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED))
 }
 
+/// This thread's record (a forked child's is its parent's thread's, kept by `after_fork`).
 #[inline(always)]
 fn mine() -> *const Hazards {
-    let rec = MINE.with(|m| m.get());
+    let rec = words().hazards.get() as *const Hazards;
     if rec.is_null() {
         return register();
     }
@@ -154,7 +151,7 @@ fn register() -> *const Hazards {
         }
         p = r.next;
     };
-    MINE.with(|m| m.set(rec));
+    words().hazards.set(rec as *const ());
     // Registers the destructor; failing (the thread is exiting), the record stays ours.
     let _ = GIVE_BACK.try_with(|_| ());
     rec
@@ -245,7 +242,7 @@ fn hazards() -> Vec<*mut ()> {
 /// In a forked child: the other threads' records are the parent's threads', which do not
 /// exist here; their slots would pin handles forever.
 pub(crate) fn after_fork() {
-    let me = MINE.try_with(|m| m.get()).unwrap_or(std::ptr::null());
+    let me = words().hazards.get() as *const Hazards;
     let mut p = ALL.load(Acquire) as *const Hazards;
     while !p.is_null() {
         let r = unsafe { &*p };

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod perm;
 pub mod sync;
 pub mod table;
+pub mod thread;
 pub mod usercopy;
 
 /// An errno value. Every fallible operation in the core returns `Result<T>`; the C shims

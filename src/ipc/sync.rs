@@ -10,7 +10,6 @@
 //! tests check this against the kernel's own semop/msgrcv under SA_RESTART.
 
 use super::{Errno, Result};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -49,29 +48,22 @@ pub enum Locked {
 /// Bumped in every forked child, so that a thread's cached tid is not its parent's.
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 
-thread_local! {
-    /// (fork generation, tid) of this thread.
-    static TID: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
-}
-
 /// Call in a forked child (the fork handler does): thread ids are new there.
 pub fn after_fork() {
     FORK_GENERATION.fetch_add(1, Relaxed);
 }
 
-/// This thread's id, cached.
+/// This thread's id, cached with the fork generation it was read in.
 pub(crate) fn my_tid() -> u32 {
-    let gen = FORK_GENERATION.load(Relaxed);
-    TID.try_with(|c| {
-        let (g, t) = c.get();
-        if g == gen {
-            return t;
-        }
-        let t = unsafe { libc::gettid() } as u32;
-        c.set((gen, t));
-        t
-    })
-    .unwrap_or_else(|_| unsafe { libc::gettid() } as u32)
+    let gen = FORK_GENERATION.load(Relaxed).wrapping_add(1) as u64;
+    let cache = &super::thread::words().tid;
+    let c = cache.get();
+    if c >> 32 == gen {
+        return c as u32;
+    }
+    let t = unsafe { libc::gettid() } as u32;
+    cache.set(gen << 32 | t as u64);
+    t
 }
 
 /// Whether the thread `tid` of a lock word is gone: no such task, or a zombie (a killed
