@@ -81,18 +81,24 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
 /// `sops` must be NULL or point to `nsops` operations.
 #[no_mangle]
 pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
-    traced!("semop", "{}, {:p}, {}", semid, sops, nsops; semop_impl(semid, sops, nsops))
-}
-
-unsafe fn semop_impl(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
     // The fast path reads the operation directly (a probe would double its cost): a bad
-    // pointer there is the program's SIGSEGV, NULL the general path's EFAULT.
-    if nsops == 1 && !sops.is_null() {
+    // pointer there is the program's SIGSEGV, NULL the general path's EFAULT. It stays
+    // here, and all else out of line, so that it pays for no more than it uses.
+    if nsops == 1 && !sops.is_null() && !crate::log::tracing() {
         let b = std::ptr::read(sops);
         if let Some(Ok(())) = client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
             return 0;
         }
     }
+    semop_general(semid, sops, nsops)
+}
+
+#[inline(never)]
+unsafe fn semop_general(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
+    traced!("semop", "{}, {:p}, {}", semid, sops, nsops; semop_impl(semid, sops, nsops))
+}
+
+unsafe fn semop_impl(semid: libc::c_int, sops: *mut libc::sembuf, nsops: libc::size_t) -> libc::c_int {
     call(-1, || {
         if nsops == 1 && !sops.is_null() {
             let b = std::ptr::read(sops);

@@ -53,6 +53,8 @@ impl<T: Outcome> fmt::Display for Shown<T> {
 
 /// Runs an entry point's body and writes its trace line (the caller checked that tracing
 /// is on). errno is the body's, whatever writing the line does.
+#[cold]
+#[inline(never)]
 pub fn call<T: Outcome>(name: &str, args: fmt::Arguments, body: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let result = body();
