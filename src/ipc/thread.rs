@@ -4,6 +4,9 @@
 //! `thread_local!` in a shared library goes through `__tls_get_addr`, which cost an
 //! uncontended semop pair a third of its time.
 //!
+//! A program may still dlopen the library: glibc keeps spare static TLS for libraries with
+//! initial-exec variables (these four words).
+//!
 //! The words start at zero in every thread, live as long as it, and are only touched by
 //! the thread itself and its signal handlers (hence `Cell`). A forked child's copy is its
 //! parent's thread's: each user says what that means for its word.
