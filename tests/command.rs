@@ -54,20 +54,27 @@ fn run_private_lasts_while_a_daemon_it_started_lives_even_one_that_uses_it_only_
     let p = probe();
     let p = p.to_str().unwrap();
     // The command creates a segment and leaves a background job that uses the namespace
-    // only after the command has exited: as with a kernel IPC namespace, the job still
-    // finds the segment, and the namespace goes when the job has gone.
-    let script = format!("{p} create 0x5353; ({p} lookup 0x5353; sleep 1; {p} lookup 0x5353) > {} 2>&1 &", out_file.display());
-    let start = std::time::Instant::now();
+    // again only after `run` has returned (it waits for a file this test makes then): as
+    // with a kernel IPC namespace, the job still finds the segment, and the namespace goes
+    // when the job has gone. Were `run` to wait for the job, the job would give up waiting
+    // (30 s) and say "no go".
+    let go = dir.join("go");
+    let script = format!(
+        "{p} create 0x5353; ({p} lookup 0x5353; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+         if [ -e {go} ]; then echo go; else echo no go; fi; {p} lookup 0x5353) > {out} 2>&1 &",
+        go = go.display(),
+        out = out_file.display()
+    );
     let out = ipcshim(&dir, &["run", "--private", "--", "sh", "-c", &script]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("ok "), "{out:?}");
-    assert!(start.elapsed() < std::time::Duration::from_millis(900), "run returns when the command ends, not the job");
+    std::fs::write(&go, "").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let files = || -> Vec<_> { std::fs::read_dir(dir.join("ipcshim")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default() };
     while !files().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let job = std::fs::read_to_string(&out_file).unwrap_or_default();
-    assert_eq!(job.lines().collect::<Vec<_>>(), ["ok 0", "ok 0"], "the job found the segment both times");
+    assert_eq!(job.lines().collect::<Vec<_>>(), ["ok 0", "go", "ok 0"], "the job found the segment both times, the second after run returned");
     assert!(files().is_empty(), "the namespace is removed once the job has gone: {:?}", files());
 }
 
