@@ -10,6 +10,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +19,31 @@ struct msg {
     long type;
     char text[8];
 };
+
+/* Whether pid sleeps in the futex wait of the library's calls (/proc: state S, system
+ * call futex): a blocked call has registered with its object by then. */
+static int asleep_in_futex(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || p[2] != 'S')
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    f = fopen(path, "r");
+    long nr = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &nr) != 1)
+            nr = -1;
+        fclose(f);
+    }
+    return nr == SYS_futex;
+}
 
 static void report(const char *name, long r) { printf("%s %ld %d\n", name, r, r == -1 ? errno : 0); }
 
@@ -55,10 +81,19 @@ int main(void) {
         struct sembuf op = {0, -1, 0};
         _exit(semop(s, &op, 1) == -1 ? errno : 0);
     }
-    /* Ready once both sleep. */
-    while (semctl(s, 0, GETNCNT) != 1) {
+    /* Ready once both sleep in their calls: the waiter counts in GETNCNT; the receiver
+     * is seen in its futex wait (a fixed pause is no proof on a loaded machine: a receiver
+     * that began its call only after the broker's death met the new broker's queue of the
+     * same id, and took the message sent to it). */
+    for (int ms = 0; semctl(s, 0, GETNCNT) != 1 || !asleep_in_futex(receiver); ms++) {
+        if (ms == 30000) {
+            printf("not asleep after 30 s\n");
+            kill(receiver, SIGKILL);
+            kill(waiter, SIGKILL);
+            return 1;
+        }
+        usleep(1000);
     }
-    usleep(100 * 1000);
     printf("ready\n");
     fflush(stdout);
     char line[16];
