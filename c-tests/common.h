@@ -217,6 +217,53 @@ static inline int child_alive(pid_t pid) {
     return si.si_pid == 0;
 }
 
+/* ---- Knowing that a process or thread sleeps in its IPC call. Message queues count no
+ * waiters (semaphores do: GETNCNT, GETZCNT), and a fixed sleep is no proof on a loaded
+ * machine, so look at /proc: the task's state is S and /proc/.../syscall names the call
+ * it sleeps in: the kernel's msgrcv, msgsnd, semop, semtimedop, or the waits of the
+ * library's calls, which a call reaches only once it is registered as a waiter: futex
+ * (queues), epoll_pwait2, epoll_pwait or ppoll (semaphores). A task sleeping elsewhere
+ * (a reply of the broker, a pipe) does not count. */
+#include <sys/syscall.h>
+
+/* 1 if task tid of process pid (tid == pid: the process's main thread) sleeps in one. */
+static inline int asleep_in_call(pid_t pid, pid_t tid) {
+    char path[96], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || p[2] != 'S')
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long nr = -1;
+    if (fscanf(f, "%ld", &nr) != 1)
+        nr = -1;
+    fclose(f);
+    return nr == SYS_msgrcv || nr == SYS_msgsnd || nr == SYS_semop || nr == SYS_semtimedop || nr == SYS_futex ||
+           nr == SYS_epoll_pwait2 || nr == SYS_epoll_pwait || nr == SYS_ppoll;
+}
+
+/* Waits (up to 10 s) until task tid of pid sleeps in its call; 1 if it did. */
+static inline int wait_asleep(pid_t pid, pid_t tid) {
+    long long end = now_ms() + 10000;
+    while (!asleep_in_call(pid, tid)) {
+        if (now_ms() > end) {
+            fprintf(stderr, "  task %d of %d never slept in its call\n", (int)tid, (int)pid);
+            return 0;
+        }
+        sleep_ms(1);
+    }
+    return 1;
+}
+
 /* ---- Dropping privileges (in a child): the groups, then gid, then uid. */
 static inline void drop_to_groups(uid_t uid, gid_t gid, int ngroups, const gid_t *groups) {
     if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {

@@ -65,31 +65,13 @@ static pid_t spawn(void (*fn)(long), long arg) {
     return pid;
 }
 
-static char proc_state(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return '?';
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return '?';
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' ? p[2] : '?';
-}
-
-/* Wait until the child said it is about to block and is asleep, plus a margin. */
+/* Wait until the child said it is about to block and sleeps in its call. */
 static void wait_blocked(pid_t pid) {
     struct pollfd pfd = {ready_pipe[0], POLLIN, 0};
     CHECK(poll(&pfd, 1, 5000) == 1);
     char c;
     CHECK(read(ready_pipe[0], &c, 1) == 1);
-    long long end = now_ms() + 3000;
-    while (proc_state(pid) != 'S' && now_ms() < end)
-        sleep_ms(2);
-    sleep_ms(100);
+    CHECK(wait_asleep(pid, pid));
 }
 
 /* 1 if the child is still running (has not exited) */

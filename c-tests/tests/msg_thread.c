@@ -47,7 +47,7 @@ static int join_within(pthread_t t, long ms, void **res) {
 }
 
 static volatile int thread_started;
-static volatile pid_t recv_tid;
+static volatile pid_t recv_tid, sender_tid;
 
 static void *recv_type(void *arg) {
     long type = (long)arg;
@@ -78,7 +78,8 @@ static void test_wake(void) {
     CHECK(pthread_create(&t, NULL, recv_type, (void *)7L) == 0);
     while (!thread_started)
         sleep_ms(1);
-    sleep_ms(100);
+    /* The hand-over below needs the receiver asleep in its call, not just started. */
+    CHECK(wait_asleep(getpid(), recv_tid));
     EXPECT_OK(send_text(6, "other", IPC_NOWAIT));
     sleep_ms(100);
     CHECK(qnum() == 1);
@@ -182,7 +183,7 @@ static void test_thread_signal(void) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     while (!tid_a || !thread_started)
         sleep_ms(1);
-    sleep_ms(100);
+    CHECK(wait_asleep(getpid(), tid_a) && wait_asleep(getpid(), recv_tid));
     /* signal A until it returns (a signal that lands before A blocks is just handled) */
     void *res = NULL;
     int done = 0;
@@ -209,6 +210,7 @@ static void test_thread_signal(void) {
 
 static void *send_blocked(void *arg) {
     (void)arg;
+    sender_tid = (pid_t)syscall(SYS_gettid);
     thread_started = 1;
     struct mbuf b;
     memset(&b, 'z', sizeof b);
@@ -225,7 +227,7 @@ static void test_cancel(void) {
     CHECK(pthread_create(&t, NULL, recv_type, (void *)41L) == 0);
     while (!thread_started)
         sleep_ms(1);
-    sleep_ms(100);
+    CHECK(wait_asleep(getpid(), recv_tid));
     CHECK(pthread_cancel(t) == 0);
     CHECK(join_within(t, 5000, &res));
     CHECK(res == PTHREAD_CANCELED);
@@ -245,7 +247,7 @@ static void test_cancel(void) {
     CHECK(pthread_create(&t, NULL, send_blocked, NULL) == 0);
     while (!thread_started)
         sleep_ms(1);
-    sleep_ms(100);
+    CHECK(wait_asleep(getpid(), sender_tid));
     CHECK(pthread_cancel(t) == 0);
     CHECK(join_within(t, 5000, &res));
     CHECK(res == PTHREAD_CANCELED);

@@ -136,14 +136,17 @@ static void test_fork(void) {
 }
 
 static int rm_q;
+static volatile pid_t rm_recv_tid, rm_send_tid;
 static void *blocked_recv(void *arg) {
     (void)arg;
+    rm_recv_tid = (pid_t)syscall(SYS_gettid);
     struct mbuf m;
     long n = msgrcv(rm_q, &m, sizeof m.mtext, 99, 0);
     return (void *)(long)(n < 0 ? errno : 0);
 }
 static void *blocked_send(void *arg) {
     (void)arg;
+    rm_send_tid = (pid_t)syscall(SYS_gettid);
     struct mbuf m = {1, "x"};
     int r = msgsnd(rm_q, &m, 10, 0);
     return (void *)(long)(r < 0 ? errno : 0);
@@ -160,7 +163,10 @@ static void test_rmid_threads(void) {
     pthread_t r, s;
     pthread_create(&r, NULL, blocked_recv, NULL);
     pthread_create(&s, NULL, blocked_send, NULL);
-    sleep_ms(200);
+    /* Both asleep in their calls (one that had not begun would meet no queue: EINVAL). */
+    while (!rm_recv_tid || !rm_send_tid)
+        sleep_ms(1);
+    CHECK(wait_asleep(getpid(), rm_recv_tid) && wait_asleep(getpid(), rm_send_tid));
     EXPECT_OK(msgctl(rm_q, IPC_RMID, NULL));
     void *rr, *sr;
     pthread_join(r, &rr);
