@@ -26,9 +26,12 @@ struct worker {
 
 static struct worker msgw[NMSG], semw[NSEM];
 
+static int stalling; /* workers in the handler (atomic) */
+
 static void stall(int sig) {
     (void)sig;
     int e = errno;
+    __atomic_add_fetch(&stalling, 1, __ATOMIC_SEQ_CST);
     sleep_ms(3000);
     errno = e;
 }
@@ -40,7 +43,7 @@ static void *msg_loop(void *arg) {
     for (;;) {
         if (msgsnd(w->id, &m, 4000, IPC_NOWAIT) == -1 || msgrcv(w->id, &m, sizeof m.text, 0, IPC_NOWAIT) == -1)
             break;
-        w->done++;
+        __atomic_add_fetch(&w->done, 1, __ATOMIC_SEQ_CST);
     }
     w->err = errno;
     return NULL;
@@ -52,10 +55,38 @@ static void *sem_loop(void *arg) {
     for (;;) {
         if (semop(w->id, &v, 1) == -1 || semop(w->id, &p, 1) == -1)
             break;
-        w->done++;
+        __atomic_add_fetch(&w->done, 1, __ATOMIC_SEQ_CST);
     }
     w->err = errno;
     return NULL;
+}
+
+/* 1 once every worker has made at least `calls` calls (within 10 s). */
+static int wait_until_all_count(long calls) {
+    long long end = now_ms() + 10000;
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < NMSG; i++)
+            all &= __atomic_load_n(&msgw[i].done, __ATOMIC_SEQ_CST) >= calls;
+        for (int i = 0; i < NSEM; i++)
+            all &= __atomic_load_n(&semw[i].done, __ATOMIC_SEQ_CST) >= calls;
+        if (all)
+            return 1;
+        if (now_ms() > end)
+            return 0;
+        sleep_ms(1);
+    }
+}
+
+/* 1 once n workers are in the handler (within 10 s). */
+static int wait_until_stalling(int n) {
+    long long end = now_ms() + 10000;
+    while (__atomic_load_n(&stalling, __ATOMIC_SEQ_CST) < n) {
+        if (now_ms() > end)
+            return 0;
+        sleep_ms(1);
+    }
+    return 1;
 }
 
 static void stalled(void *arg) {
@@ -71,13 +102,15 @@ static void stalled(void *arg) {
         semw[i].id = EXPECT_OK(semget(IPC_PRIVATE, 1, IPC_CREAT | 0600));
         CHECK(pthread_create(&semw[i].thread, NULL, sem_loop, &semw[i]) == 0);
     }
-    sleep_ms(50);
-    /* Stop every worker where it is, for 3 s. */
+    /* Every worker busy with its calls (a fixed 50 ms is no proof on a loaded machine:
+     * a worker that had not run yet made its first call after the removal), ... */
+    CHECK(wait_until_all_count(1));
+    /* ... then stopped where it is, in the handler, for 3 s. */
     for (int i = 0; i < NMSG; i++)
         CHECK(pthread_kill(msgw[i].thread, SIGUSR1) == 0);
     for (int i = 0; i < NSEM; i++)
         CHECK(pthread_kill(semw[i].thread, SIGUSR1) == 0);
-    sleep_ms(20);
+    CHECK(wait_until_stalling(NMSG + NSEM));
     struct msg m = {1, "x"};
     struct sembuf v = {0, 1, IPC_NOWAIT};
     for (int i = 0; i < NMSG; i++) {
