@@ -4,7 +4,11 @@
 #   bash c-tests/run-suite.sh MODE [TEST...]
 #
 # MODE:
-#   kernel          every test against the kernel's System V IPC
+#   kernel          every test against the kernel's System V IPC, each (when it may: root)
+#                   in an IPC namespace of its own, as ipcshim's modes use a private
+#                   namespace: the machine's other objects and ids (other programs', other
+#                   runs') neither disturb the test nor are disturbed by it (shm_limits
+#                   fills SHMMNI; shm_info counts used ids)
 #   ipcshim         every test with LD_PRELOAD=$IPCSHIM_LIB in a private namespace
 #                   (IPCSHIM_NAMESPACE=check-<pid>-<random>); the namespace's broker is
 #                   stopped at the end with "ipcshim stop"
@@ -122,6 +126,16 @@ case "$MODE" in
     sandbox | sandbox-kernel) SANDBOX=("$NOSYSV") ;;
 esac
 
+# kernel: a fresh IPC namespace per test, where util-linux's unshare may make one.
+ISOLATE=()
+if [ "$MODE" = kernel ]; then
+    if unshare --ipc true 2>/dev/null; then
+        ISOLATE=(unshare --ipc)
+    else
+        echo "note: kernel tests share the machine's IPC namespace (unshare --ipc is not allowed)" >&2
+    fi
+fi
+
 # Show a failed test's output, at most 80 lines of it.
 show_output() {
     local lines
@@ -144,9 +158,9 @@ for t in "${TESTS[@]}"; do
         failed=$((failed + 1))
         continue
     fi
-    # timeout runs [nosysv] [env LD_PRELOAD=...] test: only the test itself (and what it
-    # execs) is preloaded, and under nosysv the whole tree is sandboxed.
-    timeout -k 5 "$TIMEOUT" "${SANDBOX[@]}" "${PRELOAD[@]}" "$bin" >"$out" 2>&1 </dev/null
+    # timeout runs [unshare --ipc] [nosysv] [env LD_PRELOAD=...] test: only the test itself
+    # (and what it execs) is preloaded, and under nosysv the whole tree is sandboxed.
+    timeout -k 5 "$TIMEOUT" "${ISOLATE[@]}" "${SANDBOX[@]}" "${PRELOAD[@]}" "$bin" >"$out" 2>&1 </dev/null
     rc=$?
     if [ "$MODE" = sandbox-kernel ]; then
         if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ]; then
