@@ -225,6 +225,9 @@ static inline int child_alive(pid_t pid) {
  * (queues), epoll_pwait2, epoll_pwait or ppoll (semaphores). A task sleeping elsewhere
  * (a reply of the broker, a pipe) does not count. */
 #include <sys/syscall.h>
+#ifndef SYS_epoll_pwait2
+#define SYS_epoll_pwait2 441 /* kernel headers older than 5.11 (the same number everywhere) */
+#endif
 
 /* 1 if task tid of process pid (tid == pid: the process's main thread) sleeps in one. */
 static inline int asleep_in_call(pid_t pid, pid_t tid) {
