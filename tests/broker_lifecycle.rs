@@ -168,6 +168,37 @@ fn a_started_broker_keeps_none_of_the_programs_descriptors() {
 }
 
 #[test]
+fn status_of_a_stopped_broker_fails_instead_of_hanging() {
+    let dir = scratch("stopped");
+    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
+    value(&run(&env, None, &["create", "0x6262"]));
+    let socket = dir.join("ipcshim/default.sock");
+    let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap().stdout).to_string();
+    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Without a limit of its own, status would wait for ever: give up on it after a minute.
+    let mut child = Command::new(bin()).arg("status").arg("--socket").arg(&socket).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let exit = exit.expect("status still waits for a stopped broker after a minute");
+    assert!(!exit.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("does not answer"), "{err}");
+    stop(&[("IPCSHIM_SOCKET", socket.to_str().unwrap())]);
+}
+
+#[test]
 fn a_killed_broker_is_a_reboot_and_the_next_call_starts_a_new_one() {
     let dir = scratch("killed");
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];

@@ -130,6 +130,9 @@ fn close_inherited(keep: &[i32]) {
     unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
+/// How long `ask` waits for each answer.
+const ASK_TIMEOUT_SECS: libc::time_t = 10;
+
 /// One request to a running broker (never starts one), on a connection of its own.
 pub fn ask(socket: &Path, words: &[i64]) -> Result<Vec<i64>, String> {
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
@@ -141,7 +144,19 @@ pub fn ask(socket: &Path, words: &[i64]) -> Result<Vec<i64>, String> {
     if unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) } != 0 {
         return Err(format!("no broker answers at {} ({})", socket.display(), std::io::Error::last_os_error()));
     }
-    let io = |e: ipcshim::ipc::Errno| std::io::Error::from_raw_os_error(e.0).to_string();
+    // A stopped or wedged broker is an error after a while, not a hang.
+    let timeout = libc::timeval { tv_sec: ASK_TIMEOUT_SECS, tv_usec: 0 };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, &timeout as *const _ as *const libc::c_void, len) };
+    }
+    let io = |e: ipcshim::ipc::Errno| match e.0 {
+        libc::EAGAIN => format!(
+            "the broker at {} does not answer within {ASK_TIMEOUT_SECS} s (stopped? wedged?); `kill` it if it stays so",
+            socket.display()
+        ),
+        e => std::io::Error::from_raw_os_error(e).to_string(),
+    };
     wire::send(fd.as_raw_fd(), &[Op::Hello as i64, 0], None).map_err(io)?;
     wire::recv(fd.as_raw_fd(), 0).map_err(io)?;
     wire::send(fd.as_raw_fd(), words, None).map_err(io)?;
