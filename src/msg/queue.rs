@@ -18,7 +18,7 @@ use crate::ipc::sync::{futex_wake, Locked};
 use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::broker::fdstore::ObjectFd;
 use crate::sys::Mapping;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::*;
 
 /// Fixed values `msgctl(IPC_INFO)` reports (include/uapi/linux/msg.h).
@@ -147,25 +147,6 @@ fn capacity(limits: &Limits) -> u32 {
     (limits.msgmnb.max(MSGMNB_DEFAULT as u64).saturating_mul(4)).min(1 << 22) as u32
 }
 
-/// A memfd for a queue of `capacity`, sealed against shrinking (its size is virtual: pages
-/// are allocated as messages use them).
-fn queue_memfd(name: &str, capacity: u32) -> Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), layout::memfd_len(capacity) as i64) } != 0 {
-        return Err(Errno::last());
-    }
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(Errno::last());
-    }
-    Ok(fd)
-}
-
 impl Queues {
     /// msgget. `memfd_name` a unique name for a new queue.
     pub fn get(&mut self, key: i32, _arg: i64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
@@ -177,7 +158,8 @@ impl Queues {
             return Err(Errno(libc::ENOSPC));
         }
         let capacity = capacity(limits);
-        let memfd = queue_memfd(&memfd_name, capacity).map_err(|_| Errno(libc::ENOMEM))?;
+        // Sized once for `capacity`; pages are allocated only as messages use them.
+        let memfd = crate::sys::sealed_memfd(&memfd_name, layout::memfd_len(capacity) as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
         let queue = Queue::new(ObjectFd::keep(memfd)?);
         unsafe { layout::Queue::init(&*queue.header()? as *const Header as *mut u8, capacity, limits.msgmnb)? };
         let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;
