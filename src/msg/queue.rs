@@ -285,6 +285,7 @@ impl Queues {
 mod tests {
     use super::*;
     use crate::ipc::IPC_CREAT;
+    use std::os::fd::AsRawFd;
 
     fn user(uid: u32, caps: u64) -> Creds {
         Creds { pid: 10, uid, gid: uid, groups: vec![], caps }
