@@ -5,6 +5,7 @@
 use once_cell::sync::Lazy;
 use std::fmt;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Level {
@@ -44,10 +45,24 @@ pub fn level() -> Level {
     CONFIG.level
 }
 
-/// Whether intercepted calls are traced: checked on every call, so only a load.
-#[inline]
+/// `tracing()`'s answer: 0 until first asked, then 1 (no) or 2 (yes).
+static TRACING: AtomicU8 = AtomicU8::new(0);
+
+/// Whether intercepted calls are traced: checked on every call, so one load and compare.
+#[inline(always)]
 pub fn tracing() -> bool {
-    CONFIG.level == Level::Trace
+    match TRACING.load(Relaxed) {
+        2 => true,
+        1 => false,
+        _ => tracing_first(),
+    }
+}
+
+#[cold]
+fn tracing_first() -> bool {
+    let on = CONFIG.level == Level::Trace;
+    TRACING.store(if on { 2 } else { 1 }, Relaxed);
+    on
 }
 
 pub fn enabled() -> bool {
