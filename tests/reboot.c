@@ -2,6 +2,9 @@
  * attached, a queue and a set, and two children blocked on them. It prints "ready", waits
  * for a line on stdin (the broker has been SIGKILLed meanwhile), then prints one
  * "name result errno" line per check. */
+/* asleep_in_call: /proc says a task sleeps in its IPC call (the C suite's helpers). */
+#include "../c-tests/common.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,31 +22,6 @@ struct msg {
     long type;
     char text[8];
 };
-
-/* Whether pid sleeps in the futex wait of the library's calls (/proc: state S, system
- * call futex): a blocked call has registered with its object by then. */
-static int asleep_in_futex(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ' || p[2] != 'S')
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
-    f = fopen(path, "r");
-    long nr = -1;
-    if (f) {
-        if (fscanf(f, "%ld", &nr) != 1)
-            nr = -1;
-        fclose(f);
-    }
-    return nr == SYS_futex;
-}
 
 static void report(const char *name, long r) { printf("%s %ld %d\n", name, r, r == -1 ? errno : 0); }
 
@@ -85,7 +63,7 @@ int main(void) {
      * is seen in its futex wait (a fixed pause is no proof on a loaded machine: a receiver
      * that began its call only after the broker's death met the new broker's queue of the
      * same id, and took the message sent to it). */
-    for (int ms = 0; semctl(s, 0, GETNCNT) != 1 || !asleep_in_futex(receiver); ms++) {
+    for (int ms = 0; semctl(s, 0, GETNCNT) != 1 || !asleep_in_call(receiver, receiver); ms++) {
         if (ms == 30000) {
             printf("not asleep after 30 s\n");
             kill(receiver, SIGKILL);
