@@ -229,27 +229,34 @@ static inline int child_alive(pid_t pid) {
 #define SYS_epoll_pwait2 441 /* kernel headers older than 5.11 (the same number everywhere) */
 #endif
 
-/* 1 if task tid of process pid (tid == pid: the process's main thread) sleeps in one. */
-static inline int asleep_in_call(pid_t pid, pid_t tid) {
+/* The system call task tid of process pid (tid == pid: the process's main thread) sleeps
+ * in, or -1 if it does not sleep in one. */
+static inline long sleeping_in(pid_t pid, pid_t tid) {
     char path[96], buf[512];
     snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)tid);
     FILE *f = fopen(path, "r");
     if (!f)
-        return 0;
+        return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
     char *p = strrchr(buf, ')');
     if (!p || p[1] != ' ' || p[2] != 'S')
-        return 0;
+        return -1;
     snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
     f = fopen(path, "r");
     if (!f)
-        return 0;
+        return -1;
     long nr = -1;
     if (fscanf(f, "%ld", &nr) != 1)
         nr = -1;
     fclose(f);
+    return nr;
+}
+
+/* 1 if task tid of process pid sleeps in its IPC call (see above). */
+static inline int asleep_in_call(pid_t pid, pid_t tid) {
+    long nr = sleeping_in(pid, tid);
     return nr == SYS_msgrcv || nr == SYS_msgsnd || nr == SYS_semop || nr == SYS_semtimedop || nr == SYS_futex ||
            nr == SYS_epoll_pwait2 || nr == SYS_epoll_pwait || nr == SYS_ppoll;
 }

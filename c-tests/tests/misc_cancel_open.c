@@ -9,6 +9,7 @@
 
 static char fifo[64];
 static volatile int cleaned;
+static volatile pid_t opener;
 
 static void cleanup(void *arg) {
     (void)arg;
@@ -17,6 +18,7 @@ static void cleanup(void *arg) {
 
 static void *open_blocked(void *arg) {
     int how = (int)(long)arg;
+    opener = gettid();
     pthread_cleanup_push(cleanup, NULL);
     if (how == 0)
         open(fifo, O_RDONLY);
@@ -35,8 +37,13 @@ int main(void) {
     for (int how = 0; how < 3; how++) {
         cleaned = 0;
         pthread_t t;
+        opener = 0;
         CHECK(pthread_create(&t, NULL, open_blocked, (void *)(long)how) == 0);
-        sleep_ms(100);
+        /* Cancelled once it sleeps in the open, not before it gets there. */
+        long long end = now_ms() + 10000;
+        while ((opener == 0 || sleeping_in(getpid(), opener) != SYS_openat) && now_ms() < end)
+            sleep_ms(1);
+        CHECK(opener != 0 && sleeping_in(getpid(), opener) == SYS_openat);
         CHECK(pthread_cancel(t) == 0);
         void *res = NULL;
         CHECK(pthread_join(t, &res) == 0);
