@@ -16,7 +16,11 @@ pub struct Object<T> {
 
 #[derive(Debug)]
 pub struct Registry<T> {
-    slots: Vec<Option<Object<T>>>,
+    /// Index → object. Indexes are handed out cyclically (as the kernel's), so the vector
+    /// grows to the highest index used and stays there (at most MAX_INDEX pointers):
+    /// shrinking it at each removal made the next create at a higher index refill it, a
+    /// cost that grew with every create-and-remove cycle.
+    slots: Vec<Option<Box<Object<T>>>>,
     keys: HashMap<i32, usize>,
     alloc: IdAllocator,
     in_use: usize,
@@ -57,11 +61,11 @@ impl<T> Registry<T> {
     }
 
     pub fn by_index(&self, index: usize) -> Option<&Object<T>> {
-        self.slots.get(index)?.as_ref()
+        self.slots.get(index)?.as_deref()
     }
 
     pub fn by_index_mut(&mut self, index: usize) -> Option<&mut Object<T>> {
-        self.slots.get_mut(index)?.as_mut()
+        self.slots.get_mut(index)?.as_deref_mut()
     }
 
     /// The object with this id: EINVAL if it does not exist or the sequence number is stale.
@@ -80,7 +84,7 @@ impl<T> Registry<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Object<T>)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|o| (i, o)))
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_deref().map(|o| (i, o)))
     }
 
     /// `ipcget`: EEXIST for IPC_CREAT|IPC_EXCL on an existing key, then the family's own
@@ -126,7 +130,7 @@ impl<T> Registry<T> {
         if perm.key != IPC_PRIVATE {
             self.keys.insert(perm.key, index);
         }
-        self.slots[index] = Some(Object { seq, perm, data });
+        self.slots[index] = Some(Box::new(Object { seq, perm, data }));
         self.in_use += 1;
         Ok((index, make_id(index, seq)))
     }
@@ -147,10 +151,7 @@ impl<T> Registry<T> {
             self.keys.remove(&obj.perm.key);
         }
         self.in_use -= 1;
-        while matches!(self.slots.last(), Some(None)) {
-            self.slots.pop();
-        }
-        Some(obj)
+        Some(*obj)
     }
 }
 
