@@ -355,6 +355,18 @@ static double bench_sem_create_rm(long n) {
     return total / (double)n;
 }
 
+/* One private set made and removed n times: ids are handed out cyclically, so this walks
+ * every index of the family; a cost that grows with the index shows here. */
+static double bench_sem_churn(long n) {
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        int id = semget(IPC_PRIVATE, 1, 0600);
+        if (id < 0) fail();
+        sem_remove(id);
+    }
+    return (now_ns() - t0) / (double)n;
+}
+
 static double bench_sem_lookup(long n) {
     long semmni = read_proc_long("/proc/sys/kernel/sem", 3);
     int b = batch_size(semmni);
@@ -696,6 +708,7 @@ static const struct bench_case cases[] = {
     {"sem_pv_undo", bench_sem_pv_undo, 500000},
     {"sem_contend_undo", bench_sem_contend_undo, 100000},
     {"sem_create_rm", bench_sem_create_rm, 200000},
+    {"sem_churn", bench_sem_churn, 40000},
     {"sem_lookup", bench_sem_lookup, 2000000},
     {"msg_64", bench_msg_64, 500000},
     {"msg_4096", bench_msg_4096, 200000},
