@@ -274,6 +274,21 @@ static void test_receive(void) {
     /* NULL buffer with a matching message: EFAULT (what happens to the message is not
      * asserted) */
     EXPECT_ERR(msgrcv(q, NULL, 64, 0, IPC_NOWAIT), EFAULT);
+    /* A buffer that cannot be written: read-only, or whose text runs into an unmapped page
+     * (a message is sent before each, so that one is there whatever became of the last;
+     * the second is received by its type, which no earlier message has) */
+    long page = sysconf(_SC_PAGESIZE);
+    char *ro = mmap(NULL, 2 * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(ro != MAP_FAILED);
+    if (ro != MAP_FAILED) {
+        EXPECT_OK(snd(q, 1, 4, IPC_NOWAIT));
+        EXPECT_ERR(msgrcv(q, ro, 64, 0, IPC_NOWAIT), EFAULT);
+        CHECK(mprotect(ro, page, PROT_READ | PROT_WRITE) == 0);
+        CHECK(mprotect(ro + page, page, PROT_NONE) == 0);
+        EXPECT_OK(snd(q, 7, 64, IPC_NOWAIT));
+        EXPECT_ERR(msgrcv(q, ro + page - sizeof(long) - 8, 64, 7, IPC_NOWAIT), EFAULT);
+        munmap(ro, 2 * page);
+    }
 
     EXPECT_OK(msgctl(q, IPC_RMID, NULL));
     EXPECT_ERR(msgrcv(q, rb, 64, 0, IPC_NOWAIT), EINVAL);
