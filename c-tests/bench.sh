@@ -5,9 +5,10 @@
 #
 # Runs every case (default: all of `bench list`) ROUNDS times (default 5) on each side,
 # alternating kernel and ipcshim within every round, and prints a table of the medians in
-# ns/op and the ratio kernel/ipcshim (above 1.00: ipcshim is faster). A side whose runs
-# all failed shows "n/a" and the first error in the note column. This is a report, not a
-# test: it exits 0 whatever the figures or errors.
+# ns/op and the ratio kernel/ipcshim (above 1.00: ipcshim is faster), then what moving
+# one cache line between two processes' CPUs cost in each round (`bench linexfer`). A side
+# whose runs all failed shows "n/a" and the first error in the note column. This is a
+# report, not a test: it exits 0 whatever the figures or errors.
 #
 # Environment:
 #   IPCSHIM_LIB    the library to preload (default: <repo>/target/release/libipcshim.so)
@@ -89,8 +90,11 @@ run() {
     echo "  $side $name: $why" >&2
 }
 
+linexfer=()
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r/$rounds" >&2
+    x=$(timeout 60 "$bench" linexfer 2>/dev/null | awk '$1 == "linexfer" { print $2 }')
+    [ -n "$x" ] && linexfer+=("$x")
     for name in "${cases[@]}"; do
         if ((r % 2)); then
             run kernel "$name"; run ipcshim "$name"
@@ -122,6 +126,13 @@ for name in "${cases[@]}"; do
     fi
     printf '%-18s %14s %14s %15s  %s\n' "$name" "${k:-n/a}" "${s:-n/a}" "$ratio" "$note"
 done
+
+# The machine beside the figures: the cross-process cases (sem_contend_undo, msg_stream_1k,
+# msg_pingpong) move cache lines between two CPUs, and what one move costs changes with
+# where a VM's host runs its vCPUs, from one round to the next.
+if [ ${#linexfer[@]} -gt 0 ]; then
+    echo "one cache line between two processes' CPUs, ns per move, by round: ${linexfer[*]}"
+fi
 
 stop_broker
 exit 0
