@@ -17,6 +17,13 @@ pub fn install_handlers() {
 }
 
 extern "C" fn in_child() {
+    after_fork_in_child();
+}
+
+/// What a forked child must do before it makes any call: the atfork handler's work, also
+/// run by the `_Fork` wrapper (src/abi/process.rs), in whose children glibc runs no
+/// handler.
+pub(crate) fn after_fork_in_child() {
     crate::ipc::sync::after_fork();
     crate::ipc::handles::after_fork();
     if INHERITED.is_locked() {
