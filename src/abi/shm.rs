@@ -3,7 +3,7 @@
 use super::trace::{traced, Cmd, Flags, Key, GET_FLAGS};
 use super::{call, fill_perm};
 use crate::ipc::usercopy::{read_user, write_user};
-use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{Errno, Family, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::shm::{attach, SHM_EXEC, SHM_INFO, SHM_RDONLY, SHM_REMAP, SHM_RND, SHM_LOCK, SHM_STAT, SHM_STAT_ANY, SHM_UNLOCK};
 use crate::wire::Op;
 
@@ -66,7 +66,8 @@ unsafe fn shmctl_impl(shmid: libc::c_int, cmd: libc::c_int, buf: *mut libc::shmi
     if shmid < 0 || cmd < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let cmd = cmd & !IPC_64;
+    // A 64-bit kernel's shmctl takes no version bits (no `ipc_parse_version`, and glibc adds
+    // none there): IPC_64 in `cmd` is an unknown command.
     if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY | SHM_LOCK | SHM_UNLOCK) {
         return Err(Errno(libc::EINVAL));
     }

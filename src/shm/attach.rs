@@ -147,7 +147,9 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
     }
     let (fd, page, transient) = descriptor(id, access)?;
     let len = (entry.size.checked_add(page as u64 - 1).ok_or(Errno(libc::EINVAL))? / page as u64 * page as u64) as usize;
-    if addr != 0 && addr.checked_add(len).is_none() {
+    // Without SHM_REMAP the kernel refuses a range that wraps (EINVAL); with it, mmap does
+    // (ENOMEM), as it does any range beyond user space.
+    if addr != 0 && flags & SHM_REMAP == 0 && (addr as u64).checked_add(entry.size).is_none() {
         return Err(Errno(libc::EINVAL));
     }
     // MAP_NORESERVE: a hugetlb segment's pages were reserved (or not, SHM_NORESERVE) when
