@@ -3,7 +3,7 @@
 use super::trace::{traced, Cmd, Flags, Key, GET_FLAGS};
 use super::{call, fill_perm};
 use crate::ipc::usercopy::{read_user, write_user};
-use crate::ipc::{Errno, Family, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{Errno, Family, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::msg::client::{self, Resume, Sleep};
 use crate::msg::{MSG_COPY, MSG_EXCEPT, MSG_INFO, MSG_NOERROR, MSG_STAT, MSG_STAT_ANY};
 use crate::ipc::IPC_NOWAIT;
@@ -87,7 +87,8 @@ unsafe fn msgctl_impl(msqid: libc::c_int, cmd: libc::c_int, buf: *mut libc::msqi
     if msqid < 0 || cmd < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let cmd = cmd & !IPC_64;
+    // IPC_64 is not stripped: x86_64 and arm64 kernels (no ARCH_WANT_IPC_PARSE_VERSION)
+    // take `cmd` as it is, and glibc passes it through there, so IPC_STAT | IPC_64 is EINVAL.
     if !matches!(cmd, IPC_STAT | IPC_SET | IPC_RMID | IPC_INFO | MSG_INFO | MSG_STAT | MSG_STAT_ANY) {
         return Err(Errno(libc::EINVAL));
     }

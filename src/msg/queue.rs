@@ -210,7 +210,9 @@ impl Queues {
                 let (index, obj) = if cmd == IPC_STAT {
                     (split_id(id).ok_or(Errno(libc::EINVAL))?.0, self.registry.by_id(id)?)
                 } else {
-                    let index = id as usize;
+                    // The kernel takes the index from the id's low bits (ipcid_to_idx), so
+                    // index + k * SEQ_MULTIPLIER names the same slot.
+                    let index = split_id(id).ok_or(Errno(libc::EINVAL))?.0;
                     (index, self.registry.by_index(index).ok_or(Errno(libc::EINVAL))?)
                 };
                 if cmd != MSG_STAT_ANY && !obj.perm.allows(creds, S_IRUGO) {
@@ -246,8 +248,10 @@ impl Queues {
                     return Ok((0, vec![], Change::Removed(index)));
                 }
                 let [uid, gid, mode, qbytes] = args.get(..4).and_then(|a| <[i64; 4]>::try_from(a).ok()).ok_or(Errno(libc::EINVAL))?;
-                let qbytes = qbytes as u64;
-                if qbytes > limits.msgmnb && !creds.has_cap(CAP_SYS_RESOURCE) {
+                // msgctl_down takes msg_qbytes as an int: the kernel keeps its low 32 bits,
+                // compares them unsigned with msgmnb and stores them sign-extended.
+                let qbytes = qbytes as i32;
+                if qbytes as u32 as u64 > limits.msgmnb && !creds.has_cap(CAP_SYS_RESOURCE) {
                     return Err(Errno(libc::EPERM));
                 }
                 // The kernel rejects ids that do not map into the user namespace: -1.
@@ -255,7 +259,7 @@ impl Queues {
                     return Err(Errno(libc::EINVAL));
                 }
                 obj.perm.set(uid as u32, gid as u32, mode as u32);
-                h.qbytes.store(qbytes, Release);
+                h.qbytes.store(qbytes as i64 as u64, Release);
                 // Blocked senders may fit now; blocked receivers re-check their rights.
                 for seq in [&h.space_seq, &h.msg_seq] {
                     seq.fetch_add(1, Release);
