@@ -563,6 +563,9 @@ pub unsafe fn msgrcv(
             return Err(Errno(libc::EINVAL));
         }
         copy_limit = bufsz.min(msgmax()? as usize);
+        // prepare_copy loads that much of the buffer before looking at the queue: an
+        // unreadable buffer is EFAULT even for a bad id or an empty queue.
+        check_user(msgp, copy_limit, false)?;
     }
     let search = if flags & MSG_COPY != 0 {
         Search::Number(msgtyp)
