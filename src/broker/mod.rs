@@ -684,6 +684,9 @@ impl Broker {
                     Family::Msg => self.ns.msg.ctl(id, cmd, args, creds, limits)?,
                 };
                 self.ns.publish(family, change);
+                if family == Family::Msg && cmd == crate::ipc::IPC_SET && ret == 0 {
+                    self.ns.msg.wake_after_set(id);
+                }
                 // The reply is [return value, fields…]; a negative return value would read
                 // as an errno.
                 fields.insert(0, ret.max(0));

@@ -425,9 +425,9 @@ fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, size: u64,
     Sleep { handle: h, _in_use: in_use, side, until, expected, mtype, size, seen }
 }
 
-/// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR, and the
-/// caller's rights are checked again (the kernel checks them on every pass).
-fn woke(queue: &Queue, resume: &Resume, access: u32) -> Result<()> {
+/// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR. The
+/// caller then checks its rights again where the kernel would (on every pass it makes).
+fn woke(queue: &Queue, resume: &Resume) -> Result<()> {
     let sleep = &resume.sleep;
     if sleep.until.is_none() {
         let (seq, waiters) = words(queue.header(), sleep.side);
@@ -439,7 +439,7 @@ fn woke(queue: &Queue, resume: &Resume, access: u32) -> Result<()> {
         return Err(Errno(libc::EIDRM));
     }
     resume.waited?;
-    check(sleep.handle, access)
+    Ok(())
 }
 
 type SetCancelType = unsafe extern "C-unwind" fn(libc::c_int, *mut libc::c_int) -> libc::c_int;
@@ -512,7 +512,13 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     let header = q.header();
     let guard = lock(h)?;
     if let Some(resume) = &resume {
-        woke(q, resume, S_IWUGO)?;
+        woke(q, resume)?;
+        // The kernel wakes (ss_wakeup) only the senders whose message fits now: one that
+        // still does not fit sleeps on, its rights not checked again (an IPC_SET taking
+        // away write permission leaves it asleep until there is room).
+        if q.fits(msgsz as u64) {
+            check(h, S_IWUGO)?;
+        }
     }
     if header.removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));
@@ -604,7 +610,8 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     let guard = lock(h)?;
     let waited = resume.is_some();
     if let Some(resume) = &resume {
-        woke(q, resume, S_IRUGO)?;
+        woke(q, resume)?;
+        check(h, S_IRUGO)?;
     }
     if header.removed.load(Acquire) != 0 {
         return Err(Errno(libc::EIDRM));

@@ -260,16 +260,25 @@ impl Queues {
                 }
                 obj.perm.set(uid as u32, gid as u32, mode as u32);
                 h.qbytes.store(qbytes as i64 as u64, Release);
-                // Blocked senders may fit now; blocked receivers re-check their rights.
-                for seq in [&h.space_seq, &h.msg_seq] {
-                    seq.fetch_add(1, Release);
-                    futex_wake(seq, i32::MAX);
-                }
                 drop(h);
                 obj.data.ctime = now_secs();
+                // The blocked callers are woken by `wake_after_set`, once the table shows
+                // the new rights.
                 Ok((0, vec![], Change::Updated(index)))
             }
             _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+
+    /// After an IPC_SET has been published in the namespace table: blocked senders may
+    /// fit now, blocked receivers re-check their rights (expunge_all, ss_wakeup). Woken
+    /// before the table changed, they would check the old rights and sleep on.
+    pub fn wake_after_set(&self, id: i32) {
+        let Ok(obj) = self.registry.by_id(id) else { return };
+        let Ok(h) = obj.data.header() else { return };
+        for seq in [&h.space_seq, &h.msg_seq] {
+            seq.fetch_add(1, Release);
+            futex_wake(seq, i32::MAX);
         }
     }
 
