@@ -28,9 +28,20 @@ const CTL_CMDS: &[(libc::c_int, &str)] = &[
     (SEM_STAT_ANY, "SEM_STAT_ANY"),
 ];
 
-/// `do_semtimedop`'s checks before the id: E2BIG, EINVAL for no operations, EFAULT, then
-/// the timeout's validity.
+/// `semtimedop`'s checks before the id, in the kernel's order: the timeout is copied in
+/// (EFAULT), then E2BIG, EINVAL for no operations, the operations copied in (EFAULT), the
+/// timeout's validity (EINVAL).
 unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, timeout: *const libc::timespec) -> Result<()> {
+    // The system call's nsops is an unsigned int: the upper half of a size_t never reaches
+    // the kernel.
+    let nsops = nsops as u32 as usize;
+    let timeout = if timeout.is_null() {
+        None
+    } else {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        copy_from_user(&mut ts as *mut libc::timespec as *mut u8, timeout as *const u8, std::mem::size_of::<libc::timespec>())?;
+        Some(ts)
+    };
     if nsops > 1 && nsops > client::semopm()? {
         return Err(Errno(libc::E2BIG));
     }
@@ -49,15 +60,10 @@ unsafe fn semtimedop_impl(id: i32, sops: *const libc::sembuf, nsops: usize, time
         &mut large
     };
     copy_from_user(raw.as_mut_ptr() as *mut u8, sops as *const u8, nsops * std::mem::size_of::<libc::sembuf>())?;
-    let timeout = if timeout.is_null() {
-        None
-    } else {
-        let mut ts: libc::timespec = std::mem::zeroed();
-        copy_from_user(&mut ts as *mut libc::timespec as *mut u8, timeout as *const u8, std::mem::size_of::<libc::timespec>())?;
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            return Err(Errno(libc::EINVAL));
-        }
-        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    let timeout = match timeout {
+        None => None,
+        Some(ts) if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) => return Err(Errno(libc::EINVAL)),
+        Some(ts) => Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)),
     };
     if id < 0 {
         return Err(Errno(libc::EINVAL));
@@ -151,10 +157,11 @@ impl std::fmt::Display for SemArg {
 }
 
 unsafe fn semctl_impl(semid: i32, semnum: i32, cmd: i32, arg: libc::c_ulong) -> Result<i32> {
+    // Not even IPC_64 may be set: on x86_64 and aarch64 the kernel takes the 64-bit
+    // layouts without it and rejects it as an unknown command (glibc does not set it there).
     if semid < 0 || cmd < 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let cmd = cmd & !IPC_64;
     match cmd {
         GETVAL | GETPID | GETNCNT | GETZCNT => client::get_one(semid, semnum, cmd),
         SETVAL => {

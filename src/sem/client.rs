@@ -481,7 +481,9 @@ fn undo_slot(h: &Handle, g: &array::Guard<'_>, pid: i32) -> Result<usize> {
 
 fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     let _in_use = InUse::new(h);
-    let deadline = timeout.map(|d| Instant::now() + d);
+    // A timeout too long to represent is no deadline at all (the kernel clamps it to
+    // MAX_SCHEDULE_TIMEOUT, forever in practice).
+    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
     let pid = creds::own_pid();
     let wants_undo = ops.iter().any(|o| o.undo());
     // The broker must watch this process before it records an adjustment or queues a
