@@ -27,10 +27,16 @@ pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
     p.__seq = w[6] as u16;
 }
 
-/// Runs `f`, mapping failure (and panics) to `fail` with errno set.
+/// Runs `f`, mapping failure (and panics) to `fail` with errno set. On success errno is
+/// what the caller had: a system call leaves it alone, while `f`'s own work may not (a
+/// socket read that would block, for one).
 pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
+    let saved = unsafe { *libc::__errno_location() };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v,
+        Ok(Ok(v)) => {
+            set_errno(saved);
+            v
+        }
         Ok(Err(Errno(e))) => {
             set_errno(e);
             fail
