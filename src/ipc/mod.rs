@@ -63,7 +63,8 @@ pub const IPC_RMID: i32 = 0;
 pub const IPC_SET: i32 = 1;
 pub const IPC_STAT: i32 = 2;
 pub const IPC_INFO: i32 = 3;
-/// glibc ORs IPC_64 (0x100) into `cmd`; the kernel masks it off.
+/// The 64-bit layouts flag of 32-bit ABIs. x86_64 and aarch64 kernels parse no version:
+/// a `cmd` with it is unknown (EINVAL), and glibc does not set it there. Traces name it.
 pub const IPC_64: i32 = 0x100;
 
 /// Seconds since the epoch, as the kernel's `ktime_get_real_seconds`.
