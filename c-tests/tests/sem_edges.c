@@ -4,7 +4,8 @@
  * pointer beats E2BIG, EINVAL and the operations' EFAULT); a timeout too long to add to
  * the clock ({LONG_MAX, 999999999}) waits as long as it takes; semctl commands with
  * IPC_64 (0x100) or other high bits set are unknown commands on 64-bit Linux (EINVAL,
- * nothing done). */
+ * nothing done); a process that made a SEM_UNDO call on a set sets its sem_otime when it
+ * exits (exit_sem), also when no adjustment is left or the call failed with EAGAIN. */
 #include "../common.h"
 #include "../sem_common.h"
 
@@ -126,6 +127,64 @@ static void test_long_timeout(void) {
     rm_set(id);
 }
 
+/* The child's SEM_UNDO history on the set, then it waits for the clock to pass the second
+ * it noted (*mark) and exits. */
+struct exitctx {
+    int id;
+    int variant;
+    volatile long *mark;
+};
+
+static void child_undo_then_exit(void *arg) {
+    struct exitctx *c = arg;
+    switch (c->variant) {
+    case 0: /* an adjustment left */
+        CHECK(op1(c->id, 0, 1, SEM_UNDO) == 0);
+        break;
+    case 1: /* adjustments back to 0 */
+        CHECK(op1(c->id, 0, 1, SEM_UNDO) == 0);
+        CHECK(op1(c->id, 0, -1, SEM_UNDO) == 0);
+        break;
+    case 2: /* only a failed call */
+        EXPECT_ERR(op1(c->id, 0, -1, SEM_UNDO | IPC_NOWAIT), EAGAIN);
+        break;
+    case 3: /* cleared by SETVAL */
+        CHECK(op1(c->id, 1, 1, SEM_UNDO) == 0);
+        CHECK(setval(c->id, 1, 0) == 0);
+        break;
+    default: /* no SEM_UNDO: exit is no operation */
+        CHECK(op1(c->id, 0, 1, 0) == 0);
+    }
+    long t = (long)time(NULL);
+    *c->mark = t;
+    long long end = now_ms() + 3000;
+    while ((long)time(NULL) <= t && now_ms() < end)
+        sleep_ms(10);
+}
+
+static void test_exit_sets_otime(void *shared) {
+    for (int variant = 0; variant <= 4; variant++) {
+        int id = new_set(2);
+        struct exitctx c = {id, variant, shared};
+        *c.mark = -1;
+        pid_t pid = spawn_child(child_undo_then_exit, &c);
+        CHECK(EXITED_OK(reap_child(pid, 10000)));
+        long mark = *c.mark;
+        CHECK(mark > 0);
+        struct semid_ds ds;
+        CHECK(stat_set(id, &ds) == 0);
+        if (variant < 4) {
+            CHECK(ds.sem_otime > mark);
+            if (ds.sem_otime <= mark)
+                fprintf(stderr, "  variant %d: sem_otime %ld, not after %ld\n", variant, (long)ds.sem_otime, mark);
+        } else {
+            CHECK(ds.sem_otime > 0 && ds.sem_otime <= mark);
+        }
+        CHECK(getval(id, 0) == (variant == 4 ? 1 : 0));
+        rm_set(id);
+    }
+}
+
 static void test_cmd_high_bits(void) {
     int id = new_set(2);
     unsigned short vals[2] = {3, 4};
@@ -175,12 +234,16 @@ static void test_cmd_high_bits(void) {
 
 int main(void) {
     read_sem_limits();
-    sem_watchdog(20);
+    sem_watchdog(40);
 
     test_nsops_width();
     test_timeout_copied_first();
     test_long_timeout();
     test_cmd_high_bits();
+    void *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(shared != MAP_FAILED);
+    if (shared != MAP_FAILED)
+        test_exit_sets_otime(shared);
 
     remove_all();
     return TEST_DONE();

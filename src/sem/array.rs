@@ -657,8 +657,8 @@ impl Guard<'_> {
     }
 
     /// `exit_sem` for a dead process: finishes its half-done lock-free operations, drops
-    /// its queued calls, applies its adjustments (clamped to [0, SEMVMX]), frees its undo
-    /// slot, retries the waiters. False if a semaphore it holds adjustments on is marked by
+    /// its queued calls, applies its adjustments (clamped to [0, SEMVMX]), sets sem_otime,
+    /// frees its undo slot, retries the waiters. False if a semaphore it holds adjustments on is marked by
     /// another process's operation that did not finish: try again later.
     pub fn process_died(&mut self, pid: i32) -> bool {
         let geo = self.mem.geo;
@@ -697,6 +697,9 @@ impl Guard<'_> {
             for n in changed {
                 self.mem.sempid(n as usize).store(pid, Relaxed);
             }
+            // exit_sem counts as an operation on every set the process kept an undo record
+            // for, whether or not an adjustment was left (do_smart_update with otime set).
+            self.mem.header().otime.store(crate::sem::now(), Relaxed);
         }
         self.update_queue();
         true
