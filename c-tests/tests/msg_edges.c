@@ -5,6 +5,7 @@
  *  - msgctl takes `cmd` as given: cmd | IPC_64 is an unknown command on x86_64;
  *  - IPC_SET keeps only the low 32 bits of msg_qbytes (msgctl_down takes an int);
  *  - MSG_STAT / MSG_STAT_ANY use only the low 15 bits of the index (ipcid_to_idx);
+ *  - new indexes cycle through a window that follows the number of queues in use;
  *  - IPC_SET re-checks the rights of blocked receivers (EACCES once read permission is
  *    gone), but wakes only the blocked senders whose message fits: one that still does not
  *    fit sleeps on without write permission, and fails with EACCES once there is room. */
@@ -181,6 +182,59 @@ static void test_stat_index_bits(void) {
     }
 }
 
+/* the first free index of [0, window) in cyclic order from `from` (0 if outside) */
+static int first_free(int from, int window) {
+    struct msqid_ds ds;
+    if (from >= window)
+        from = 0;
+    for (int k = 0; k < window; k++) {
+        int i = (from + k) % window;
+        errno = 0;
+        if (msgctl(i, MSG_STAT_ANY, &ds) == -1 && errno == EINVAL)
+            return i;
+    }
+    return -1;
+}
+
+/* New ids: the kernel picks the next free index after the last one handed out, but only
+ * within [0, max(in_use * 3 / 2, 64)), starting over at 0 when the last one lies beyond,
+ * so that with few queues indexes are soon reused. (Window and free indexes are read just
+ * before; this assumes no other program creates queues meanwhile, as in the suite's own
+ * namespaces.) */
+static void test_index_window(void) {
+    enum { N = 100 };
+    int ids[N], hi = 0;
+    struct msginfo mi;
+    for (int i = 0; i < N; i++) {
+        ids[i] = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
+        if (ids[i] % 32768 > ids[hi] % 32768)
+            hi = i;
+    }
+    CHECK(ids[hi] % 32768 >= 64); /* 100 distinct indexes */
+    for (int i = 0; i < N; i++)
+        if (i != hi)
+            EXPECT_OK(msgctl(ids[i], IPC_RMID, NULL));
+    int last = ids[N - 1] % 32768, seq = ids[N - 1] / 32768;
+    for (int round = 0; round < 3; round++) {
+        memset(&mi, 0, sizeof mi);
+        EXPECT_OK(msgctl(0, MSG_INFO, (struct msqid_ds *)&mi));
+        int window = mi.msgpool * 3 / 2 > 64 ? mi.msgpool * 3 / 2 : 64;
+        int want = first_free(last + 1, window);
+        q = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
+        if (q % 32768 != want)
+            fprintf(stderr, "  new index %d, want %d (%d queues in use, last index %d)\n", q % 32768, want,
+                    mi.msgpool, last);
+        CHECK(q % 32768 == want && want >= 0);
+        /* the sequence number moves on when the index did not grow */
+        CHECK(q / 32768 == seq + (q % 32768 <= last ? 1 : 0));
+        last = q % 32768;
+        seq = q / 32768;
+        EXPECT_OK(msgctl(q, IPC_RMID, NULL));
+    }
+    q = ids[hi];
+    EXPECT_OK(msgctl(q, IPC_RMID, NULL));
+}
+
 /* ---- blocked callers and IPC_SET. Children run as uid 1001 ("other" for our queues). */
 
 static void child_recv(void *want) {
@@ -297,6 +351,7 @@ int main(void) {
     test_ipc64_cmd();
     test_qbytes_is_an_int();
     test_stat_index_bits();
+    test_index_window();
     test_blocked_and_ipc_set();
     return TEST_DONE();
 }

@@ -2,7 +2,7 @@
 //! id allocator, and the generic `ipcget` logic (ipc/util.c) shared by msgget, semget and
 //! shmget.
 
-use crate::ipc::ids::{make_id, split_id, IdAllocator, MAX_INDEX};
+use crate::ipc::ids::{alloc_window, make_id, split_id, IdAllocator};
 use crate::ipc::perm::{Creds, Perm};
 use crate::ipc::{Errno, Result, IPC_CREAT, IPC_EXCL, IPC_PRIVATE};
 use std::collections::HashMap;
@@ -122,7 +122,7 @@ impl<T> Registry<T> {
         let slots = &self.slots;
         let (index, seq) = self
             .alloc
-            .allocate(limit.min(MAX_INDEX), |i| slots.get(i).map(|s| s.is_none()).unwrap_or(true))
+            .allocate(alloc_window(self.in_use), |i| slots.get(i).map(|s| s.is_none()).unwrap_or(true))
             .ok_or(Errno(libc::ENOSPC))?;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
@@ -195,8 +195,10 @@ mod tests {
         assert_eq!(r.by_id(a).unwrap_err(), Errno(libc::EINVAL));
         assert!(r.by_id(b).is_ok());
         let (index, c2) = r.insert(2, Perm::new(0, 0o600, &c), ()).unwrap();
-        assert_eq!(index, 0);
-        assert_ne!(c2, a, "a reused index gets a new sequence number");
+        // The next index, not the freed one: the window (at least 64), not the limit,
+        // bounds the indexes, as the kernel's.
+        assert_eq!(index, 2);
+        assert_ne!(c2, a);
         assert_eq!(r.in_use(), 2);
         assert_eq!(r.by_id(-3).unwrap_err(), Errno(libc::EINVAL));
     }

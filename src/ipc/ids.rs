@@ -20,6 +20,16 @@ pub fn split_id(id: i32) -> Option<(usize, u32)> {
     Some(((id % SEQ_MULTIPLIER) as usize, (id / SEQ_MULTIPLIER) as u32))
 }
 
+/// `ipc_min_cycle`: the smallest window new indexes are picked from.
+const MIN_CYCLE: usize = 64;
+
+/// `ipc_idr_alloc`'s window for a new index while `in_use` objects exist: indexes cycle
+/// through `[0, in_use * 3 / 2)`, at least 64, at most IPCMNI (not the msgmni / semmni /
+/// shmmni limit), so a few objects keep small ids that are soon reused.
+pub fn alloc_window(in_use: usize) -> usize {
+    (in_use * 3 / 2).max(MIN_CYCLE).min(MAX_INDEX)
+}
+
 /// The kernel's `idr_alloc_cyclic` + `ids->seq` bookkeeping for one family.
 #[derive(Debug)]
 pub struct IdAllocator {
@@ -41,7 +51,9 @@ impl IdAllocator {
         if limit == 0 {
             return None;
         }
-        let start = self.last_index.map(|i| i + 1).unwrap_or(0);
+        // idr_alloc_cyclic: from after the last index, or from 0 when that lies outside
+        // the window (which shrinks as objects are removed).
+        let start = self.last_index.map(|i| i + 1).filter(|&i| i < limit).unwrap_or(0);
         let index = (0..limit).map(|k| (start + k) % limit).find(|&i| is_free(i))?;
         if let Some(last) = self.last_index {
             if index <= last {
@@ -85,5 +97,17 @@ mod tests {
         // Wraps around to the freed index 0: a new sequence number.
         assert_eq!(take(&mut a, &mut used), (0, 1));
         assert!(a.allocate(4, |i| !used[i]).is_none());
+        // A window that shrank below the last index: the search starts over at 0.
+        let mut a = IdAllocator::default();
+        assert_eq!(a.allocate(64, |i| i == 40), Some((40, 0)));
+        assert_eq!(a.allocate(20, |i| i >= 5), Some((5, 1)));
+    }
+
+    #[test]
+    fn window_follows_the_number_in_use() {
+        assert_eq!(alloc_window(0), 64);
+        assert_eq!(alloc_window(43), 64);
+        assert_eq!(alloc_window(100), 150);
+        assert_eq!(alloc_window(30000), MAX_INDEX);
     }
 }
