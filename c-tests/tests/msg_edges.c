@@ -235,6 +235,46 @@ static void test_index_window(void) {
     EXPECT_OK(msgctl(q, IPC_RMID, NULL));
 }
 
+/* A queue this process has used is removed by another, which makes queues until one gets
+ * the same index (the window makes that quick): the old id is dead here, the new one is
+ * another queue. */
+static int reuse_pipe[2];
+static void child_reuse_index(void *old) {
+    int a = *(int *)old, b = -1;
+    EXPECT_OK(msgctl(a, IPC_RMID, NULL));
+    for (int i = 0; i <= 32768; i++) {
+        b = msgget(IPC_PRIVATE, 0600);
+        if (b < 0 || b % 32768 == a % 32768)
+            break;
+        EXPECT_OK(msgctl(b, IPC_RMID, NULL));
+    }
+    CHECK(b >= 0 && b % 32768 == a % 32768 && b != a);
+    CHECK(write(reuse_pipe[1], &b, sizeof b) == (ssize_t)sizeof b);
+}
+
+static void test_index_reused_by_another(void) {
+    struct mbuf b;
+    struct msqid_ds ds;
+    int a = EXPECT_OK(msgget(IPC_PRIVATE, 0600)), nb = -1;
+    EXPECT_OK(snd(a, 1, 3)); /* used here first */
+    CHECK(pipe(reuse_pipe) == 0);
+    run_in_child(child_reuse_index, &a);
+    CHECK(read(reuse_pipe[0], &nb, sizeof nb) == (ssize_t)sizeof nb);
+    close(reuse_pipe[0]);
+    close(reuse_pipe[1]);
+    q = nb;
+    EXPECT_ERR(snd(a, 1, 3), EINVAL);
+    EXPECT_ERR(msgrcv(a, &b, sizeof b.mtext, 0, IPC_NOWAIT), EINVAL);
+    EXPECT_ERR(msgctl(a, IPC_STAT, &ds), EINVAL);
+    EXPECT_ERR(msgctl(a, IPC_RMID, NULL), EINVAL);
+    if (nb >= 0) {
+        CHECK(stat_of(nb).msg_qnum == 0); /* not the old queue */
+        EXPECT_OK(snd(nb, 2, 5));
+        CHECK(msgrcv(nb, &b, sizeof b.mtext, 0, IPC_NOWAIT) == 5 && b.mtype == 2);
+        EXPECT_OK(msgctl(nb, IPC_RMID, NULL));
+    }
+}
+
 /* ---- blocked callers and IPC_SET. Children run as uid 1001 ("other" for our queues). */
 
 static void child_recv(void *want) {
@@ -352,6 +392,7 @@ int main(void) {
     test_qbytes_is_an_int();
     test_stat_index_bits();
     test_index_window();
+    test_index_reused_by_another();
     test_blocked_and_ipc_set();
     return TEST_DONE();
 }
