@@ -2,15 +2,121 @@
  * or other unknown bits in cmd is EINVAL on a 64-bit kernel (no version parsing there);
  * shmat's range checks at the top of the address space (a wrapping range is EINVAL
  * without SHM_REMAP, ENOMEM from the mapping with it; a range beyond user space is
- * ENOMEM either way). */
+ * ENOMEM either way); shmdt after the program changed an attachment's mappings by hand,
+ * which the kernel handles by looking at the mappings themselves: after munmap of the
+ * whole attachment shmdt is EINVAL (and leaves alone what was mapped there since); after
+ * munmap of its first or a middle page, or mprotect of part of it, shmdt of its start
+ * unmaps all that is left; after mremap moved it, shmdt of the new address detaches it
+ * and of the old one is EINVAL; a SHM_REMAP attach over part of another attachment
+ * leaves the rest of that one attached and detachable. */
 #include "../common.h"
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 
+static long page;
+
+static int mapped(const void *p) {
+    unsigned char v;
+    return mincore((void *)p, page, &v) == 0;
+}
+
+static unsigned long nattch(int id) {
+    struct shmid_ds ds;
+    if (shmctl(id, IPC_STAT, &ds) != 0)
+        return (unsigned long)-1;
+    return ds.shm_nattch;
+}
+
+/* A free, page-aligned range of n pages. */
+static char *free_area(long n) {
+    char *p = mmap(NULL, n * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    munmap(p, n * page);
+    return p;
+}
+
+static void shmdt_after_changes(int id, int id2) {
+    /* munmap of the whole attachment: nothing left to detach. */
+    char *a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(munmap(a, 3 * page));
+    EXPECT_ERR(shmdt(a), EINVAL);
+    CHECK(nattch(id) == 0);
+
+    /* ... and something else mapped there since stays. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(munmap(a, 3 * page));
+    char *anon = mmap(a, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    CHECK(anon == a);
+    anon[page] = 'x';
+    EXPECT_ERR(shmdt(a), EINVAL);
+    CHECK(mapped(anon) && mapped(anon + page) && anon[page] == 'x');
+    munmap(anon, 2 * page);
+    CHECK(nattch(id) == 0);
+
+    /* munmap of the first page: shmdt of the start detaches the rest; the address of
+     * the rest is not a start. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(munmap(a, page));
+    EXPECT_ERR(shmdt(a + page), EINVAL);
+    CHECK(mapped(a + page));
+    EXPECT_OK(shmdt(a));
+    CHECK(!mapped(a + page) && !mapped(a + 2 * page));
+    CHECK(nattch(id) == 0);
+
+    /* munmap of a middle page. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(munmap(a + page, page));
+    EXPECT_OK(shmdt(a));
+    CHECK(!mapped(a) && !mapped(a + 2 * page));
+    CHECK(nattch(id) == 0);
+
+    /* mprotect of part of it. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(mprotect(a + page, page, PROT_READ));
+    EXPECT_OK(shmdt(a));
+    CHECK(!mapped(a) && !mapped(a + page) && !mapped(a + 2 * page));
+    CHECK(nattch(id) == 0);
+
+    /* mremap moving it: detached at its new address, not at its old one. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    a[5] = 'm';
+    char *to = free_area(3);
+    char *moved = mremap(a, 3 * page, 3 * page, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+    CHECK(moved == to && moved[5] == 'm');
+    CHECK(nattch(id) == 1);
+    EXPECT_ERR(shmdt(a), EINVAL);
+    CHECK(nattch(id) == 1);
+    CHECK(mapped(moved));
+    EXPECT_OK(shmdt(moved));
+    CHECK(!mapped(moved) && !mapped(moved + 2 * page));
+    CHECK(nattch(id) == 0);
+
+    /* SHM_REMAP of another segment (2 pages) over the end of an attachment (3 pages). */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    char *b = shmat(id2, a + page, SHM_REMAP);
+    CHECK(b == a + page);
+    CHECK(nattch(id) == 1 && nattch(id2) == 1);
+    EXPECT_OK(shmdt(a));
+    CHECK(!mapped(a));
+    CHECK(mapped(b) && mapped(b + page));
+    CHECK(nattch(id) == 0 && nattch(id2) == 1);
+    EXPECT_OK(shmdt(b));
+    CHECK(!mapped(b));
+    CHECK(nattch(id2) == 0);
+}
+
 int main(void) {
     watchdog(30, NULL);
-    long page = sysconf(_SC_PAGESIZE);
+    page = sysconf(_SC_PAGESIZE);
     struct shmid_ds ds;
     int id = EXPECT_OK(shmget(IPC_PRIVATE, 3 * page, IPC_CREAT | 0600));
     if (id < 0)
@@ -39,6 +145,11 @@ int main(void) {
     EXPECT_OK(shmctl(id, IPC_STAT, &ds));
     CHECK(ds.shm_nattch == 0);
 
+    int id2 = EXPECT_OK(shmget(IPC_PRIVATE, 2 * page, IPC_CREAT | 0600));
+    if (id2 >= 0) {
+        shmdt_after_changes(id, id2);
+        EXPECT_OK(shmctl(id2, IPC_RMID, NULL));
+    }
     EXPECT_OK(shmctl(id, IPC_RMID, NULL));
     return TEST_DONE();
 }
