@@ -6,6 +6,7 @@
 //! cached descriptor, and the broker is told with a one-way notice. (A process whose
 //! descriptor table is full keeps none: the mapping holds the memfd.)
 
+use super::mappings::{FileMapping, Mappings};
 use super::*;
 use crate::client::{client, creds};
 use crate::ipc::perm::{S_IRUGO, S_IWUGO, S_IXUGO};
@@ -23,7 +24,7 @@ struct CachedFd {
     page: usize,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 struct Attachment {
     id: i32,
     len: usize,
@@ -192,11 +193,11 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
 
 /// shmdt, as the kernel's: it unmaps the mappings of one segment found from `addr` in the
 /// process's actual mappings, not in our records, since the program may have moved
-/// (mremap) or unmapped (munmap) pieces of an attachment since, or mapped other things
-/// where one was. The first mapping at or above `addr` of one of our segments whose
-/// distance from `addr` equals its offset in the segment names the segment; it and the
-/// further such mappings of that segment within the segment's size from `addr` are
-/// unmapped. Where /proc/self/maps cannot be read, our records are trusted.
+/// (mremap), unmapped (munmap) or split (mprotect) pieces of an attachment since, or mapped
+/// other things where one was. The first mapping at or above `addr` of one of our
+/// segments whose distance from `addr` equals its offset in the segment names the segment;
+/// it and the further such mappings of that segment within the segment's size from `addr`
+/// are unmapped. Where /proc/self/maps cannot be read, our record at `addr` is trusted.
 pub fn shmdt(addr: usize) -> Result<()> {
     let page = page_size();
     if addr & (page - 1) != 0 {
@@ -205,28 +206,37 @@ pub fn shmdt(addr: usize) -> Result<()> {
     // Our records before the mappings are read: a record made meanwhile (by another
     // thread's shmat) must not be taken for one whose mapping is gone.
     let records: Vec<(usize, Attachment)> = with_state(|s| s.attachments.iter().map(|(&a, &at)| (a, at)).collect());
-    let Some(maps) = own_file_mappings() else { return shmdt_by_record(addr) };
+    let Some(mut maps) = Mappings::open() else { return shmdt_by_record(addr) };
     let size_of = |identity| records.iter().find(|(_, a)| a.identity == identity).map(|(_, a)| a.len);
-    let at_its_offset = |m: &FileMapping| m.start.wrapping_sub(addr) / page == (m.offset / page as u64) as usize;
-    let mut found = maps.iter().skip_while(|m| m.end <= addr);
-    let first = found.by_ref().find(|m| size_of(m.identity).is_some() && at_its_offset(m));
-    let mut unmap = Vec::new();
+    let at_offset = |m: &FileMapping, from: usize| at_its_offset(m, from, page);
+    let mut first = None;
+    let mut cursor = addr;
+    while let Some(m) = maps.next_from(cursor) {
+        if size_of(m.identity).is_some() && at_offset(&m, addr) {
+            first = Some(m);
+            break;
+        }
+        cursor = m.end;
+    }
     if let Some(first) = first {
         let size = size_of(first.identity).unwrap_or(0);
-        unmap.push((first.start, first.end));
-        unmap.extend(
-            found
-                .take_while(|m| m.end - addr <= size)
-                .filter(|m| m.identity == first.identity && at_its_offset(m))
-                .map(|m| (m.start, m.end)),
-        );
+        let mut unmap = vec![first];
+        // Pieces further on, unless the first already reaches the segment's end.
+        cursor = first.end;
+        while let Some(m) = maps.next_from(cursor).filter(|m| first.end - addr < size && m.end - addr <= size) {
+            if m.identity == first.identity && at_offset(&m, addr) {
+                unmap.push(m);
+            }
+            cursor = m.end;
+        }
+        for m in &unmap {
+            unsafe { libc::munmap(m.start as *mut libc::c_void, m.end - m.start) };
+            maps.unmapped(m);
+        }
     }
-    for &(start, end) in &unmap {
-        unsafe { libc::munmap(start as *mut libc::c_void, end - start) };
-    }
-    let left: Vec<&FileMapping> = maps.iter().filter(|m| !unmap.contains(&(m.start, m.end))).collect();
+    let ended = ended_records(&records, addr, first.map(|f| f.identity), &maps);
     let ended: Vec<Attachment> = with_state(|s| {
-        ended_records(&records, &left, page)
+        ended
             .into_iter()
             .filter_map(|(start, at)| match s.attachments.get(&start) {
                 Some(now) if now.identity == at.identity => s.attachments.remove(&start),
@@ -240,28 +250,57 @@ pub fn shmdt(addr: usize) -> Result<()> {
     first.map(|_| ()).ok_or(Errno(libc::EINVAL))
 }
 
-/// The records whose attachment ended, given the mappings `left`: those with no mapping of
-/// their segment left where they put one (detached now, or unmapped or moved by hand
-/// before, which the kernel counted then). A segment with mappings left that no live
-/// record accounts for (moved by hand) keeps one such record, so that nattch still counts
-/// them and shmdt still knows them for a segment of ours.
-fn ended_records(records: &[(usize, Attachment)], left: &[&FileMapping], page: usize) -> Vec<(usize, Attachment)> {
-    let holds = |&(start, at): &(usize, Attachment), m: &FileMapping| {
-        m.identity == at.identity
-            && (start..start + at.len).contains(&m.start)
-            && m.start - start == (m.offset / page as u64) as usize * page
-    };
-    let (live, dead): (Vec<&(usize, Attachment)>, Vec<_>) = records.iter().partition(|r| left.iter().any(|m| holds(r, m)));
-    let mut kept: Vec<(u64, u64)> = Vec::new();
-    let mut ended = Vec::new();
-    for r in dead {
-        let identity = r.1.identity;
-        let unaccounted = left.iter().any(|m| m.identity == identity && !live.iter().any(|l| holds(l, m)));
-        if unaccounted && !kept.contains(&identity) {
-            kept.push(identity);
-        } else {
-            ended.push(*r);
+/// Whether mapping `m` lies where an attachment made at `from` puts that part of the file
+/// (the kernel's `(vm_start - addr) / PAGE_SIZE == vm_pgoff`).
+fn at_its_offset(m: &FileMapping, from: usize, page: usize) -> bool {
+    m.start.wrapping_sub(from) / page == (m.offset / page as u64) as usize
+}
+
+/// Whether the attachment recorded at `start` still has a mapping of its segment there.
+fn still_mapped(&(start, at): &(usize, Attachment), maps: &Mappings, page: usize) -> bool {
+    let mut cursor = start;
+    while let Some(m) = maps.next_from(cursor).filter(|m| m.start < start + at.len) {
+        if m.identity == at.identity && m.start >= start && at_its_offset(&m, start, page) {
+            return true;
         }
+        cursor = m.end;
+    }
+    false
+}
+
+/// After shmdt(`addr`) detached the segment `detached` (None: nothing), the records that
+/// ended: the one at `addr` if it is of that segment; the one at `addr` and the other
+/// records of that segment if nothing is left where they put it (unmapped by hand before,
+/// which the kernel counted then), except that while mappings of their segment remain that
+/// no live record accounts for (moved by hand), one of them stays, so that nattch still
+/// counts those and shmdt still knows them for a segment of ours.
+fn ended_records(records: &[(usize, Attachment)], addr: usize, detached: Option<(u64, u64)>, maps: &Mappings) -> Vec<(usize, Attachment)> {
+    let page = page_size();
+    let mut ended = Vec::new();
+    let mut dead = Vec::new();
+    for r in records {
+        if r.0 == addr && Some(r.1.identity) == detached {
+            ended.push(*r);
+        } else if (r.0 == addr || Some(r.1.identity) == detached) && !still_mapped(r, maps, page) {
+            dead.push(*r);
+        }
+    }
+    while let Some(&(_, some)) = dead.first() {
+        let (of_it, rest): (Vec<_>, Vec<_>) = dead.into_iter().partition(|r| r.1.identity == some.identity);
+        dead = rest;
+        let live: Vec<&(usize, Attachment)> =
+            records.iter().filter(|r| r.1.identity == some.identity && !of_it.contains(r) && !ended.contains(r)).collect();
+        let accounted = |m: &FileMapping| live.iter().any(|&&(start, at)| (start..start + at.len).contains(&m.start) && at_its_offset(m, start, page));
+        let mut unaccounted = false;
+        let mut cursor = 0;
+        while let Some(m) = maps.next_from(cursor) {
+            if m.identity == some.identity && !accounted(&m) {
+                unaccounted = true;
+                break;
+            }
+            cursor = m.end;
+        }
+        ended.extend(of_it.into_iter().skip(unaccounted as usize));
     }
     ended
 }
@@ -290,49 +329,6 @@ fn detached(at: Attachment) {
     } else {
         let _ = client().notify(&notice);
     }
-}
-
-/// A mapping of a file, from /proc/self/maps.
-struct FileMapping {
-    start: usize,
-    end: usize,
-    offset: u64,
-    identity: (u64, u64),
-}
-
-/// This process's file mappings in address order, or None if /proc/self/maps cannot be
-/// read (no /proc; a full descriptor table even with our reserve's slot).
-fn own_file_mappings() -> Option<Vec<FileMapping>> {
-    let text = match std::fs::read("/proc/self/maps") {
-        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-            client().with_reserve_released(|| std::fs::read("/proc/self/maps")).ok()?
-        }
-        r => r.ok()?,
-    };
-    Some(text.split(|&b| b == b'\n').filter_map(parse_mapping).collect())
-}
-
-/// "start-end perms offset major:minor inode path"; None for anonymous mappings.
-fn parse_mapping(line: &[u8]) -> Option<FileMapping> {
-    // The fields we need are ASCII and come before the path, which may not be UTF-8.
-    let ascii = line.iter().position(|&b| b >= 0x80).unwrap_or(line.len());
-    let line = std::str::from_utf8(&line[..ascii]).ok()?;
-    let mut fields = line.split_ascii_whitespace();
-    let (start, end) = fields.next()?.split_once('-')?;
-    let _perms = fields.next()?;
-    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let inode: u64 = fields.next()?.parse().ok()?;
-    if inode == 0 {
-        return None;
-    }
-    let dev = libc::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?);
-    Some(FileMapping {
-        start: usize::from_str_radix(start, 16).ok()?,
-        end: usize::from_str_radix(end, 16).ok()?,
-        offset,
-        identity: (dev as u64, inode),
-    })
 }
 
 /// Closes (if still ours) and forgets the cached descriptors of the ids `gone` selects.

@@ -2,6 +2,7 @@
 //! operations (broker side, `segment`) and attaching and detaching (client side, `attach`).
 
 pub mod attach;
+mod mappings;
 pub mod segment;
 
 pub const SHM_RDONLY: i32 = 0o10000;
