@@ -8,10 +8,12 @@
  * munmap of its first or a middle page, or mprotect of part of it, shmdt of its start
  * unmaps all that is left; after mremap moved it, shmdt of the new address detaches it
  * and of the old one is EINVAL; a SHM_REMAP attach over part of another attachment
- * leaves the rest of that one attached and detachable. */
+ * leaves the rest of that one attached and detachable; SHM_LOCK without CAP_IPC_LOCK
+ * within the locker's RLIMIT_MEMLOCK (ENOMEM beyond it). */
 #include "../common.h"
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/shm.h>
 
 static long page;
@@ -114,6 +116,59 @@ static void shmdt_after_changes(int id, int id2) {
     CHECK(nattch(id2) == 0);
 }
 
+/* SHM_LOCK by an owner without CAP_IPC_LOCK: each segment locked is charged to the
+ * locker's uid, up to its RLIMIT_MEMLOCK (ENOMEM beyond); locking a locked segment again
+ * charges nothing; SHM_UNLOCK gives the pages back. */
+struct lock_arg {
+    int big, small, small2;
+    uid_t uid;
+};
+
+static void lock_within_memlock(void *p) {
+    struct lock_arg *a = p;
+    struct rlimit rl = {3 * page, 3 * page};
+    CHECK(setrlimit(RLIMIT_MEMLOCK, &rl) == 0);
+    drop_to(a->uid, a->uid);
+    struct shmid_ds ds;
+    EXPECT_ERR(shmctl(a->big, SHM_LOCK, NULL), ENOMEM);
+    EXPECT_OK(shmctl(a->big, IPC_STAT, &ds));
+    CHECK(!(ds.shm_perm.mode & SHM_LOCKED));
+    EXPECT_OK(shmctl(a->small, SHM_LOCK, NULL));
+    EXPECT_OK(shmctl(a->small, SHM_LOCK, NULL));
+    EXPECT_ERR(shmctl(a->small2, SHM_LOCK, NULL), ENOMEM);
+    EXPECT_OK(shmctl(a->small, SHM_UNLOCK, NULL));
+    EXPECT_OK(shmctl(a->small2, SHM_LOCK, NULL));
+    EXPECT_OK(shmctl(a->small2, IPC_STAT, &ds));
+    CHECK(ds.shm_perm.mode & SHM_LOCKED);
+    /* Removing a locked segment gives its pages back too. */
+    EXPECT_ERR(shmctl(a->small, SHM_LOCK, NULL), ENOMEM);
+    EXPECT_OK(shmctl(a->small2, IPC_RMID, NULL));
+    EXPECT_OK(shmctl(a->small, SHM_LOCK, NULL));
+    EXPECT_OK(shmctl(a->small, SHM_UNLOCK, NULL));
+}
+
+static void shm_lock_charges(void) {
+    /* A uid of its own, so that no other test's locks count against it (the kernel
+     * counts per user, across IPC namespaces). */
+    struct lock_arg a = {-1, -1, -1, 20000 + getpid() % 20000};
+    a.big = EXPECT_OK(shmget(IPC_PRIVATE, 16 * page, IPC_CREAT | 0600));
+    a.small = EXPECT_OK(shmget(IPC_PRIVATE, 2 * page, IPC_CREAT | 0600));
+    a.small2 = EXPECT_OK(shmget(IPC_PRIVATE, 2 * page - 100, IPC_CREAT | 0600));
+    int ids[3] = {a.big, a.small, a.small2};
+    for (int i = 0; i < 3; i++) {
+        struct shmid_ds ds;
+        if (ids[i] < 0)
+            return;
+        EXPECT_OK(shmctl(ids[i], IPC_STAT, &ds));
+        ds.shm_perm.uid = a.uid;
+        EXPECT_OK(shmctl(ids[i], IPC_SET, &ds));
+    }
+    run_in_child(lock_within_memlock, &a);
+    shmctl(a.big, IPC_RMID, NULL);
+    shmctl(a.small, IPC_RMID, NULL);
+    shmctl(a.small2, IPC_RMID, NULL);
+}
+
 int main(void) {
     watchdog(30, NULL);
     page = sysconf(_SC_PAGESIZE);
@@ -145,6 +200,7 @@ int main(void) {
     EXPECT_OK(shmctl(id, IPC_STAT, &ds));
     CHECK(ds.shm_nattch == 0);
 
+    shm_lock_charges();
     int id2 = EXPECT_OK(shmget(IPC_PRIVATE, 2 * page, IPC_CREAT | 0600));
     if (id2 >= 0) {
         shmdt_after_changes(id, id2);

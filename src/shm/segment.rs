@@ -19,6 +19,8 @@ pub struct Segment {
     pub cpid: i32,
     pub lpid: i32,
     pub nattch: u64,
+    /// The uid whose locked-memory allowance SHM_LOCK charged (the kernel's mlock_ucounts).
+    pub locked_by: Option<u32>,
     /// The memfd's name, unique in the broker's life: how the segment shows in
     /// /proc/PID/maps ("/memfd:NAME (deleted)").
     pub memfd_name: String,
@@ -35,6 +37,9 @@ pub struct Segments {
     pub registry: Registry<Segment>,
     /// Pages held by all segments (the kernel's `shm_tot`), checked against SHMALL.
     pub total_pages: u64,
+    /// Pages locked by SHM_LOCK per uid charged, checked against the locker's
+    /// RLIMIT_MEMLOCK (the kernel's UCOUNT_RLIMIT_MEMLOCK).
+    pub locked_pages: std::collections::HashMap<u32, u64>,
 }
 
 impl Segments {
@@ -69,7 +74,7 @@ impl Segments {
             return Err(Errno(libc::ENOSPC));
         }
         let memfd = ObjectFd::keep(memfd)?;
-        let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, memfd_name };
+        let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, locked_by: None, memfd_name };
         let (index, id) = self.registry.insert(limits.shmmni as usize, Perm::new(key, flags as u32, creds), seg)?;
         self.total_pages += pages;
         Ok((id, Change::Updated(index)))
@@ -79,6 +84,9 @@ impl Segments {
     fn destroy(&mut self, index: usize) -> Change {
         if let Some(obj) = self.registry.remove(index) {
             self.total_pages -= obj.data.pages();
+            if let Some(uid) = obj.data.locked_by {
+                self.unlock_charge(uid, obj.data.pages());
+            }
         }
         Change::Removed(index)
     }
@@ -174,18 +182,32 @@ impl Segments {
             }
             SHM_LOCK | SHM_UNLOCK => {
                 let obj = self.registry.by_id_mut(id)?;
-                if !creds.has_cap(CAP_IPC_LOCK) {
+                let privileged = creds.has_cap(CAP_IPC_LOCK);
+                let limit = if cmd == SHM_LOCK && !privileged { memlock_limit(creds.pid) } else { None };
+                if !privileged {
                     if creds.uid != obj.perm.uid && creds.uid != obj.perm.cuid {
                         return Err(Errno(libc::EPERM));
                     }
-                    if cmd == SHM_LOCK && memlock_limit_is_zero(creds.pid) {
+                    if limit == Some(0) {
                         return Err(Errno(libc::EPERM));
                     }
                 }
-                if cmd == SHM_LOCK {
+                let pages = obj.data.pages();
+                if cmd == SHM_LOCK && obj.data.locked_by.is_none() {
+                    // `user_shm_lock`: the locker's uid is charged the segment's pages, up
+                    // to its RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK.
+                    let charged = self.locked_pages.get(&creds.uid).copied().unwrap_or(0) + pages;
+                    if limit.is_some_and(|bytes| charged > bytes / page_size() as u64) {
+                        return Err(Errno(libc::ENOMEM));
+                    }
+                    self.locked_pages.insert(creds.uid, charged);
+                    obj.data.locked_by = Some(creds.uid);
                     obj.perm.mode |= SHM_LOCKED;
-                } else {
+                } else if cmd == SHM_UNLOCK {
                     obj.perm.mode &= !SHM_LOCKED;
+                    if let Some(uid) = obj.data.locked_by.take() {
+                        self.unlock_charge(uid, pages);
+                    }
                 }
                 let index = crate::ipc::ids::split_id(id).unwrap().0;
                 Ok((0, vec![], Change::Updated(index)))
@@ -195,15 +217,23 @@ impl Segments {
     }
 }
 
-/// The kernel refuses SHM_LOCK to an unprivileged owner whose RLIMIT_MEMLOCK is 0: the
-/// caller's soft limit, from /proc/PID/limits.
-fn memlock_limit_is_zero(pid: i32) -> bool {
-    let Ok(limits) = std::fs::read_to_string(format!("/proc/{pid}/limits")) else { return false };
-    limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max locked memory"))
-        .and_then(|rest| rest.split_whitespace().next().map(|soft| soft == "0"))
-        .unwrap_or(false)
+/// The caller's soft RLIMIT_MEMLOCK in bytes, from /proc/PID/limits; None if unlimited
+/// (or unreadable). The kernel refuses SHM_LOCK to an unprivileged owner whose limit is 0
+/// (EPERM), and one whose locked segments would exceed it (ENOMEM).
+fn memlock_limit(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    limits.lines().find_map(|l| l.strip_prefix("Max locked memory"))?.split_whitespace().next()?.parse().ok()
+}
+
+impl Segments {
+    fn unlock_charge(&mut self, uid: u32, pages: u64) {
+        if let Some(charged) = self.locked_pages.get_mut(&uid) {
+            *charged = charged.saturating_sub(pages);
+            if *charged == 0 {
+                self.locked_pages.remove(&uid);
+            }
+        }
+    }
 }
 
 const SHM_HUGE_SHIFT: i32 = 26;
