@@ -114,6 +114,16 @@ static void shmdt_after_changes(int id, int id2) {
     EXPECT_OK(shmdt(b));
     CHECK(!mapped(b));
     CHECK(nattch(id2) == 0);
+
+    /* An attachment unmapped by hand, then another segment attached at its address. */
+    a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    EXPECT_OK(munmap(a, 3 * page));
+    b = shmat(id2, a, 0);
+    CHECK(b == a);
+    CHECK(nattch(id) == 0 && nattch(id2) == 1);
+    EXPECT_OK(shmdt(b));
+    CHECK(nattch(id) == 0 && nattch(id2) == 0);
 }
 
 /* SHM_LOCK by an owner without CAP_IPC_LOCK: each segment locked is charged to the

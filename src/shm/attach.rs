@@ -176,10 +176,15 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
         return Err(Errno(libc::EINVAL));
     }
     // SHM_REMAP replaced whatever was there: our own attachments it covered whole are gone
-    // (the kernel closes their mappings); one it covered in part keeps the rest.
+    // (the kernel closes their mappings); one it covered in part keeps the rest. A record
+    // where the new one starts is gone too (replaced, or unmapped by hand before).
     let replaced: Vec<Attachment> = with_state(|s| {
-        let gone: Vec<usize> =
-            s.attachments.range(start..start + len).filter(|(&a, at)| a + at.len <= start + len).map(|(&a, _)| a).collect();
+        let gone: Vec<usize> = s
+            .attachments
+            .range(start..start + len)
+            .filter(|(&a, at)| a == start || a + at.len <= start + len)
+            .map(|(&a, _)| a)
+            .collect();
         let out = gone.iter().filter_map(|a| s.attachments.remove(a)).collect();
         s.attachments.insert(start, Attachment { id, len, identity });
         out
