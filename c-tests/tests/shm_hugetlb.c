@@ -3,7 +3,8 @@
  * without CAP_IPC_LOCK outside vm.hugetlb_shm_group gets EPERM; root gets ENOMEM when
  * no huge page can be had, unless SHM_NORESERVE is given (then the segment is made and
  * can be attached); with free huge pages the segment is made and usable. A kernel
- * without hugetlb support refuses SHM_HUGETLB with EINVAL. */
+ * without hugetlb support refuses SHM_HUGETLB with EINVAL. SHM_LOCK and SHM_UNLOCK of a
+ * hugetlb segment succeed and do nothing (no SHM_LOCKED). */
 #include "../common.h"
 
 #include <sys/ipc.h>
@@ -75,6 +76,15 @@ static void not_in_group(void *arg) {
         EXPECT_OK(shmctl(id, IPC_RMID, NULL));
 }
 
+/* SHM_LOCK and SHM_UNLOCK succeed on a hugetlb segment and change nothing. */
+static void lock_does_nothing(int id) {
+    struct shmid_ds ds;
+    EXPECT_OK(shmctl(id, SHM_LOCK, NULL));
+    EXPECT_OK(shmctl(id, IPC_STAT, &ds));
+    CHECK(!(ds.shm_perm.mode & SHM_LOCKED));
+    EXPECT_OK(shmctl(id, SHM_UNLOCK, NULL));
+}
+
 int main(void) {
     long long total = meminfo("HugePages_Total:");
     long long freep = meminfo("HugePages_Free:");
@@ -114,6 +124,7 @@ int main(void) {
                 CHECK(((unsigned long)p & (hp - 1)) == 0);
                 EXPECT_OK(shmdt(p));
             }
+            lock_does_nothing(id);
             EXPECT_OK(shmctl(id, IPC_RMID, NULL));
         }
     } else if (freep >= 1) {
@@ -129,6 +140,7 @@ int main(void) {
                 CHECK(p[0] == 'h' && p[hp - 1] == 't');
                 EXPECT_OK(shmdt(p));
             }
+            lock_does_nothing(id);
             EXPECT_OK(shmctl(id, IPC_RMID, NULL));
         }
     }

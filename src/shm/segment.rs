@@ -19,6 +19,8 @@ pub struct Segment {
     pub cpid: i32,
     pub lpid: i32,
     pub nattch: u64,
+    /// Made with SHM_HUGETLB: SHM_LOCK and SHM_UNLOCK do nothing to it (as the kernel's).
+    pub hugetlb: bool,
     /// The uid whose locked-memory allowance SHM_LOCK charged (the kernel's mlock_ucounts).
     pub locked_by: Option<u32>,
     /// The memfd's name, unique in the broker's life: how the segment shows in
@@ -74,7 +76,7 @@ impl Segments {
             return Err(Errno(libc::ENOSPC));
         }
         let memfd = ObjectFd::keep(memfd)?;
-        let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, locked_by: None, memfd_name };
+        let seg = Segment { size, memfd, atime: 0, dtime: 0, ctime: now_secs(), cpid: creds.pid, lpid: 0, nattch: 0, hugetlb: flags & SHM_HUGETLB != 0, locked_by: None, memfd_name };
         let (index, id) = self.registry.insert(limits.shmmni as usize, Perm::new(key, flags as u32, creds), seg)?;
         self.total_pages += pages;
         Ok((id, Change::Updated(index)))
@@ -193,6 +195,11 @@ impl Segments {
                     }
                 }
                 let pages = obj.data.pages();
+                let index = crate::ipc::ids::split_id(id).unwrap().0;
+                if obj.data.hugetlb {
+                    // The kernel leaves hugetlb segments alone: success, no SHM_LOCKED.
+                    return Ok((0, vec![], Change::None));
+                }
                 if cmd == SHM_LOCK && obj.data.locked_by.is_none() {
                     // `user_shm_lock`: the locker's uid is charged the segment's pages, up
                     // to its RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK.
@@ -209,7 +216,6 @@ impl Segments {
                         self.unlock_charge(uid, pages);
                     }
                 }
-                let index = crate::ipc::ids::split_id(id).unwrap().0;
                 Ok((0, vec![], Change::Updated(index)))
             }
             _ => Err(Errno(libc::EINVAL)),
