@@ -9,8 +9,10 @@
  * unmaps all that is left; after mremap moved it, shmdt of the new address detaches it
  * and of the old one is EINVAL; a SHM_REMAP attach over part of another attachment
  * leaves the rest of that one attached and detachable; SHM_LOCK without CAP_IPC_LOCK
- * within the locker's RLIMIT_MEMLOCK (ENOMEM beyond it). */
+ * within the locker's RLIMIT_MEMLOCK (ENOMEM beyond it); two threads detaching the same
+ * attachment at once: one succeeds, the other gets EINVAL. */
 #include "../common.h"
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -179,6 +181,47 @@ static void shm_lock_charges(void) {
     shmctl(a.small2, IPC_RMID, NULL);
 }
 
+struct race {
+    pthread_barrier_t start;
+    void *addr;
+    int ok[2];
+};
+
+struct racer {
+    struct race *race;
+    int me;
+};
+
+static void *detach_at_once(void *p) {
+    struct racer *r = p;
+    pthread_barrier_wait(&r->race->start);
+    r->race->ok[r->me] = shmdt(r->race->addr) == 0;
+    return NULL;
+}
+
+static void racing_shmdt(int id) {
+    int bad = 0;
+    for (int round = 0; round < 200; round++) {
+        struct race r = {.ok = {-1, -1}};
+        pthread_barrier_init(&r.start, NULL, 2);
+        r.addr = shmat(id, NULL, 0);
+        if (r.addr == (void *)-1) {
+            bad++;
+            break;
+        }
+        struct racer other = {&r, 0}, self = {&r, 1};
+        pthread_t t;
+        pthread_create(&t, NULL, detach_at_once, &other);
+        detach_at_once(&self);
+        pthread_join(t, NULL);
+        pthread_barrier_destroy(&r.start);
+        if (r.ok[0] + r.ok[1] != 1)
+            bad++;
+    }
+    CHECK(bad == 0);
+    CHECK(nattch(id) == 0);
+}
+
 int main(void) {
     watchdog(30, NULL);
     page = sysconf(_SC_PAGESIZE);
@@ -211,6 +254,7 @@ int main(void) {
     CHECK(ds.shm_nattch == 0);
 
     shm_lock_charges();
+    racing_shmdt(id);
     int id2 = EXPECT_OK(shmget(IPC_PRIVATE, 2 * page, IPC_CREAT | 0600));
     if (id2 >= 0) {
         shmdt_after_changes(id, id2);

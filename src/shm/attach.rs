@@ -42,6 +42,11 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
+/// Held through each shmdt, which looks at the mappings and then unmaps: two threads
+/// detaching at once must not act on what the other has unmapped already (the kernel
+/// holds the mmap lock throughout).
+static DETACHING: Mutex<()> = Mutex::new(());
+
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let mut guard = STATE.lock();
     f(guard.get_or_insert_with(State::default))
@@ -49,9 +54,14 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 /// The ids of this process's attachments (one entry per attachment), for the fork handler.
 pub(crate) fn attached_ids_after_fork() -> Vec<i32> {
+    // Another thread of the parent may have held these.
     if STATE.is_locked() {
         unsafe { STATE.force_unlock() };
     }
+    if DETACHING.is_locked() {
+        unsafe { DETACHING.force_unlock() };
+    }
+    super::mappings::after_fork();
     attached_ids()
 }
 
@@ -208,6 +218,7 @@ pub fn shmdt(addr: usize) -> Result<()> {
     if addr & (page - 1) != 0 {
         return Err(Errno(libc::EINVAL));
     }
+    let _detaching = DETACHING.lock();
     // Our records before the mappings are read: a record made meanwhile (by another
     // thread's shmat) must not be taken for one whose mapping is gone.
     let records: Vec<(usize, Attachment)> = with_state(|s| s.attachments.iter().map(|(&a, &at)| (a, at)).collect());

@@ -60,6 +60,13 @@ const MAPS: &std::ffi::CStr = c"/proc/self/maps";
 /// inherits its parent's).
 static KEPT: Mutex<Option<(RawFd, (u64, u64), i32)>> = Mutex::new(None);
 
+/// In a forked child: another thread of the parent may have held the lock.
+pub(crate) fn after_fork() {
+    if KEPT.is_locked() {
+        unsafe { KEPT.force_unlock() };
+    }
+}
+
 impl Mappings {
     /// None if /proc/self/maps cannot be opened (no /proc; a descriptor table full even
     /// with our reserve's slot).
