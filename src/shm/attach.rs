@@ -237,9 +237,11 @@ pub fn shmdt(addr: usize) -> Result<()> {
     if let Some(first) = first {
         let size = size_of(first.identity).unwrap_or(0);
         let mut unmap = vec![first];
-        // Pieces further on, unless the first already reaches the segment's end.
+        // Pieces further on, unless the first already reaches the segment's end (asked
+        // first: each look is a system call).
         cursor = first.end;
-        while let Some(m) = maps.next_from(cursor).filter(|m| first.end - addr < size && m.end - addr <= size) {
+        while first.end - addr < size {
+            let Some(m) = maps.next_from(cursor).filter(|m| m.end - addr <= size) else { break };
             if m.identity == first.identity && at_offset(&m, addr) {
                 unmap.push(m);
             }
