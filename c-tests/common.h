@@ -329,6 +329,19 @@ static inline void read_proc_longs(const char *path, long *v, int n) {
     }
 }
 
+/* Is capability `bit` in this process's effective set? */
+static inline int has_cap(int bit) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long eff = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "CapEff: %llx", &eff) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (int)((eff >> bit) & 1);
+}
+
 static inline int TEST_DONE(void) {
     printf("%s: %d passed, %d failed\n", program_invocation_short_name, t_passed, t_failed);
     return t_failed ? 1 : 0;

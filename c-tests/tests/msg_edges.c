@@ -22,19 +22,6 @@ struct mbuf {
 
 static int q;
 
-/* is capability `bit` in this process's effective set? */
-static int has_cap(int bit) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long eff = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "CapEff: %llx", &eff) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return (int)((eff >> bit) & 1);
-}
-
 static int snd(int id, long type, size_t len) {
     struct mbuf b;
     memset(&b, 'm', sizeof b);
