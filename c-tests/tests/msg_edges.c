@@ -302,6 +302,17 @@ static int still_waits(pid_t pid) {
     return child_alive(pid) && wait_asleep(pid, pid);
 }
 
+/* A new queue in q, of msg_qbytes 10, holding 8 bytes, and a child (uid 1001) blocked
+ * sending 5 more: child_send(want_errno). */
+static pid_t sender_blocked_on_full_queue(long want_errno) {
+    q = EXPECT_OK(msgget(IPC_PRIVATE, 0666));
+    set_mode_qbytes(0666, 10);
+    EXPECT_OK(snd(q, 1, 8));
+    pid_t pid = spawn_child(child_send, (void *)want_errno);
+    CHECK(wait_asleep(pid, pid));
+    return pid;
+}
+
 static void test_blocked_and_ipc_set(void) {
     struct mbuf b;
     pid_t pid;
@@ -326,11 +337,7 @@ static void test_blocked_and_ipc_set(void) {
 
     /* a sender whose message does not fit is not woken by IPC_SET: it sleeps on without
      * write permission, and fails once a receive makes room */
-    q = EXPECT_OK(msgget(IPC_PRIVATE, 0666));
-    set_mode_qbytes(0666, 10);
-    EXPECT_OK(snd(q, 1, 8));
-    pid = spawn_child(child_send, (void *)(long)EACCES);
-    CHECK(wait_asleep(pid, pid));
+    pid = sender_blocked_on_full_queue(EACCES);
     set_mode_qbytes(0664, 10);
     CHECK(still_waits(pid));
     CHECK(msgrcv(q, &b, sizeof b.mtext, 0, IPC_NOWAIT) == 8);
@@ -339,11 +346,7 @@ static void test_blocked_and_ipc_set(void) {
     EXPECT_OK(msgctl(q, IPC_RMID, NULL));
 
     /* one whose message fits after the IPC_SET is woken by it, and fails */
-    q = EXPECT_OK(msgget(IPC_PRIVATE, 0666));
-    set_mode_qbytes(0666, 10);
-    EXPECT_OK(snd(q, 1, 8));
-    pid = spawn_child(child_send, (void *)(long)EACCES);
-    CHECK(wait_asleep(pid, pid));
+    pid = sender_blocked_on_full_queue(EACCES);
     set_mode_qbytes(0664, 20);
     CHECK(EXITED_OK(reap_child(pid, 5000)));
     CHECK(stat_of(q).msg_qnum == 1);
@@ -351,11 +354,7 @@ static void test_blocked_and_ipc_set(void) {
 
     /* a sender that keeps write permission sleeps through a lowered msg_qbytes and a
      * receive that leaves too little room, and sends once msg_qbytes allows it */
-    q = EXPECT_OK(msgget(IPC_PRIVATE, 0666));
-    set_mode_qbytes(0666, 10);
-    EXPECT_OK(snd(q, 1, 8));
-    pid = spawn_child(child_send, (void *)0L);
-    CHECK(wait_asleep(pid, pid));
+    pid = sender_blocked_on_full_queue(0);
     set_mode_qbytes(0666, 4);
     CHECK(still_waits(pid));
     CHECK(msgrcv(q, &b, sizeof b.mtext, 0, IPC_NOWAIT) == 8);
