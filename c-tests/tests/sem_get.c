@@ -3,7 +3,8 @@
  * negative, above SEMMSL, 0 on create, above the existing set's), EACCES for another uid
  * (owner, group and other classes), the check order (EINVAL for nsems > SEMMSL before the
  * key lookup, EEXIST before the nsems check, the nsems check before EACCES), and ENOSPC
- * when the machine's SEMMNI or SEMMNS is small enough to reach. */
+ * when the machine's SEMMNI or SEMMNS is small enough to reach; a new set starts at zero
+ * after others were made and removed. */
 #include "../common.h"
 #include "../sem_common.h"
 
@@ -299,6 +300,37 @@ static int test_enospc(void) {
     return 1;
 }
 
+/* A new set starts at zero whatever the sets made and removed before it did: unused ones
+ * (ipcshim reuses their memory) and used ones. */
+static void test_new_after_removed(void) {
+    enum { N = 64 };
+    int ids[N];
+    struct sembuf up = {0, 5, 0};
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++)
+            ids[i] = EXPECT_OK(semget(IPC_PRIVATE, 1 + i % 4, 0600));
+        for (int i = 0; i < N; i++) {
+            if (round == 1) {
+                CHECK(getval(ids[i], 0) == 0);
+                CHECK(semctl(ids[i], 0, GETPID) == 0);
+                struct semid_ds ds;
+                if (EXPECT_OK(stat_set(ids[i], &ds)) == 0)
+                    CHECK(ds.sem_otime == 0);
+            }
+            if (round == 2)
+                EXPECT_OK(semop(ids[i], &up, 1)); /* leaves a value, a pid and an otime */
+        }
+        for (int i = 0; i < N; i++)
+            rm_set(ids[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        int id = EXPECT_OK(semget(IPC_PRIVATE, 1 + i % 4, 0600));
+        CHECK(getval(id, 0) == 0);
+        CHECK(semctl(id, 0, GETPID) == 0);
+        rm_set(id);
+    }
+}
+
 int main(void) {
     alarm(14);
     key_base = (key_t)(0x5E00000 ^ (getpid() << 4));
@@ -308,6 +340,7 @@ int main(void) {
     test_nsems();
     test_key();
     test_permissions();
+    test_new_after_removed();
     if (!test_enospc())
         printf("sem_get: SEMMNI %ld and SEMMNS %ld too large to reach: ENOSPC not checked\n",
                lim_semmni, lim_semmns);

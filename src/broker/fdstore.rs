@@ -43,9 +43,11 @@ pub fn descriptor_limit() -> usize {
     r.rlim_cur.min(1 << 30) as usize
 }
 
-/// How many objects' descriptors the broker's own table may hold: half of it.
+/// How many objects' descriptors the broker's own table may hold: half of it. Read once, at
+/// the first object (after the broker raised its limit), not at every create.
 fn own_budget() -> usize {
-    descriptor_limit() / 2
+    static BUDGET: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
+    *BUDGET.get_or_init(|| descriptor_limit() / 2)
 }
 
 impl ObjectFd {
@@ -91,6 +93,23 @@ impl ObjectFd {
     /// Maps the first `len` bytes of the object, shared.
     pub fn map(&self, len: usize, writable: bool) -> Result<Mapping> {
         self.with_fd(|fd| Mapping::map(fd, len, writable))?
+    }
+
+    /// The descriptor itself if it is in the broker's table (for reuse: see
+    /// `SemSets::after_answers`); a kept one is closed.
+    pub fn into_own(self) -> Option<OwnedFd> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // Moved out once; `this` is never dropped.
+        match unsafe { std::ptr::read(&this.0) } {
+            Place::Own(fd) => {
+                OWN.fetch_sub(1, Relaxed);
+                Some(fd)
+            }
+            kept => {
+                drop(ObjectFd(kept));
+                None
+            }
+        }
     }
 
     /// Whether the descriptor lives in a keeper (for tests and status).

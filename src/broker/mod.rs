@@ -39,8 +39,27 @@ pub struct Namespace {
     table_fd: OwnedFd,
     _table_map: Mapping,
     table: TableWriter,
-    /// Makes memfd names unique for this broker's life.
+    pub names: MemfdNames,
+}
+
+/// Unique memfd names for this broker's life: `ipcshim.PID.FAMILY.N`. The name shows in
+/// /proc/PID/maps, where a segment's mappings are recognised by it.
+#[derive(Debug)]
+pub struct MemfdNames {
+    /// The broker's pid, read once (a system call per name showed in create's profile).
+    pid: u32,
     serial: u64,
+}
+
+impl MemfdNames {
+    pub fn new() -> MemfdNames {
+        MemfdNames { pid: std::process::id(), serial: 0 }
+    }
+
+    pub fn next(&mut self, family: Family) -> String {
+        self.serial += 1;
+        format!("ipcshim.{}.{}.{}", self.pid, family.name(), self.serial)
+    }
 }
 
 impl Namespace {
@@ -48,12 +67,7 @@ impl Namespace {
         let table_fd = sys::sealed_memfd("ipcshim-table", TABLE_SIZE as u64, 0)?;
         let table_map = Mapping::map(table_fd.as_raw_fd(), TABLE_SIZE, true)?;
         let table = unsafe { TableWriter::new(table_map.as_ptr()) };
-        Ok(Namespace { limits, msg: Queues::default(), sem: SemSets::default(), shm: Segments::default(), table_fd, _table_map: table_map, table, serial: 0 })
-    }
-
-    fn next_memfd_name(&mut self, family: Family) -> String {
-        self.serial += 1;
-        format!("ipcshim.{}.{}.{}", std::process::id(), family.name(), self.serial)
+        Ok(Namespace { limits, msg: Queues::default(), sem: SemSets::default(), shm: Segments::default(), table_fd, _table_map: table_map, table, names: MemfdNames::new() })
     }
 
     /// Mirrors a change of the registry into the namespace table.
@@ -304,7 +318,7 @@ impl Broker {
         for (fd, frame) in requests {
             self.answer(fd, frame);
         }
-        self.ns.sem.after_answers(&self.ns.limits);
+        self.ns.sem.after_answers(&self.ns.limits, &mut self.ns.names);
         Ok(())
     }
 
@@ -641,12 +655,11 @@ impl Broker {
             Op::Get => {
                 let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
                 let (key, flags, size) = (frame.int(2)?, frame.int(3)?, frame.word(4)?);
-                let name = self.ns.next_memfd_name(family);
-                let limits = &self.ns.limits;
+                let (limits, names) = (&self.ns.limits, &mut self.ns.names);
                 let (id, change) = match family {
-                    Family::Shm => self.ns.shm.get(key, size as u64, flags, creds, limits, name)?,
-                    Family::Sem => self.ns.sem.get(key, size, flags, creds, limits, name)?,
-                    Family::Msg => self.ns.msg.get(key, size, flags, creds, limits, name)?,
+                    Family::Shm => self.ns.shm.get(key, size as u64, flags, creds, limits, names)?,
+                    Family::Sem => self.ns.sem.get(key, size, flags, creds, limits, names)?,
+                    Family::Msg => self.ns.msg.get(key, size, flags, creds, limits, names)?,
                 };
                 self.ns.publish(family, change);
                 Ok((vec![id as i64], None))

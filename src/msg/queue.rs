@@ -15,8 +15,9 @@ use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_SYS_RESOURCE, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wake, Locked};
-use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{Family, now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::broker::fdstore::ObjectFd;
+use crate::broker::MemfdNames;
 use crate::sys::Mapping;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::*;
@@ -148,8 +149,8 @@ fn capacity(limits: &Limits) -> u32 {
 }
 
 impl Queues {
-    /// msgget. `memfd_name` a unique name for a new queue.
-    pub fn get(&mut self, key: i32, _arg: i64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+    /// msgget.
+    pub fn get(&mut self, key: i32, _arg: i64, flags: i32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(i32, Change)> {
         if let Lookup::Found(id) = self.registry.get(key, flags, creds, |_| Ok(()))? {
             return Ok((id, Change::None));
         }
@@ -159,7 +160,7 @@ impl Queues {
         }
         let capacity = capacity(limits);
         // Sized once for `capacity`; pages are allocated only as messages use them.
-        let memfd = crate::sys::sealed_memfd(&memfd_name, layout::memfd_len(capacity) as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
+        let memfd = crate::sys::sealed_memfd(&names.next(Family::Msg), layout::memfd_len(capacity) as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
         let queue = Queue::new(ObjectFd::keep(memfd)?);
         unsafe { layout::Queue::init(&*queue.header()? as *const Header as *mut u8, capacity, limits.msgmnb)? };
         let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;

@@ -11,8 +11,9 @@ use crate::broker::registry::{Change, Lookup, Registry};
 use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, S_IRUGO, S_IWUGO};
-use crate::ipc::{Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{Family, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::broker::fdstore::ObjectFd;
+use crate::broker::MemfdNames;
 use crate::sys::{sealed_memfd, Mapping};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::*;
@@ -70,13 +71,15 @@ pub struct SemSets {
     /// Memfds made ahead, sized for the most common sets (every set of up to 16 semaphores
     /// has the same geometry): semget then waits for no memfd_create, ftruncate or seals.
     spares: Vec<OwnedFd>,
-    spare_serial: u64,
     /// Sets removed in this batch: their memfds (and pages) are freed after the answers.
     removed: Vec<SemSet>,
 }
 
 /// Spare memfds kept ready (see `SemSets::spares`).
 const SPARES: usize = 4;
+/// At most this many spares are kept from removed sets (see `SemSets::after_answers`): an
+/// idle memfd of no pages costs the broker a descriptor and the kernel about a kilobyte.
+const MAX_SPARES: usize = 2048;
 
 /// The geometry of a set of `nsems` semaphores under these limits.
 fn geometry(nsems: u32, limits: &Limits) -> Option<Geometry> {
@@ -101,8 +104,8 @@ fn lock_briefly(mem: &SetMem) -> Option<Result<array::Guard<'_>>> {
 }
 
 impl SemSets {
-    /// semget. `nsems` is the caller's argument; `memfd_name` a unique name for a new set.
-    pub fn get(&mut self, key: i32, nsems: i64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+    /// semget. `nsems` is the caller's argument.
+    pub fn get(&mut self, key: i32, nsems: i64, flags: i32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(i32, Change)> {
         if nsems < 0 || nsems as u64 > limits.semmsl {
             return Err(Errno(libc::EINVAL));
         }
@@ -127,7 +130,7 @@ impl SemSets {
         };
         let memfd = match spare {
             Some(fd) => fd,
-            None => sealed_memfd(&memfd_name, geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?,
+            None => sealed_memfd(&names.next(Family::Sem), geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?,
         };
         let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, geo, ctime: now(), mapped: None };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
@@ -262,13 +265,24 @@ impl SemSets {
 
     /// Work kept off the answers' path, done once a batch is answered: closing the memfds of
     /// removed sets, making spare ones.
-    pub fn after_answers(&mut self, limits: &Limits) {
-        self.removed.clear();
-        let Some(geo) = geometry(1, limits) else { return };
+    ///
+    /// A removed set that no client ever opened is still all zeros (only `open` hands its
+    /// memfd out, and maps it first): its memfd goes back to the spares, so a burst of sets
+    /// made and removed unused (test suites, create/remove loops) makes no memfd at all.
+    pub fn after_answers(&mut self, limits: &Limits, names: &mut MemfdNames) {
+        let Some(geo) = geometry(1, limits) else {
+            self.removed.clear();
+            return;
+        };
+        for set in self.removed.drain(..) {
+            if set.mapped.is_none() && set.geo.size == geo.size && self.spares.len() < MAX_SPARES {
+                if let Some(fd) = set.memfd.into_own() {
+                    self.spares.push(fd);
+                }
+            }
+        }
         while self.spares.len() < SPARES {
-            self.spare_serial += 1;
-            let name = format!("ipcshim.{}.sem.spare{}", std::process::id(), self.spare_serial);
-            match sealed_memfd(&name, geo.size as u64, 0) {
+            match sealed_memfd(&names.next(Family::Sem), geo.size as u64, 0) {
                 Ok(fd) => self.spares.push(fd),
                 Err(_) => break,
             }

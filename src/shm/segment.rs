@@ -4,9 +4,10 @@ use super::*;
 use crate::broker::registry::{Change, Lookup, Registry};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, CAP_IPC_LOCK, S_IRUGO};
-use crate::ipc::{now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{Family, now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::sys::{page_size, round_up_to_page, sealed_memfd};
 use crate::broker::fdstore::ObjectFd;
+use crate::broker::MemfdNames;
 use std::os::fd::OwnedFd;
 
 #[derive(Debug)]
@@ -46,7 +47,7 @@ pub struct Segments {
 
 impl Segments {
     /// shmget.
-    pub fn get(&mut self, key: i32, size: u64, flags: i32, creds: &Creds, limits: &Limits, memfd_name: String) -> Result<(i32, Change)> {
+    pub fn get(&mut self, key: i32, size: u64, flags: i32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(i32, Change)> {
         let found = self.registry.get(key, flags, creds, |seg| {
             if seg.data.size < size {
                 Err(Errno(libc::EINVAL))
@@ -67,6 +68,7 @@ impl Segments {
             Some(t) if t <= limits.shmall => {}
             _ => return Err(Errno(libc::ENOSPC)),
         }
+        let memfd_name = names.next(Family::Shm);
         let memfd = if flags & SHM_HUGETLB != 0 {
             huge_segment(&memfd_name, size, flags, creds)?
         } else {
