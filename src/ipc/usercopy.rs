@@ -19,7 +19,9 @@ mod imp {
 
     // Each faultable instruction has a fixup the handler jumps to: rep movsb (copy), a
     // byte load (probe for reading), a locked OR of zero (probe for writing: changes
-    // nothing, even under a concurrent writer). Each returns 0, or 1 after a fault.
+    // nothing, even under a concurrent writer). Each returns 0, or 1 after a fault. The
+    // probes take the first byte and the start of the last page, and touch the first byte
+    // and then every following page start up to the last (one call per range).
     std::arch::global_asm!(
         ".pushsection .text.ipcshim_user_copy,\"ax\",@progbits",
         ".globl ipcshim_user_copy",
@@ -42,6 +44,12 @@ mod imp {
         ".hidden ipcshim_probe_read_insn",
         "ipcshim_probe_read_insn:",
         "movzx eax, byte ptr [rdi]",
+        "and rdi, -4096",
+        "add rdi, 4096",
+        "jc 2f", // past the top of the address space: nothing left
+        "cmp rdi, rsi",
+        "jbe ipcshim_probe_read_insn",
+        "2:",
         "xor eax, eax",
         "ret",
         ".size ipcshim_probe_read, .-ipcshim_probe_read",
@@ -53,6 +61,12 @@ mod imp {
         ".hidden ipcshim_probe_write_insn",
         "ipcshim_probe_write_insn:",
         "lock or byte ptr [rdi], 0",
+        "and rdi, -4096",
+        "add rdi, 4096",
+        "jc 2f",
+        "cmp rdi, rsi",
+        "jbe ipcshim_probe_write_insn",
+        "2:",
         "xor eax, eax",
         "ret",
         ".size ipcshim_probe_write, .-ipcshim_probe_write",
@@ -66,8 +80,8 @@ mod imp {
 
     extern "C" {
         fn ipcshim_user_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
-        fn ipcshim_probe_read(p: *const u8) -> u32;
-        fn ipcshim_probe_write(p: *mut u8) -> u32;
+        fn ipcshim_probe_read(p: *const u8, last_page: usize) -> u32;
+        fn ipcshim_probe_write(p: *mut u8, last_page: usize) -> u32;
         static ipcshim_user_copy_insn: u8;
         static ipcshim_probe_read_insn: u8;
         static ipcshim_probe_write_insn: u8;
@@ -142,16 +156,12 @@ mod imp {
         ipcshim_user_copy(dst, src, len) == 0
     }
 
+    /// Whether the first byte at `p` and every page start after it up to `last_page` can
+    /// be read (`write`: written).
     #[inline(always)]
-    pub unsafe fn readable(p: *const u8) -> bool {
+    pub unsafe fn probe(p: *const u8, last_page: usize, write: bool) -> bool {
         install();
-        ipcshim_probe_read(p) == 0
-    }
-
-    #[inline(always)]
-    pub unsafe fn writable(p: *mut u8) -> bool {
-        install();
-        ipcshim_probe_write(p) == 0
+        (if write { ipcshim_probe_write(p as *mut u8, last_page) } else { ipcshim_probe_read(p, last_page) }) == 0
     }
 }
 
@@ -161,10 +171,7 @@ mod imp {
         std::ptr::copy_nonoverlapping(src, dst, len);
         true
     }
-    pub unsafe fn readable(_p: *const u8) -> bool {
-        true
-    }
-    pub unsafe fn writable(_p: *mut u8) -> bool {
+    pub unsafe fn probe(_p: *const u8, _last_page: usize, _write: bool) -> bool {
         true
     }
 }
@@ -201,7 +208,8 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(
     Ok(())
 }
 
-/// No page is smaller: probing at this stride touches every page of a range.
+/// No page is smaller: probing at this stride touches every page of a range (the probes
+/// in the assembly above step by it).
 const PROBE_STRIDE: usize = 4096;
 
 /// EFAULT unless every byte of `[p, p + len)` can be read (`write`: written), probed
@@ -215,19 +223,12 @@ pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
     if bad_range(start, len) {
         return Err(EFAULT);
     }
-    let probe = |at: usize| unsafe { if write { imp::writable(at as *mut u8) } else { imp::readable(at as *const u8) } };
-    if !probe(start) {
-        return Err(EFAULT);
-    }
     let last_page = (start + len - 1) & !(PROBE_STRIDE - 1);
-    let mut at = start & !(PROBE_STRIDE - 1);
-    while at < last_page {
-        at += PROBE_STRIDE;
-        if !probe(at) {
-            return Err(EFAULT);
-        }
+    if unsafe { imp::probe(p, last_page, write) } {
+        Ok(())
+    } else {
+        Err(EFAULT)
     }
-    Ok(())
 }
 
 /// Reads a `T` from the caller's memory (EFAULT if unreadable).
@@ -242,4 +243,58 @@ pub fn read_user<T: Copy>(p: *const T) -> Result<T> {
 /// Writes a `T` into the caller's memory (EFAULT if not writable).
 pub fn write_user<T>(p: *mut T, v: &T) -> Result<()> {
     unsafe { copy_to_user(p as *mut u8, v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four pages: read-write, read-write, read-only, none.
+    struct Pages(*mut u8);
+    const PAGE: usize = 4096;
+    impl Pages {
+        fn new() -> Pages {
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), 4 * PAGE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            } as *mut u8;
+            assert_ne!(p as *mut libc::c_void, libc::MAP_FAILED);
+            unsafe {
+                assert_eq!(libc::mprotect(p.add(2 * PAGE) as *mut libc::c_void, PAGE, libc::PROT_READ), 0);
+                assert_eq!(libc::mprotect(p.add(3 * PAGE) as *mut libc::c_void, PAGE, libc::PROT_NONE), 0);
+            }
+            Pages(p)
+        }
+    }
+    impl Drop for Pages {
+        fn drop(&mut self) {
+            unsafe { libc::munmap(self.0 as *mut libc::c_void, 4 * PAGE) };
+        }
+    }
+
+    #[test]
+    fn check_user_probes_every_page_of_a_range() {
+        let m = Pages::new();
+        let at = |off: usize| m.0.wrapping_add(off) as *const u8;
+        // Within the writable pages, from any start to any end.
+        for (off, len) in [(0, 1), (5, PAGE), (PAGE - 1, 2), (0, 2 * PAGE), (PAGE + 7, PAGE - 7)] {
+            assert_eq!(check_user(at(off), len, true), Ok(()), "{off} {len}");
+            assert_eq!(check_user(at(off), len, false), Ok(()), "{off} {len}");
+        }
+        // Into the read-only page: readable, not writable, whichever page the range starts on.
+        for (off, len) in [(2 * PAGE, 1), (2 * PAGE - 1, 2), (10, 2 * PAGE + 1), (0, 3 * PAGE)] {
+            assert_eq!(check_user(at(off), len, false), Ok(()), "{off} {len}");
+            assert_eq!(check_user(at(off), len, true), Err(EFAULT), "{off} {len}");
+        }
+        // Into the inaccessible page, by its last byte only, or from it.
+        for (off, len) in [(3 * PAGE - 1, 2), (0, 4 * PAGE), (PAGE, 3 * PAGE), (3 * PAGE + 100, 1)] {
+            assert_eq!(check_user(at(off), len, false), Err(EFAULT), "{off} {len}");
+            assert_eq!(check_user(at(off), len, true), Err(EFAULT), "{off} {len}");
+        }
+        // Nothing to check; NULL and wrapping ranges.
+        assert_eq!(check_user(at(3 * PAGE), 0, false), Ok(()));
+        assert_eq!(check_user(std::ptr::null(), 1, false), Err(EFAULT));
+        assert_eq!(check_user(usize::MAX as *const u8, 2, false), Err(EFAULT));
+        assert_eq!(check_user((usize::MAX - 4095) as *const u8, 4096, false), Err(EFAULT));
+        assert_eq!(check_user((usize::MAX - 4095) as *const u8, 1, true), Err(EFAULT)); // kernel space
+    }
 }
