@@ -492,6 +492,25 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume:
         let h = resume.sleep.handle;
         return send(h, resume.sleep.mtype, text, msgsz, flags, Some(resume), sleep);
     }
+    // The type and the text probed at once when the arguments are valid (the usual case);
+    // else, or if that fails, one by one in the kernel's order. The text is probed now
+    // (EFAULT before anything else, as load_msg) and copied under the lock.
+    let valid = id >= 0 && msgsz as u64 <= MSGMAX.load(Relaxed);
+    if !valid || check_user(msgp, 8 + msgsz, false).is_err() {
+        check_send_args(id, msgp, msgsz)?;
+    }
+    let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
+    if mtype < 1 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let h = queue(id, S_IWUGO)?;
+    send(h.get(), mtype, text, msgsz, flags, None, sleep)
+}
+
+/// msgsnd's checks of its arguments in the kernel's order: the type is read (EFAULT), then
+/// the size and id (EINVAL), the type (EINVAL), the text (EFAULT).
+#[cold]
+fn check_send_args(id: i32, msgp: *const u8, msgsz: usize) -> Result<()> {
     check_user(msgp, 8, false)?;
     let mtype = unsafe { std::ptr::read_unaligned(msgp as *const i64) };
     if (msgsz as isize) < 0 || id < 0 || msgsz as u64 > msgmax()? {
@@ -500,10 +519,7 @@ pub unsafe fn msgsnd(id: i32, msgp: *const u8, msgsz: usize, flags: i32, resume:
     if mtype < 1 {
         return Err(Errno(libc::EINVAL));
     }
-    // Probed now (EFAULT before anything else, as load_msg); copied under the lock.
-    check_user(text, msgsz, false)?;
-    let h = queue(id, S_IWUGO)?;
-    send(h.get(), mtype, text, msgsz, flags, None, sleep)
+    check_user(msgp.wrapping_add(8), msgsz, false)
 }
 
 #[inline(always)]
