@@ -31,21 +31,16 @@ pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
 /// what the caller had: a system call leaves it alone, while `f`'s own work may not (a
 /// socket read that would block, for one).
 pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
-    let saved = unsafe { *libc::__errno_location() };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => {
-            set_errno(saved);
-            v
-        }
-        Ok(Err(Errno(e))) => {
-            set_errno(e);
-            fail
-        }
-        Err(_) => {
-            set_errno(libc::EIO);
-            fail
-        }
-    }
+    // The thread's errno is at one address for its whole life: asked once per call.
+    let errno = unsafe { libc::__errno_location() };
+    let saved = unsafe { *errno };
+    let (v, e) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => (v, saved),
+        Ok(Err(Errno(e))) => (fail, e),
+        Err(_) => (fail, libc::EIO),
+    };
+    unsafe { *errno = e };
+    v
 }
 
 #[cfg(test)]
