@@ -54,15 +54,20 @@ pub fn after_fork() {
 }
 
 /// This thread's id, cached with the fork generation it was read in.
+#[inline(always)]
 pub(crate) fn my_tid() -> u32 {
     let gen = FORK_GENERATION.load(Relaxed).wrapping_add(1) as u64;
-    let cache = &super::thread::words().tid;
-    let c = cache.get();
+    let c = super::thread::words().tid.get();
     if c >> 32 == gen {
         return c as u32;
     }
+    my_tid_slow(gen)
+}
+
+#[cold]
+fn my_tid_slow(gen: u64) -> u32 {
     let t = unsafe { libc::gettid() } as u32;
-    cache.set(gen << 32 | t as u64);
+    super::thread::words().tid.set(gen << 32 | t as u64);
     t
 }
 
