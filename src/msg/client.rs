@@ -226,6 +226,7 @@ fn lock_contended(h: &'static Handle, me: u32) -> Result<Locked> {
 }
 
 impl Drop for Guard<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         self.queue.header().lock.unlock_as(self.me);
     }

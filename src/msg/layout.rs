@@ -227,11 +227,13 @@ impl Queue {
         Ok(Some(used + 1))
     }
 
+    #[inline(always)]
     fn pop_slot(&self) -> Result<Option<u32>> {
         let h = self.header();
         self.pop(&h.free_slot, &h.slot_hwm, |l| Ok(self.slot(l)?.next.load(Relaxed)))
     }
 
+    #[inline(always)]
     fn pop_block(&self) -> Result<Option<u32>> {
         let h = self.header();
         self.pop(&h.free_block, &h.block_hwm, |l| Ok(self.block_next(l)?.load(Relaxed)))
