@@ -30,6 +30,7 @@ pub(crate) fn fill_perm(p: &mut libc::ipc_perm, w: &[i64]) {
 /// Runs `f`, mapping failure (and panics) to `fail` with errno set. On success errno is
 /// what the caller had: a system call leaves it alone, while `f`'s own work may not (a
 /// socket read that would block, for one).
+#[inline(always)]
 pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
     // The thread's errno is at one address for its whole life: asked once per call.
     let errno = unsafe { libc::__errno_location() };
