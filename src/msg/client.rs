@@ -647,24 +647,20 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     // A buffer we cannot write: EFAULT, and the message stays queued.
     check_user(msgp, 8 + len, true)?;
     let store_type = || unsafe { std::ptr::write_unaligned(msgp as *mut i64, found.mtype) };
-    let copy_text = || {
-        q.copy_out(&found, len, |src, off, n| {
-            unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
-            Ok(())
-        })
-    };
+    // copy_msg: a copy cannot be truncated.
+    if flags & MSG_COPY != 0 && found.size > copy_limit as u64 {
+        return Err(Errno(libc::EINVAL));
+    }
+    q.copy_out(&found, len, |src, off, n| {
+        unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
+        Ok(())
+    })?;
     if flags & MSG_COPY != 0 {
-        // copy_msg: a copy cannot be truncated.
-        if found.size > copy_limit as u64 {
-            return Err(Errno(libc::EINVAL));
-        }
-        copy_text()?;
         store_type();
         return Ok(len);
     }
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
-    copy_text()?;
     q.unlink(&found, store_type)?;
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
