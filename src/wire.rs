@@ -35,8 +35,11 @@ pub enum Op {
     /// `[]` → `[pid, objects, processes, connections, queues, semaphore sets, segments,
     /// bytes of memory the objects hold]`.
     Status = 9,
-    /// `[]` → `[0]` + this connection's notice ring (see `ring`).
+    /// `[]` → `[0]` + this connection's shared memory: notice ring and mailbox (see `ring`).
     Ring = 10,
+    /// One-way `[]`: a request waits in this connection's mailbox (see `ring`); sent only
+    /// when the broker was not polling.
+    Doorbell = 11,
 }
 
 impl Op {
@@ -52,13 +55,20 @@ impl Op {
             8 => Op::Stop,
             9 => Op::Status,
             10 => Op::Ring,
+            11 => Op::Doorbell,
             _ => return None,
         })
     }
 
     /// Notices the client does not wait for.
     pub fn is_one_way(self) -> bool {
-        matches!(self, Op::ShmAttached | Op::ShmDetached | Op::ShmInherited)
+        matches!(self, Op::ShmAttached | Op::ShmDetached | Op::ShmInherited | Op::Doorbell)
+    }
+
+    /// Requests the client sends through its mailbox (see `ring`): their answers carry no
+    /// descriptor.
+    pub fn uses_mailbox(self) -> bool {
+        matches!(self, Op::Get | Op::Ctl | Op::Status | Op::Stop)
     }
 }
 
@@ -216,18 +226,36 @@ mod tests {
     }
 }
 
-/// One-way notices through shared memory: each connection has a ring the client appends
-/// to and the broker drains, so a notice (shmat, shmdt) costs a few stores instead of a
-/// system call and a wake-up of the broker. The broker drains every ring before it answers
-/// any request, so anything a client did before another client asks is seen in the answer.
-/// The ring is written by the client: the broker bounds-checks it like any other input.
+/// Each connection's shared memory, a memfd the broker makes and both map: a ring of
+/// one-way notices and a mailbox for requests.
+///
+/// Notices (shmat, shmdt) cost a few stores instead of a system call and a wake-up of the
+/// broker. The broker drains every ring before it answers any request, so anything a client
+/// did before another client asks is seen in the answer.
+///
+/// The mailbox carries a request whose answer needs no descriptor (`Op::uses_mailbox`)
+/// without a system call on either side while the broker is polling: the client posts the
+/// request's words and waits for the answer's number to change; the broker, which looks at
+/// every mailbox while it polls and once more before it sleeps, answers in place. A client
+/// that finds the broker asleep (`Table::broker_polling`) rings it with a `Doorbell` on the
+/// socket; a client that waits longer than it spins sleeps on the answer's futex, which the
+/// broker then wakes. Both sides write a flag, fence, then read the other's flag, so one of
+/// them always sees the other.
+///
+/// The client writes all of it: the broker bounds-checks it like any other input.
 pub mod ring {
     use crate::ipc::Result;
     use crate::sys::Mapping;
     use std::os::fd::RawFd;
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
+    use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
     pub const CAPACITY: usize = 1024;
+    /// The most words a request or an answer in the mailbox may hold; longer ones go over
+    /// the socket.
+    pub const MAILBOX_WORDS: usize = 32;
+    /// `Mailbox::answer_len` of an answer sent over the socket instead (it carries a
+    /// descriptor or does not fit).
+    const ON_SOCKET: u32 = u32::MAX;
 
     #[repr(C)]
     struct Layout {
@@ -238,9 +266,33 @@ pub mod ring {
         tail: AtomicU64,
         _pad2: [u64; 7],
         entries: [[AtomicI64; 2]; CAPACITY],
+        mailbox: Mailbox,
+    }
+
+    #[repr(C, align(64))]
+    struct Mailbox {
+        /// Written by the client: the number of its latest request, then its words.
+        posted: AtomicU32,
+        request_len: AtomicU32,
+        request: [AtomicI64; MAILBOX_WORDS],
+        /// The client sleeps on `answered` (set before its futex wait, cleared after).
+        sleeping: AtomicU32,
+        _pad: [u32; 13],
+        /// Written by the broker: the answer's words, then the number it answers.
+        answered: AtomicU32,
+        answer_len: AtomicU32,
+        answer: [AtomicI64; MAILBOX_WORDS],
     }
 
     pub const SIZE: usize = std::mem::size_of::<Layout>();
+
+    /// The broker's answer to a mailbox request.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Answer {
+        Words(Vec<i64>),
+        /// Read the answer from the socket.
+        OnSocket,
+    }
 
     #[derive(Debug)]
     pub struct Ring {
@@ -254,6 +306,10 @@ pub mod ring {
 
         fn layout(&self) -> &Layout {
             unsafe { &*(self.map.as_ptr() as *const Layout) }
+        }
+
+        fn mailbox(&self) -> &Mailbox {
+            &self.layout().mailbox
         }
 
         /// Appends `[op, arg]`; false when the ring is full (send on the socket instead).
@@ -292,6 +348,88 @@ pub mod ring {
             let l = self.layout();
             l.tail.load(Acquire) == l.head.load(Relaxed)
         }
+
+        /// Client: posts a request (at most MAILBOX_WORDS words; one at a time) and returns
+        /// its number. Followed by a full fence, so that reading `broker_polling` next
+        /// cannot be ordered before it.
+        pub fn post(&self, words: &[i64]) -> u32 {
+            let m = self.mailbox();
+            debug_assert!(words.len() <= MAILBOX_WORDS);
+            for (slot, &w) in m.request.iter().zip(words) {
+                slot.store(w, Relaxed);
+            }
+            m.request_len.store(words.len() as u32, Relaxed);
+            let seq = m.posted.load(Relaxed).wrapping_add(1);
+            m.posted.store(seq, Release);
+            fence(SeqCst);
+            seq
+        }
+
+        /// Client: the answer to request `seq`, if it has come.
+        pub fn answer(&self, seq: u32) -> Option<Answer> {
+            let m = self.mailbox();
+            if m.answered.load(Acquire) != seq {
+                return None;
+            }
+            let len = m.answer_len.load(Relaxed);
+            if len == ON_SOCKET {
+                return Some(Answer::OnSocket);
+            }
+            // The broker writes at most MAILBOX_WORDS; the bound is for a scribbled length.
+            Some(Answer::Words(m.answer.iter().take(len as usize).map(|w| w.load(Relaxed)).collect()))
+        }
+
+        /// Client: sleeps until the answer to `seq` comes, a signal, or `deadline`.
+        pub fn wait_for_answer(&self, seq: u32, deadline: std::time::Instant) {
+            let m = self.mailbox();
+            m.sleeping.store(1, Relaxed);
+            fence(SeqCst);
+            let now = m.answered.load(Acquire);
+            if now != seq {
+                let _ = crate::ipc::sync::futex_wait(&m.answered, now, Some(deadline));
+            }
+            m.sleeping.store(0, Relaxed);
+        }
+
+        /// Broker: the request posted after number `served`, if any, with its number. A
+        /// length past the mailbox gives no words (an invalid request).
+        pub fn take_request(&self, served: u32) -> Option<(u32, Vec<i64>)> {
+            let m = self.mailbox();
+            let seq = m.posted.load(Acquire);
+            if seq == served {
+                return None;
+            }
+            let len = m.request_len.load(Relaxed) as usize;
+            let words = if len <= MAILBOX_WORDS { m.request[..len].iter().map(|w| w.load(Relaxed)).collect() } else { Vec::new() };
+            Some((seq, words))
+        }
+
+        /// Broker: whether a request newer than `served` waits. (Before it sleeps, the
+        /// broker clears `broker_polling` and fences before it asks this.)
+        pub fn has_request(&self, served: u32) -> bool {
+            self.mailbox().posted.load(Acquire) != served
+        }
+
+        /// Broker: answers request `seq` with `words`, or says the answer went over the
+        /// socket (None; the caller sends it there when it carries a descriptor or has more
+        /// than MAILBOX_WORDS words), and wakes the client if it sleeps.
+        pub fn answer_request(&self, seq: u32, words: Option<&[i64]>) {
+            let m = self.mailbox();
+            match words {
+                Some(w) if w.len() <= MAILBOX_WORDS => {
+                    for (slot, &v) in m.answer.iter().zip(w) {
+                        slot.store(v, Relaxed);
+                    }
+                    m.answer_len.store(w.len() as u32, Relaxed);
+                }
+                _ => m.answer_len.store(ON_SOCKET, Relaxed),
+            }
+            m.answered.store(seq, Release);
+            fence(SeqCst);
+            if m.sleeping.load(Relaxed) != 0 {
+                crate::ipc::sync::futex_wake(&m.answered, 1);
+            }
+        }
     }
 
     #[cfg(test)]
@@ -323,6 +461,36 @@ pub mod ring {
             broker.drain(|_, _| n += 1);
             assert_eq!(n, 0);
             assert!(broker.is_empty());
+        }
+
+        #[test]
+        fn mailbox_request_and_answers() {
+            let fd = crate::sys::sealed_memfd("mailbox-test", SIZE as u64, 0).unwrap();
+            let client = Ring::map(fd.as_raw_fd()).unwrap();
+            let broker = Ring::map(fd.as_raw_fd()).unwrap();
+            assert_eq!(broker.take_request(0), None);
+            let seq = client.post(&[2, 1, 77, 0o600, 1]);
+            assert!(broker.has_request(0));
+            let (got, words) = broker.take_request(0).unwrap();
+            assert_eq!((got, words), (seq, vec![2, 1, 77, 0o600, 1]));
+            assert!(!broker.has_request(seq), "taken once");
+            assert_eq!(client.answer(seq), None);
+            broker.answer_request(seq, Some(&[5]));
+            assert_eq!(client.answer(seq), Some(Answer::Words(vec![5])));
+            // Too long to fit, or with a descriptor: the answer is on the socket.
+            let seq = client.post(&[7]);
+            broker.take_request(seq - 1).unwrap();
+            broker.answer_request(seq, Some(&[0; MAILBOX_WORDS + 1]));
+            assert_eq!(client.answer(seq), Some(Answer::OnSocket));
+            // A scribbled length gives an empty (invalid) request, never a read past the box.
+            let seq = client.post(&[1]);
+            client.mailbox().request_len.store(u32::MAX - 1, Relaxed);
+            assert_eq!(broker.take_request(seq - 1), Some((seq, vec![])));
+            // An answer that came before the client sleeps ends the wait at once.
+            broker.answer_request(seq, Some(&[0]));
+            let t = std::time::Instant::now();
+            client.wait_for_answer(seq, t + std::time::Duration::from_secs(5));
+            assert!(t.elapsed() < std::time::Duration::from_secs(4));
         }
     }
 }

@@ -113,8 +113,12 @@ struct Conn {
     /// Owns the socket: dropping the connection closes it.
     _socket: OwnedFd,
     creds: Creds,
-    /// The connection's notice ring, once the client asked for it.
+    /// The connection's shared memory (notice ring and mailbox), once the client asked
+    /// for it.
     ring: Option<Ring>,
+    /// The number of the last mailbox request taken (the broker's own count: the client's
+    /// is in memory it writes).
+    served: u32,
 }
 
 /// How long the broker polls for the next request before it sleeps.
@@ -306,6 +310,7 @@ impl Broker {
                 _ => {}
             }
         }
+        let posted = self.take_mailbox_requests();
         // Everything clients noted before this batch, before deaths and answers.
         self.drain_rings();
         for pid in deaths {
@@ -318,29 +323,69 @@ impl Broker {
         for (fd, frame) in requests {
             self.answer(fd, frame);
         }
+        for (fd, seq, frame) in posted {
+            self.answer_mailbox(fd, seq, frame);
+        }
         self.ns.sem.after_answers(&self.ns.limits, &mut self.ns.names);
         Ok(())
     }
 
-    /// epoll_wait, but polling for a short while before sleeping: clients often send their
-    /// next request right after an answer, and a wake-up costs more than the poll.
+    /// epoll_wait, but polling (the mailboxes, and the descriptors now and then) for a short
+    /// while before sleeping: clients often send their next request right after an answer,
+    /// and a wake-up costs more than the poll. A request found in a mailbox ends the poll
+    /// with whatever epoll has ready too (deaths, notices), which the batch handles first.
     fn wait(&self, events: &mut [libc::epoll_event], timeout: i32) -> i32 {
+        let ready_now = |events: &mut [libc::epoll_event]| unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0)
+        };
         if timeout == 0 {
             // A harness's turn (`turn`): only what is ready now.
-            return unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
+            return ready_now(events);
         }
         let start = std::time::Instant::now();
-        loop {
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
-            if n != 0 || start.elapsed() >= BUSY_POLL {
+        for round in 0u32.. {
+            if self.mailbox_request_waits() {
+                return ready_now(events);
+            }
+            // A system call costs more than a look at the mailboxes: one per 8 looks.
+            if round % 8 == 0 {
+                let n = ready_now(events);
                 if n != 0 {
                     return n;
                 }
-                break;
+                if start.elapsed() >= BUSY_POLL {
+                    break;
+                }
             }
             std::hint::spin_loop();
         }
-        unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) }
+        // Clients that post from now on ring the doorbell; one more look for those that
+        // posted before they could see it.
+        self.ns.table.set_broker_polling(false);
+        let n = if self.mailbox_request_waits() {
+            ready_now(events)
+        } else {
+            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) }
+        };
+        self.ns.table.set_broker_polling(true);
+        n
+    }
+
+    /// Whether some connection's mailbox holds a request not taken yet.
+    fn mailbox_request_waits(&self) -> bool {
+        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| r.has_request(c.served)))
+    }
+
+    /// The requests waiting in mailboxes, with their numbers.
+    fn take_mailbox_requests(&mut self) -> Vec<(RawFd, u32, Frame)> {
+        let mut taken = Vec::new();
+        for (&fd, c) in self.conns.iter_mut() {
+            if let Some((seq, words)) = c.ring.as_ref().and_then(|r| r.take_request(c.served)) {
+                c.served = seq;
+                taken.push((fd, seq, Frame { words, ..Frame::default() }));
+            }
+        }
+        taken
     }
 
     fn accept_all(&mut self) {
@@ -365,7 +410,7 @@ impl Broker {
             }
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
                 *self.conns_by_uid.entry(creds.uid).or_insert(0) += 1;
-                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None, served: 0 });
             }
         }
     }
@@ -620,7 +665,27 @@ impl Broker {
         }
     }
 
-    /// Makes the connection's notice ring and hands the client its descriptor.
+    /// Answers a request taken from the connection's mailbox: in the mailbox, or over the
+    /// socket when the answer carries a descriptor or does not fit.
+    fn answer_mailbox(&mut self, fd: RawFd, seq: u32, frame: Frame) {
+        let Some(creds) = self.creds(fd) else { return };
+        // Only the requests a client may send this way (Op::uses_mailbox).
+        let (words, out_fd) = match Op::from_i64(frame.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
+            Some(_) => self.request(&creds, &frame).unwrap_or_else(|Errno(e)| (vec![-(e as i64)], None)),
+            None => (vec![-(libc::EINVAL as i64)], None),
+        };
+        let Some(ring) = self.conns.get(&fd).and_then(|c| c.ring.as_ref()) else { return };
+        if out_fd.is_none() && words.len() <= ring::MAILBOX_WORDS {
+            return ring.answer_request(seq, Some(&words));
+        }
+        let sent = wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd()));
+        ring.answer_request(seq, None);
+        if sent.is_err() {
+            self.connection_closed(fd);
+        }
+    }
+
+    /// Makes the connection's notice ring and mailbox and hands the client its descriptor.
     fn give_ring(&mut self, fd: RawFd) {
         let made = sys::sealed_memfd("ipcshim-ring", ring::SIZE as u64, 0).and_then(|memfd| Ok((Ring::map(memfd.as_raw_fd())?, memfd)));
         let sent = match made {

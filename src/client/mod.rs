@@ -13,7 +13,7 @@ use crate::ipc::table::{Table, TABLE_SIZE};
 use crate::ipc::{Errno, Result};
 use crate::log;
 use crate::sys::{fd_identity, Mapping};
-use crate::wire::{self, Frame, Op};
+use crate::wire::{self, ring::Answer, Frame, Op};
 use reserve::{raw_close, Reserve};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -80,15 +80,27 @@ impl Client {
     pub fn request(&self, words: &[i64]) -> Result<Frame> {
         let mut guard = self.conn.lock();
         let fd = self.ensure_connected(&mut guard)?;
-        if let Err(e) = wire::send(fd, words, None) {
-            // The broker went away before reading the request: reconnect and send again.
-            log::warn(&format!("connection to the broker lost ({}), reconnecting", e.0));
-            guard.take().map(Conn::close);
-            let fd = self.ensure_connected(&mut guard)?;
-            wire::send(fd, words, None)?;
-        }
+        let by_mailbox = words.len() <= wire::ring::MAILBOX_WORDS && words.first().and_then(|&op| Op::from_i64(op)).is_some_and(Op::uses_mailbox);
+        let mut reply = match guard.as_ref().filter(|c| by_mailbox && c.ring.is_some()).map(|conn| self.mailbox_round_trip(conn, words)) {
+            Some(Ok(Answer::Words(words))) => Frame { words, ..Frame::default() },
+            Some(Ok(Answer::OnSocket)) => await_reply(&mut guard, fd)?,
+            Some(Err(Some(e))) => return Err(e),
+            Some(Err(None)) => {
+                // Lost unanswered: a broker that closes a connection answers nothing more
+                // on it, so the request was not carried out.
+                let fd = self.reconnect_and_send(&mut guard, words, "the connection to the broker closed")?;
+                await_reply(&mut guard, fd)?
+            }
+            None => {
+                let fd = match wire::send(fd, words, None) {
+                    Ok(()) => fd,
+                    // The broker went away before reading the request.
+                    Err(e) => self.reconnect_and_send(&mut guard, words, &format!("connection to the broker lost ({})", e.0))?,
+                };
+                await_reply(&mut guard, fd)?
+            }
+        };
         let fd = guard.as_ref().map_or(fd, |c| c.fd);
-        let mut reply = await_reply(&mut guard, fd)?;
         if reply.fd_dropped && self.reserve.lock().release_one() {
             // Our descriptor table is full: the reserve's slot is free now, ask again. (Only
             // Open is answered with a descriptor, and it changes nothing in the broker.)
@@ -105,6 +117,44 @@ impl Client {
             return Err(Errno(libc::EMFILE));
         }
         Ok(reply)
+    }
+
+    /// Forgets a lost connection, connects again and sends the request on the new one.
+    fn reconnect_and_send(&self, guard: &mut Option<Conn>, words: &[i64], why: &str) -> Result<RawFd> {
+        log::warn(&format!("{why}, reconnecting"));
+        guard.take().map(Conn::close);
+        let fd = self.ensure_connected(guard)?;
+        wire::send(fd, words, None)?;
+        Ok(fd)
+    }
+
+    /// A request through the connection's mailbox (wire::ring): posted, the broker rung
+    /// if it is not polling, the answer awaited spinning and then sleeping. `Err(None)`:
+    /// the connection is lost (the broker died or closed it, or the program closed our
+    /// socket).
+    fn mailbox_round_trip(&self, conn: &Conn, words: &[i64]) -> std::result::Result<Answer, Option<Errno>> {
+        let Some(ring) = conn.ring.as_ref() else { return Err(Some(Errno(libc::EIO))) };
+        let seq = ring.post(words);
+        let table = self.table.load(Ordering::Acquire);
+        let polling = !table.is_null() && unsafe { (*table).table.broker_polling() };
+        if !polling && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_err() {
+            return Err(None);
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(answer) = ring.answer(seq) {
+                return Ok(answer);
+            }
+            if start.elapsed() < REPLY_SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Nobody answers a connection the broker closed (it died), or the program did.
+            if !conn.is_ours() || socket_closed(conn.fd) {
+                return ring.answer(seq).ok_or(None);
+            }
+            ring.wait_for_answer(seq, std::time::Instant::now() + LOOK_AROUND);
+        }
     }
 
     /// Whether this process can spare a descriptor the broker sent for longer than the
@@ -295,11 +345,7 @@ impl Client {
             return true;
         }
         let guard = self.conn.lock();
-        let Some(c) = guard.as_ref().filter(|c| c.is_ours()) else { return false };
-        let mut p = libc::pollfd { fd: c.fd, events: libc::POLLRDHUP, revents: 0 };
-        // A raw system call: glibc's poll is a cancellation point, and semop is not one.
-        let ready = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) };
-        ready == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+        guard.as_ref().filter(|c| c.is_ours()).is_some_and(|c| socket_closed(c.fd))
     }
 
     /// In a forked child: the inherited socket is the parent's; let it go (closing our copy
@@ -341,6 +387,15 @@ fn lost(guard: &mut Option<Conn>) -> Errno {
     guard.take().map(Conn::close);
     log::warn("the broker closed the connection during a request");
     Errno(libc::EIDRM)
+}
+
+/// Whether the broker closed our socket (it died, or dropped us). The caller has checked
+/// that the descriptor is still ours.
+fn socket_closed(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    // A raw system call: glibc's poll is a cancellation point, and semop is not one.
+    let ready = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) };
+    ready == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 fn recv_reply(fd: RawFd) -> Result<Option<Frame>> {

@@ -308,12 +308,13 @@ mod tests {
     #[test]
     fn get_ctl_and_rmid() {
         let mut qs = Queues::default();
+        let mut names = MemfdNames::new();
         let limits = Limits { msgmni: 2, ..Limits::default() };
         let owner = user(1000, 0);
-        let (id, _) = qs.get(77, 0, IPC_CREAT | 0o640, &owner, &limits, "t1".into()).unwrap();
-        assert_eq!(qs.get(77, 0, 0, &owner, &limits, "t2".into()).unwrap().0, id);
-        qs.get(0, 0, 0o600, &owner, &limits, "t3".into()).unwrap();
-        assert_eq!(qs.get(0, 0, 0o600, &owner, &limits, "t4".into()).unwrap_err(), Errno(libc::ENOSPC));
+        let (id, _) = qs.get(77, 0, IPC_CREAT | 0o640, &owner, &limits, &mut names).unwrap();
+        assert_eq!(qs.get(77, 0, 0, &owner, &limits, &mut names).unwrap().0, id);
+        qs.get(0, 0, 0o600, &owner, &limits, &mut names).unwrap();
+        assert_eq!(qs.get(0, 0, 0o600, &owner, &limits, &mut names).unwrap_err(), Errno(libc::ENOSPC));
 
         let (ret, f, _) = qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap();
         assert_eq!(ret, 0);
