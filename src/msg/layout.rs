@@ -211,32 +211,58 @@ impl Queue {
         size.saturating_add(h.cbytes.load(Relaxed)) <= qbytes && h.qnum.load(Relaxed).saturating_add(1) <= qbytes
     }
 
-    #[inline(always)]
-    fn pop(&self, free: &AtomicU32, hwm: &AtomicU32, next_of: impl Fn(u32) -> Result<u32>) -> Result<Option<u32>> {
-        let head = free.load(Relaxed);
-        if head != 0 {
-            let next = next_of(head)?;
-            free.store(next, Relaxed);
-            return Ok(Some(head));
-        }
-        let used = hwm.load(Relaxed);
-        if used >= self.capacity {
-            return Ok(None);
-        }
-        hwm.store(used + 1, Relaxed);
-        Ok(Some(used + 1))
-    }
-
+    /// A free slot: the free list's first, else the one past the high-water mark.
     #[inline(always)]
     fn pop_slot(&self) -> Result<Option<u32>> {
         let h = self.header();
-        self.pop(&h.free_slot, &h.slot_hwm, |l| Ok(self.slot(l)?.next.load(Relaxed)))
+        let head = h.free_slot.load(Relaxed);
+        if head != 0 {
+            let next = self.slot(head)?.next.load(Relaxed);
+            h.free_slot.store(next, Relaxed);
+            return Ok(Some(head));
+        }
+        let used = h.slot_hwm.load(Relaxed);
+        if used >= self.capacity {
+            return Ok(None);
+        }
+        h.slot_hwm.store(used + 1, Relaxed);
+        Ok(Some(used + 1))
     }
 
+    /// A chain of `n` (1 ≤ n ≤ capacity) blocks, its first returned: the free list's first
+    /// ones, already chained there (only a chain's first `n - 1` links count, so the last
+    /// one's link is left as it is), then blocks past the high-water mark. None, and
+    /// nothing taken, if there are not that many.
     #[inline(always)]
-    fn pop_block(&self) -> Result<Option<u32>> {
+    fn take_blocks(&self, n: u64) -> Result<Option<u32>> {
         let h = self.header();
-        self.pop(&h.free_block, &h.block_hwm, |l| Ok(self.block_next(l)?.load(Relaxed)))
+        let first_free = h.free_block.load(Relaxed);
+        let (mut taken, mut last, mut rest) = (0u64, 0u32, first_free);
+        while taken < n && rest != 0 {
+            last = rest;
+            rest = self.block_next(rest)?.load(Relaxed);
+            taken += 1;
+        }
+        if taken == n {
+            h.free_block.store(rest, Relaxed);
+            return Ok(Some(first_free));
+        }
+        // Past the high-water mark: blocks used + 1 ..= used + fresh, chained in order.
+        let fresh = n - taken;
+        let used = h.block_hwm.load(Relaxed);
+        if used as u64 + fresh > self.capacity as u64 {
+            return Ok(None);
+        }
+        h.free_block.store(rest, Relaxed);
+        let end = used + fresh as u32;
+        h.block_hwm.store(end, Relaxed);
+        if taken > 0 {
+            self.block_next(last)?.store(used + 1, Relaxed);
+        }
+        for b in used + 1..end {
+            self.block_next(b)?.store(b + 1, Relaxed);
+        }
+        Ok(Some(if taken > 0 { first_free } else { used + 1 }))
     }
 
     #[inline(always)]
@@ -281,7 +307,8 @@ impl Queue {
         let mut link = first;
         let mut run = self.block(link)?;
         let mut run_off = 0;
-        let mut off = (len).min(BLOCK);
+        // `off`: where the next block's bytes start (the last block may be partly used).
+        let mut off = BLOCK;
         while off < len {
             let next = self.block_next(link)?.load(Relaxed);
             if next != link + 1 || next > self.capacity {
@@ -290,9 +317,9 @@ impl Queue {
                 run_off = off;
             }
             link = next;
-            off += (len - off).min(BLOCK);
+            off += BLOCK;
         }
-        f(run, run_off, off - run_off)
+        f(run, run_off, len - run_off)
     }
 
     /// Appends a message whose text `fill(dst, offset, len)` writes, run of blocks by run.
@@ -306,35 +333,20 @@ impl Queue {
         }
         let Some(slot_link) = self.pop_slot()? else { return Ok(false) };
         // Take the blocks, then fill them; on failure give everything back.
-        let mut first = 0u32;
-        let mut prev = 0u32;
-        let mut taken = 0u64;
-        let mut result = Ok(true);
-        while taken < nblocks {
-            let b = match self.pop_block()? {
-                Some(b) => b,
+        let first = match nblocks {
+            0 => 0,
+            n => match self.take_blocks(n)? {
+                Some(first) => first,
                 None => {
-                    result = Ok(false);
-                    break;
+                    self.push_slot(slot_link)?;
+                    return Ok(false);
                 }
-            };
-            if prev == 0 {
-                first = b;
-            } else {
-                self.block_next(prev)?.store(b, Relaxed);
-            }
-            prev = b;
-            taken += 1;
-        }
-        if let Ok(true) = result {
-            if let Err(e) = self.runs(first, size as usize, fill) {
-                result = Err(e);
-            }
-        }
-        if !matches!(result, Ok(true)) {
-            self.push_blocks(first, taken)?;
+            },
+        };
+        if let Err(e) = self.runs(first, size as usize, fill) {
+            self.push_blocks(first, nblocks)?;
             self.push_slot(slot_link)?;
-            return result;
+            return Err(e);
         }
         let slot = self.slot(slot_link)?;
         slot.mtype.store(mtype, Relaxed);
@@ -635,10 +647,8 @@ mod tests {
                     Op::Recover => q.recover().unwrap(),
                     Op::DieSending(size) => {
                         // Take resources like enqueue, then "die" before the commit.
-                        if q.pop_slot().unwrap().is_some() {
-                            for _ in 0..blocks_for(size as u64) {
-                                if q.pop_block().unwrap().is_none() { break; }
-                            }
+                        if q.pop_slot().unwrap().is_some() && size > 0 {
+                            q.take_blocks(blocks_for(size as u64)).unwrap();
                         }
                         q.recover().unwrap();
                     }
