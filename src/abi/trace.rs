@@ -67,11 +67,12 @@ pub fn call<T: Outcome>(name: &str, args: fmt::Arguments, body: impl FnOnce() ->
 /// `IPCSHIM_LOG=trace`.
 macro_rules! traced {
     ($name:literal, $($fmt:expr),+; $body:expr) => {{
-        let body = || $body;
+        // The body twice rather than one closure for both: the untraced path then builds
+        // no closure (the arguments' addresses stored for the tracing path's sake).
         if $crate::log::tracing() {
-            $crate::abi::trace::call($name, format_args!($($fmt),+), body)
+            $crate::abi::trace::call($name, format_args!($($fmt),+), || $body)
         } else {
-            body()
+            $body
         }
     }};
 }
