@@ -222,8 +222,16 @@ impl RobustMutex {
     }
 
     /// `unlock` for a caller that knows its thread id (`my_tid`).
-    #[inline]
+    #[inline(always)]
     pub fn unlock_as(&self, me: u32) {
+        // Usually held by us with no one asleep: one exchange, nothing to wake.
+        if self.word.compare_exchange(me, 0, Release, Relaxed).is_err() {
+            self.unlock_contended(me);
+        }
+    }
+
+    #[cold]
+    fn unlock_contended(&self, me: u32) {
         let mut v = self.word.load(Relaxed);
         while v & TID_MASK == me {
             match self.word.compare_exchange(v, 0, Release, Relaxed) {
