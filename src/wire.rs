@@ -236,11 +236,15 @@ mod tests {
 /// The mailbox carries a request whose answer needs no descriptor (`Op::uses_mailbox`)
 /// without a system call on either side while the broker is polling: the client posts the
 /// request's words and waits for the answer's number to change; the broker, which looks at
-/// every mailbox while it polls and once more before it sleeps, answers in place. A client
-/// that finds the broker asleep (`Table::broker_polling`) rings it with a `Doorbell` on the
-/// socket; a client that waits longer than it spins sleeps on the answer's futex, which the
-/// broker then wakes. Both sides write a flag, fence, then read the other's flag, so one of
-/// them always sees the other.
+/// every mailbox while it polls and once more before it sleeps, claims the request and
+/// answers in place. A client that finds the broker asleep (`Table::broker_polling`) rings
+/// it with a `Doorbell` on the socket; a client that waits longer than it spins sleeps on
+/// the answer's futex, which the broker then wakes. Both sides write a flag, fence, then
+/// read the other's flag, so one of them always sees the other.
+///
+/// A request is claimed once, by the broker (which then always answers it) or by the
+/// client taking it back (when its connection is lost, so that it can send it again
+/// elsewhere): a compare-and-swap decides, so no request is carried out twice or lost.
 ///
 /// The client writes all of it: the broker bounds-checks it like any other input.
 pub mod ring {
@@ -271,8 +275,10 @@ pub mod ring {
 
     #[repr(C, align(64))]
     struct Mailbox {
-        /// Written by the client: the number of its latest request, then its words.
-        posted: AtomicU32,
+        /// The latest request: its number × 2, plus 1 once claimed (by the broker, or by
+        /// the client taking it back). 0 before the first. The client writes the words,
+        /// then this.
+        state: AtomicU32,
         request_len: AtomicU32,
         request: [AtomicI64; MAILBOX_WORDS],
         /// The client sleeps on `answered` (set before its futex wait, cleared after).
@@ -349,9 +355,9 @@ pub mod ring {
             l.tail.load(Acquire) == l.head.load(Relaxed)
         }
 
-        /// Client: posts a request (at most MAILBOX_WORDS words; one at a time) and returns
-        /// its number. Followed by a full fence, so that reading `broker_polling` next
-        /// cannot be ordered before it.
+        /// Client: posts a request (at most MAILBOX_WORDS words; one at a time, after the
+        /// previous one was answered or taken back) and returns its number. Followed by a
+        /// full fence, so that reading `broker_polling` next cannot be ordered before it.
         pub fn post(&self, words: &[i64]) -> u32 {
             let m = self.mailbox();
             debug_assert!(words.len() <= MAILBOX_WORDS);
@@ -359,10 +365,17 @@ pub mod ring {
                 slot.store(w, Relaxed);
             }
             m.request_len.store(words.len() as u32, Relaxed);
-            let seq = m.posted.load(Relaxed).wrapping_add(1);
-            m.posted.store(seq, Release);
+            // Numbers run from 1 to 2^31 - 1 and round.
+            let seq = ((m.state.load(Relaxed) >> 1) % 0x7fff_ffff) + 1;
+            m.state.store(seq << 1, Release);
             fence(SeqCst);
             seq
+        }
+
+        /// Client: takes request `seq` back. False if the broker has claimed it (it will
+        /// answer).
+        pub fn take_back(&self, seq: u32) -> bool {
+            self.mailbox().state.compare_exchange(seq << 1, (seq << 1) | 1, AcqRel, Acquire).is_ok()
         }
 
         /// Client: the answer to request `seq`, if it has come.
@@ -391,23 +404,26 @@ pub mod ring {
             m.sleeping.store(0, Relaxed);
         }
 
-        /// Broker: the request posted after number `served`, if any, with its number. A
-        /// length past the mailbox gives no words (an invalid request).
-        pub fn take_request(&self, served: u32) -> Option<(u32, Vec<i64>)> {
+        /// Broker: claims the waiting request, if any: its number and words. A length past
+        /// the mailbox gives no words (an invalid request). A claimed request must be
+        /// answered.
+        pub fn take_request(&self) -> Option<(u32, Vec<i64>)> {
             let m = self.mailbox();
-            let seq = m.posted.load(Acquire);
-            if seq == served {
+            let state = m.state.load(Acquire);
+            if state == 0 || state & 1 != 0 || m.state.compare_exchange(state, state | 1, AcqRel, Relaxed).is_err() {
                 return None;
             }
+            // Claimed: the client no longer writes the words.
             let len = m.request_len.load(Relaxed) as usize;
             let words = if len <= MAILBOX_WORDS { m.request[..len].iter().map(|w| w.load(Relaxed)).collect() } else { Vec::new() };
-            Some((seq, words))
+            Some((state >> 1, words))
         }
 
-        /// Broker: whether a request newer than `served` waits. (Before it sleeps, the
-        /// broker clears `broker_polling` and fences before it asks this.)
-        pub fn has_request(&self, served: u32) -> bool {
-            self.mailbox().posted.load(Acquire) != served
+        /// Broker: whether a request waits unclaimed. (Before it sleeps, the broker clears
+        /// `broker_polling` and fences before it asks this.)
+        pub fn has_request(&self) -> bool {
+            let state = self.mailbox().state.load(Acquire);
+            state != 0 && state & 1 == 0
         }
 
         /// Broker: answers request `seq` with `words`, or says the answer went over the
@@ -468,29 +484,38 @@ pub mod ring {
             let fd = crate::sys::sealed_memfd("mailbox-test", SIZE as u64, 0).unwrap();
             let client = Ring::map(fd.as_raw_fd()).unwrap();
             let broker = Ring::map(fd.as_raw_fd()).unwrap();
-            assert_eq!(broker.take_request(0), None);
+            assert_eq!(broker.take_request(), None);
             let seq = client.post(&[2, 1, 77, 0o600, 1]);
-            assert!(broker.has_request(0));
-            let (got, words) = broker.take_request(0).unwrap();
-            assert_eq!((got, words), (seq, vec![2, 1, 77, 0o600, 1]));
-            assert!(!broker.has_request(seq), "taken once");
+            assert!(broker.has_request());
+            assert_eq!(broker.take_request(), Some((seq, vec![2, 1, 77, 0o600, 1])));
+            assert!(!broker.has_request(), "claimed once");
+            assert!(!client.take_back(seq), "the broker has it");
             assert_eq!(client.answer(seq), None);
             broker.answer_request(seq, Some(&[5]));
             assert_eq!(client.answer(seq), Some(Answer::Words(vec![5])));
             // Too long to fit, or with a descriptor: the answer is on the socket.
             let seq = client.post(&[7]);
-            broker.take_request(seq - 1).unwrap();
+            broker.take_request().unwrap();
             broker.answer_request(seq, Some(&[0; MAILBOX_WORDS + 1]));
             assert_eq!(client.answer(seq), Some(Answer::OnSocket));
+            // Taken back before the broker looked: the broker never sees it.
+            let seq = client.post(&[9]);
+            assert!(client.take_back(seq));
+            assert_eq!(broker.take_request(), None);
             // A scribbled length gives an empty (invalid) request, never a read past the box.
             let seq = client.post(&[1]);
             client.mailbox().request_len.store(u32::MAX - 1, Relaxed);
-            assert_eq!(broker.take_request(seq - 1), Some((seq, vec![])));
+            assert_eq!(broker.take_request(), Some((seq, vec![])));
             // An answer that came before the client sleeps ends the wait at once.
             broker.answer_request(seq, Some(&[0]));
             let t = std::time::Instant::now();
             client.wait_for_answer(seq, t + std::time::Duration::from_secs(5));
             assert!(t.elapsed() < std::time::Duration::from_secs(4));
+            // Numbers round without reaching 0 (no request) or clashing with the taken bit.
+            client.mailbox().state.store(0x7fff_fffe << 1 | 1, Relaxed);
+            assert_eq!(client.post(&[1]), 0x7fff_ffff);
+            client.mailbox().state.store(0x7fff_ffff << 1 | 1, Relaxed);
+            assert_eq!(client.post(&[1]), 1);
         }
     }
 }

@@ -95,23 +95,6 @@ impl ObjectFd {
         self.with_fd(|fd| Mapping::map(fd, len, writable))?
     }
 
-    /// The descriptor itself if it is in the broker's table (for reuse: see
-    /// `SemSets::after_answers`); a kept one is closed.
-    pub fn into_own(self) -> Option<OwnedFd> {
-        let this = std::mem::ManuallyDrop::new(self);
-        // Moved out once; `this` is never dropped.
-        match unsafe { std::ptr::read(&this.0) } {
-            Place::Own(fd) => {
-                OWN.fetch_sub(1, Relaxed);
-                Some(fd)
-            }
-            kept => {
-                drop(ObjectFd(kept));
-                None
-            }
-        }
-    }
-
     /// Whether the descriptor lives in a keeper (for tests and status).
     pub fn is_kept(&self) -> bool {
         matches!(self.0, Place::Kept { .. })

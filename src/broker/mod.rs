@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Everything the namespace holds.
 pub struct Namespace {
@@ -104,7 +105,7 @@ impl Namespace {
             }
         };
         self.shm.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
-            + self.sem.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
+            + self.sem.registry.iter().filter_map(|(_, o)| o.data.memfd()).map(held).sum::<u64>()
             + self.msg.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
     }
 }
@@ -115,10 +116,17 @@ struct Conn {
     creds: Creds,
     /// The connection's shared memory (notice ring and mailbox), once the client asked
     /// for it.
-    ring: Option<Ring>,
-    /// The number of the last mailbox request taken (the broker's own count: the client's
-    /// is in memory it writes).
-    served: u32,
+    /// Shared with the process record once the connection closes (`orphan_rings`).
+    ring: Option<Rc<Ring>>,
+}
+
+/// A request claimed from a connection's mailbox, with what answering it needs.
+struct MailboxRequest {
+    fd: RawFd,
+    creds: Creds,
+    ring: Rc<Ring>,
+    seq: u32,
+    frame: Frame,
 }
 
 /// How long the broker polls for the next request before it sleeps.
@@ -323,8 +331,8 @@ impl Broker {
         for (fd, frame) in requests {
             self.answer(fd, frame);
         }
-        for (fd, seq, frame) in posted {
-            self.answer_mailbox(fd, seq, frame);
+        for posted in posted {
+            self.answer_mailbox(posted);
         }
         self.ns.sem.after_answers(&self.ns.limits, &mut self.ns.names);
         Ok(())
@@ -371,18 +379,18 @@ impl Broker {
         n
     }
 
-    /// Whether some connection's mailbox holds a request not taken yet.
+    /// Whether some connection's mailbox holds a request not claimed yet.
     fn mailbox_request_waits(&self) -> bool {
-        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| r.has_request(c.served)))
+        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| r.has_request()))
     }
 
-    /// The requests waiting in mailboxes, with their numbers.
-    fn take_mailbox_requests(&mut self) -> Vec<(RawFd, u32, Frame)> {
+    /// Claims the requests waiting in mailboxes; each is answered in this batch.
+    fn take_mailbox_requests(&mut self) -> Vec<MailboxRequest> {
         let mut taken = Vec::new();
-        for (&fd, c) in self.conns.iter_mut() {
-            if let Some((seq, words)) = c.ring.as_ref().and_then(|r| r.take_request(c.served)) {
-                c.served = seq;
-                taken.push((fd, seq, Frame { words, ..Frame::default() }));
+        for (&fd, c) in self.conns.iter() {
+            let Some(ring) = c.ring.as_ref() else { continue };
+            if let Some((seq, words)) = ring.take_request() {
+                taken.push(MailboxRequest { fd, creds: c.creds.clone(), ring: ring.clone(), seq, frame: Frame { words, ..Frame::default() } });
             }
         }
         taken
@@ -410,7 +418,7 @@ impl Broker {
             }
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
                 *self.conns_by_uid.entry(creds.uid).or_insert(0) += 1;
-                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None, served: 0 });
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
             }
         }
     }
@@ -665,23 +673,23 @@ impl Broker {
         }
     }
 
-    /// Answers a request taken from the connection's mailbox: in the mailbox, or over the
-    /// socket when the answer carries a descriptor or does not fit.
-    fn answer_mailbox(&mut self, fd: RawFd, seq: u32, frame: Frame) {
-        let Some(creds) = self.creds(fd) else { return };
+    /// Answers a request claimed from a connection's mailbox (even if the connection has
+    /// closed since: the process asked, and may wait): in the mailbox, or over the socket
+    /// when the answer carries a descriptor or does not fit.
+    fn answer_mailbox(&mut self, r: MailboxRequest) {
         // Only the requests a client may send this way (Op::uses_mailbox).
-        let (words, out_fd) = match Op::from_i64(frame.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
-            Some(_) => self.request(&creds, &frame).unwrap_or_else(|Errno(e)| (vec![-(e as i64)], None)),
+        let (words, out_fd) = match Op::from_i64(r.frame.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
+            Some(_) => self.request(&r.creds, &r.frame).unwrap_or_else(|Errno(e)| (vec![-(e as i64)], None)),
             None => (vec![-(libc::EINVAL as i64)], None),
         };
-        let Some(ring) = self.conns.get(&fd).and_then(|c| c.ring.as_ref()) else { return };
         if out_fd.is_none() && words.len() <= ring::MAILBOX_WORDS {
-            return ring.answer_request(seq, Some(&words));
+            return r.ring.answer_request(r.seq, Some(&words));
         }
-        let sent = wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd()));
-        ring.answer_request(seq, None);
-        if sent.is_err() {
-            self.connection_closed(fd);
+        let open = self.conns.contains_key(&r.fd);
+        let sent = open && wire::send(r.fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_ok();
+        r.ring.answer_request(r.seq, None);
+        if open && !sent {
+            self.connection_closed(r.fd);
         }
     }
 
@@ -691,7 +699,7 @@ impl Broker {
         let sent = match made {
             Ok((r, memfd)) => {
                 if let Some(c) = self.conns.get_mut(&fd) {
-                    c.ring = Some(r);
+                    c.ring = Some(Rc::new(r));
                 }
                 wire::send(fd, &[0], Some(memfd.as_raw_fd()))
             }
@@ -723,7 +731,7 @@ impl Broker {
                 let (limits, names) = (&self.ns.limits, &mut self.ns.names);
                 let (id, change) = match family {
                     Family::Shm => self.ns.shm.get(key, size as u64, flags, creds, limits, names)?,
-                    Family::Sem => self.ns.sem.get(key, size, flags, creds, limits, names)?,
+                    Family::Sem => self.ns.sem.get(key, size, flags, creds, limits)?,
                     Family::Msg => self.ns.msg.get(key, size, flags, creds, limits, names)?,
                 };
                 self.ns.publish(family, change);
@@ -741,7 +749,7 @@ impl Broker {
                         let fd = obj.data.memfd.open(access & S_IWUGO == 0)?;
                         Ok((vec![0, obj.data.size as i64], Some(fd)))
                     }
-                    Family::Sem => self.ns.sem.open(id, access, creds).map(|(mut w, fd)| {
+                    Family::Sem => self.ns.sem.open(id, access, creds, &self.ns.limits, &mut self.ns.names).map(|(mut w, fd)| {
                         w.insert(0, 0);
                         (w, Some(fd))
                     }),

@@ -19,7 +19,7 @@ pub struct Process {
     pub inherited_counted: bool,
     /// Notice rings of connections that closed while the process lives on: it may still
     /// append to them (a program that closed our socket keeps our mapping of its ring).
-    pub orphan_rings: Vec<crate::wire::ring::Ring>,
+    pub orphan_rings: Vec<std::rc::Rc<crate::wire::ring::Ring>>,
 }
 
 /// The credentials of the process at the other end of a connected socket: uid, gid and pid

@@ -79,28 +79,36 @@ impl Client {
     /// freeing its reserve (the connection stays usable).
     pub fn request(&self, words: &[i64]) -> Result<Frame> {
         let mut guard = self.conn.lock();
-        let fd = self.ensure_connected(&mut guard)?;
         let by_mailbox = words.len() <= wire::ring::MAILBOX_WORDS && words.first().and_then(|&op| Op::from_i64(op)).is_some_and(Op::uses_mailbox);
-        let mut reply = match guard.as_ref().filter(|c| by_mailbox && c.ring.is_some()).map(|conn| self.mailbox_round_trip(conn, words)) {
-            Some(Ok(Answer::Words(words))) => Frame { words, ..Frame::default() },
-            Some(Ok(Answer::OnSocket)) => await_reply(&mut guard, fd)?,
-            Some(Err(Some(e))) => return Err(e),
-            Some(Err(None)) => {
-                // Lost unanswered: a broker that closes a connection answers nothing more
-                // on it, so the request was not carried out.
-                let fd = self.reconnect_and_send(&mut guard, words, "the connection to the broker closed")?;
-                await_reply(&mut guard, fd)?
+        // The mailbox is memory: no need to check the socket first (a system call that
+        // costs as much as the rest of the request); `mailbox_round_trip` checks it only
+        // when it writes to it or must wait long.
+        if let Some(conn) = guard.as_ref().filter(|c| by_mailbox && c.ring.is_some()) {
+            match self.mailbox_round_trip(conn, words) {
+                Ok(Answer::Words(words)) => return status_of(Frame { words, ..Frame::default() }),
+                Ok(Answer::OnSocket) if conn.is_ours() => {
+                    let fd = conn.fd;
+                    return status_of(await_reply(&mut guard, fd)?);
+                }
+                Ok(Answer::OnSocket) => return Err(lost(&mut guard)),
+                Err(MailboxLost::Unanswered) => return Err(lost(&mut guard)),
+                // Not carried out: sent again below, on a new connection.
+                Err(MailboxLost::TakenBack) => {
+                    // (A program that closed our socket needs no warning: that is expected.)
+                    if guard.as_ref().is_some_and(Conn::is_ours) {
+                        log::warn("the connection to the broker closed, reconnecting");
+                    }
+                    guard.take().map(Conn::close);
+                }
             }
-            None => {
-                let fd = match wire::send(fd, words, None) {
-                    Ok(()) => fd,
-                    // The broker went away before reading the request.
-                    Err(e) => self.reconnect_and_send(&mut guard, words, &format!("connection to the broker lost ({})", e.0))?,
-                };
-                await_reply(&mut guard, fd)?
-            }
+        }
+        let fd = self.ensure_connected(&mut guard)?;
+        let fd = match wire::send(fd, words, None) {
+            Ok(()) => fd,
+            // The broker went away before reading the request.
+            Err(e) => self.reconnect_and_send(&mut guard, words, &format!("connection to the broker lost ({})", e.0))?,
         };
-        let fd = guard.as_ref().map_or(fd, |c| c.fd);
+        let mut reply = await_reply(&mut guard, fd)?;
         if reply.fd_dropped && self.reserve.lock().release_one() {
             // Our descriptor table is full: the reserve's slot is free now, ask again. (Only
             // Open is answered with a descriptor, and it changes nothing in the broker.)
@@ -109,14 +117,7 @@ impl Client {
             }
             reply = await_reply(&mut guard, fd)?;
         }
-        let status = reply.word(0)?;
-        if status < 0 {
-            return Err(Errno((-status) as i32));
-        }
-        if reply.fd_dropped {
-            return Err(Errno(libc::EMFILE));
-        }
-        Ok(reply)
+        status_of(reply)
     }
 
     /// Forgets a lost connection, connects again and sends the request on the new one.
@@ -129,31 +130,53 @@ impl Client {
     }
 
     /// A request through the connection's mailbox (wire::ring): posted, the broker rung
-    /// if it is not polling, the answer awaited spinning and then sleeping. `Err(None)`:
-    /// the connection is lost (the broker died or closed it, or the program closed our
-    /// socket).
-    fn mailbox_round_trip(&self, conn: &Conn, words: &[i64]) -> std::result::Result<Answer, Option<Errno>> {
-        let Some(ring) = conn.ring.as_ref() else { return Err(Some(Errno(libc::EIO))) };
+    /// if it is not polling, the answer awaited spinning and then sleeping.
+    fn mailbox_round_trip(&self, conn: &Conn, words: &[i64]) -> std::result::Result<Answer, MailboxLost> {
+        let Some(ring) = conn.ring.as_ref() else { return Err(MailboxLost::TakenBack) };
         let seq = ring.post(words);
         let table = self.table.load(Ordering::Acquire);
         let polling = !table.is_null() && unsafe { (*table).table.broker_polling() };
-        if !polling && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_err() {
-            return Err(None);
+        // Never write to a descriptor that is no longer our socket.
+        if !polling && !(conn.is_ours() && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_ok()) {
+            return self.connection_lost(ring, seq);
         }
         let start = std::time::Instant::now();
+        let mut spins = 0u32;
         loop {
             if let Some(answer) = ring.answer(seq) {
                 return Ok(answer);
             }
-            if start.elapsed() < REPLY_SPIN {
+            // The clock is read now and then: it costs more than a look at the answer.
+            spins += 1;
+            if spins % 64 != 0 || start.elapsed() < REPLY_SPIN {
                 std::hint::spin_loop();
                 continue;
             }
-            // Nobody answers a connection the broker closed (it died), or the program did.
+            // Nobody answers on a connection the broker closed (it died), or the program did.
             if !conn.is_ours() || socket_closed(conn.fd) {
-                return ring.answer(seq).ok_or(None);
+                return self.connection_lost(ring, seq);
             }
             ring.wait_for_answer(seq, std::time::Instant::now() + LOOK_AROUND);
+        }
+    }
+
+    /// The connection of a posted request is lost: take the request back to send it
+    /// again, or, if the broker claimed it first, wait for its answer.
+    fn connection_lost(&self, ring: &wire::ring::Ring, seq: u32) -> std::result::Result<Answer, MailboxLost> {
+        if ring.take_back(seq) {
+            return Err(MailboxLost::TakenBack);
+        }
+        // A broker that claims a request answers it, unless it dies first: give it the time
+        // a living broker needs many times over.
+        let deadline = std::time::Instant::now() + LOOK_AROUND;
+        loop {
+            if let Some(answer) = ring.answer(seq) {
+                return Ok(answer);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(MailboxLost::Unanswered);
+            }
+            ring.wait_for_answer(seq, deadline);
         }
     }
 
@@ -387,6 +410,27 @@ fn lost(guard: &mut Option<Conn>) -> Errno {
     guard.take().map(Conn::close);
     log::warn("the broker closed the connection during a request");
     Errno(libc::EIDRM)
+}
+
+/// How a mailbox request ended without an answer.
+enum MailboxLost {
+    /// Taken back before the broker saw it: send it again.
+    TakenBack,
+    /// Claimed by a broker that did not answer (it died): it may have been carried out.
+    Unanswered,
+}
+
+/// A reply whose status is an errno is that error; one whose descriptor did not fit in our
+/// table is EMFILE.
+fn status_of(reply: Frame) -> Result<Frame> {
+    let status = reply.word(0)?;
+    if status < 0 {
+        return Err(Errno((-status) as i32));
+    }
+    if reply.fd_dropped {
+        return Err(Errno(libc::EMFILE));
+    }
+    Ok(reply)
 }
 
 /// Whether the broker closed our socket (it died, or dropped us). The caller has checked

@@ -20,20 +20,20 @@ use std::sync::atomic::Ordering::*;
 
 pub struct SemSet {
     pub nsems: u64,
-    pub memfd: ObjectFd,
     geo: Geometry,
     /// sem_ctime while the set is not mapped.
     ctime: i64,
-    /// The broker's mapping, made (and the header initialised) when a client first opens
-    /// the set. Before that nobody can wait, hold adjustments or a lock in it, and otime is
-    /// 0: a set made and removed unused costs no mmap/munmap.
+    /// The set's memfd and the broker's mapping of it, made (and the header initialised)
+    /// when a client first opens the set. Before that nobody can wait, hold adjustments or
+    /// a lock in it, and otime is 0: a set made and removed unused costs no memfd at all.
     mapped: Option<Mapped>,
 }
 
 struct Mapped {
     mem: SetMem,
-    /// Keeps `mem` mapped; declared after it so that it is dropped last.
+    /// Keeps `mem` mapped; declared after it so that it outlives it.
     _map: Mapping,
+    memfd: ObjectFd,
 }
 
 impl SemSet {
@@ -41,14 +41,24 @@ impl SemSet {
         self.mapped.as_ref().map(|m| &m.mem)
     }
 
-    /// The set's memory, mapped and initialised on first use.
-    fn map(&mut self) -> Result<&SetMem> {
+    /// The set's memfd, if a client ever opened the set.
+    pub fn memfd(&self) -> Option<&ObjectFd> {
+        self.mapped.as_ref().map(|m| &m.memfd)
+    }
+
+    /// The set's memory and memfd, made on first use: from `spare` if it is given.
+    fn map(&mut self, spare: Option<OwnedFd>, names: &mut MemfdNames) -> Result<&Mapped> {
         if self.mapped.is_none() {
-            let map = self.memfd.map(self.geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
+            let memfd = match spare {
+                Some(fd) => fd,
+                None => sealed_memfd(&names.next(Family::Sem), self.geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?,
+            };
+            let memfd = ObjectFd::keep(memfd)?;
+            let map = memfd.map(self.geo.size, true).map_err(|_| Errno(libc::ENOMEM))?;
             let mem = unsafe { SetMem::init(map.as_ptr(), self.geo, self.ctime)? };
-            self.mapped = Some(Mapped { mem, _map: map });
+            self.mapped = Some(Mapped { mem, _map: map, memfd });
         }
-        Ok(&self.mapped.as_ref().unwrap().mem)
+        Ok(self.mapped.as_ref().unwrap())
     }
 }
 
@@ -69,7 +79,8 @@ pub struct SemSets {
     /// it retries these every RING_POLL.
     pending_deaths: Vec<(i32, i32)>,
     /// Memfds made ahead, sized for the most common sets (every set of up to 16 semaphores
-    /// has the same geometry): semget then waits for no memfd_create, ftruncate or seals.
+    /// has the same geometry): a set's first open then waits for no memfd_create, ftruncate
+    /// or seals.
     spares: Vec<OwnedFd>,
     /// Sets removed in this batch: their memfds (and pages) are freed after the answers.
     removed: Vec<SemSet>,
@@ -77,9 +88,6 @@ pub struct SemSets {
 
 /// Spare memfds kept ready (see `SemSets::spares`).
 const SPARES: usize = 4;
-/// At most this many spares are kept from removed sets (see `SemSets::after_answers`): an
-/// idle memfd of no pages costs the broker a descriptor and the kernel about a kilobyte.
-const MAX_SPARES: usize = 2048;
 
 /// The geometry of a set of `nsems` semaphores under these limits.
 fn geometry(nsems: u32, limits: &Limits) -> Option<Geometry> {
@@ -105,7 +113,7 @@ fn lock_briefly(mem: &SetMem) -> Option<Result<array::Guard<'_>>> {
 
 impl SemSets {
     /// semget. `nsems` is the caller's argument.
-    pub fn get(&mut self, key: i32, nsems: i64, flags: i32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(i32, Change)> {
+    pub fn get(&mut self, key: i32, nsems: i64, flags: i32, creds: &Creds, limits: &Limits) -> Result<(i32, Change)> {
         if nsems < 0 || nsems as u64 > limits.semmsl {
             return Err(Errno(libc::EINVAL));
         }
@@ -124,15 +132,7 @@ impl SemSets {
             return Err(Errno(libc::ENOSPC));
         }
         let geo = geometry(nsems as u32, limits).ok_or(Errno(libc::EINVAL))?;
-        let spare = match geometry(1, limits) {
-            Some(small) if small.size == geo.size => self.spares.pop(),
-            _ => None,
-        };
-        let memfd = match spare {
-            Some(fd) => fd,
-            None => sealed_memfd(&names.next(Family::Sem), geo.size as u64, 0).map_err(|_| Errno(libc::ENOMEM))?,
-        };
-        let set = SemSet { nsems: nsems as u64, memfd: ObjectFd::keep(memfd)?, geo, ctime: now(), mapped: None };
+        let set = SemSet { nsems: nsems as u64, geo, ctime: now(), mapped: None };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
         self.used_sems += nsems as u64;
         Ok((id, Change::Updated(index)))
@@ -140,13 +140,14 @@ impl SemSets {
 
     /// The set's memfd (read-write: even a wait-for-zero takes the set's lock) for a client
     /// that may read or alter it. Reply words after status: [size].
-    pub fn open(&mut self, id: i32, _access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
+    pub fn open(&mut self, id: i32, _access: u32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(Vec<i64>, OwnedFd)> {
+        let small = geometry(1, limits).map(|g| g.size);
         let obj = self.registry.by_id_mut(id)?;
         if !obj.perm.allows(creds, S_IRUGO) && !obj.perm.allows(creds, S_IWUGO) {
             return Err(Errno(libc::EACCES));
         }
-        obj.data.map()?;
-        let fd = obj.data.memfd.open(false)?;
+        let spare = if obj.data.mapped.is_none() && small == Some(obj.data.geo.size) { self.spares.pop() } else { None };
+        let fd = obj.data.map(spare, names)?.memfd.open(false)?;
         Ok((vec![obj.data.geo.size as i64], fd))
     }
 
@@ -265,22 +266,9 @@ impl SemSets {
 
     /// Work kept off the answers' path, done once a batch is answered: closing the memfds of
     /// removed sets, making spare ones.
-    ///
-    /// A removed set that no client ever opened is still all zeros (only `open` hands its
-    /// memfd out, and maps it first): its memfd goes back to the spares, so a burst of sets
-    /// made and removed unused (test suites, create/remove loops) makes no memfd at all.
     pub fn after_answers(&mut self, limits: &Limits, names: &mut MemfdNames) {
-        let Some(geo) = geometry(1, limits) else {
-            self.removed.clear();
-            return;
-        };
-        for set in self.removed.drain(..) {
-            if set.mapped.is_none() && set.geo.size == geo.size && self.spares.len() < MAX_SPARES {
-                if let Some(fd) = set.memfd.into_own() {
-                    self.spares.push(fd);
-                }
-            }
-        }
+        self.removed.clear();
+        let Some(geo) = geometry(1, limits) else { return };
         while self.spares.len() < SPARES {
             match sealed_memfd(&names.next(Family::Sem), geo.size as u64, 0) {
                 Ok(fd) => self.spares.push(fd),
