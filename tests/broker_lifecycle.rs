@@ -198,6 +198,46 @@ fn status_of_a_stopped_broker_fails_instead_of_hanging() {
     stop(&[("IPCSHIM_SOCKET", socket.to_str().unwrap())]);
 }
 
+/// A request posted while the broker cannot run: the client spins, then sleeps on its
+/// mailbox (wire::ring); the broker answers it once it runs again, and wakes it.
+#[test]
+fn a_request_to_a_stopped_broker_is_answered_when_it_runs_again() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch("paused");
+    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
+    value(&run(&env, None, &["create", "0x6363"]));
+    let socket = dir.join("ipcshim/default.sock");
+    let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap().stdout).to_string();
+    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    let mut asker = Command::new(probe())
+        .args(["create_on_input", "0x6464"])
+        .env("LD_PRELOAD", lib())
+        .env("IPCSHIM_BROKER", bin())
+        .env("IPCSHIM_DIR", &dir)
+        .env_remove("IPCSHIM_NAMESPACE")
+        .env_remove("IPCSHIM_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(asker.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    asker.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let waited = asker.try_wait().unwrap().is_none();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(asker.wait().unwrap().success());
+    let id = value(line.trim());
+    assert!(waited, "answered by a stopped broker?");
+    assert_eq!(run(&env, None, &["lookup", "0x6464"]), format!("ok {id}"));
+    stop(&[("IPCSHIM_SOCKET", socket.to_str().unwrap())]);
+}
+
 #[test]
 fn a_killed_broker_is_a_reboot_and_the_next_call_starts_a_new_one() {
     let dir = scratch("killed");
