@@ -95,7 +95,9 @@ pub fn reopen_read_only(fd: RawFd) -> Result<OwnedFd> {
 /// still the one we opened, after a program may have closed or dup2'ed over it.
 pub fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    // The fstat system call itself: glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH), whose
+    // empty path lookup costs about 80 ns more, on every check of a cached descriptor.
+    if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) } != 0 {
         return None;
     }
     Some((st.st_dev, st.st_ino))
