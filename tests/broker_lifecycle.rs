@@ -129,8 +129,20 @@ fn objects_persist_and_namespaces_are_separate() {
     assert_eq!(value(&run(&a, None, &["lookup", "0x5151"])), id);
     assert_eq!(run(&b, None, &["lookup", "0x5151"]), format!("err {}", libc::ENOENT));
     assert!(dir.join("ipcshim/a.sock").exists() && dir.join("ipcshim/b.sock").exists());
+    assert!(dir.join("ipcshim/a.sock.lock").exists());
     stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/a.sock").to_str().unwrap())]);
     stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/b.sock").to_str().unwrap())]);
+    // A stopped broker leaves neither its socket nor its lock file (stop returns once the
+    // broker said yes; it removes them as it exits).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = || ["a.sock", "a.sock.lock", "b.sock", "b.sock.lock"].into_iter().filter(|f| dir.join("ipcshim").join(f).exists()).collect::<Vec<_>>();
+    while !left().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(left(), Vec::<&str>::new());
+    // And a broker starts there again.
+    assert_eq!(value(&run(&a, None, &["create", "0x5151"])), value(&run(&a, None, &["lookup", "0x5151"])));
+    stop(&[("IPCSHIM_SOCKET", dir.join("ipcshim/a.sock").to_str().unwrap())]);
 }
 
 #[test]

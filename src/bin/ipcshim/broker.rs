@@ -53,19 +53,27 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
     if let Some(dir) = socket.parent() {
         make_socket_dir(dir);
     }
-    // One broker per socket: the lock is held for the broker's whole life.
+    // One broker per socket: the lock is held for the broker's whole life, and its file is
+    // removed when the broker stops (so that namespaces leave nothing behind). A starter
+    // may have opened the file just before a stopping broker removed it: having the lock of
+    // a removed file proves nothing, so it checks that the file it locked is still there.
     let lock_path = format!("{}.lock", socket.display());
-    let lock = match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("ipcshim: cannot open {lock_path}: {e}; choose another IPCSHIM_DIR or IPCSHIM_SOCKET");
-            return ExitCode::from(1);
+    let lock = loop {
+        let lock = match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("ipcshim: cannot open {lock_path}: {e}; choose another IPCSHIM_DIR or IPCSHIM_SOCKET");
+                return ExitCode::from(1);
+            }
+        };
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            // Another broker runs (or is starting) for this namespace: nothing to do.
+            return ExitCode::SUCCESS;
+        }
+        if is_at_path(&lock, &lock_path) {
+            break lock;
         }
     };
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        // Another broker runs (or is starting) for this namespace: nothing to do.
-        return ExitCode::SUCCESS;
-    }
     let listener = match broker::bind_listener(socket) {
         Ok(l) => l,
         Err(e) => {
@@ -105,6 +113,8 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
         }
     };
     let r = b.run();
+    // Removed while still locked: see above.
+    let _ = std::fs::remove_file(&lock_path);
     drop(lock);
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +122,15 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             eprintln!("ipcshim: broker failed: {}", std::io::Error::from_raw_os_error(e.0));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether `file` is the file now at `path` (not one removed since it was opened).
+fn is_at_path(file: &std::fs::File, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
