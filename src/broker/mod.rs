@@ -113,7 +113,8 @@ impl Namespace {
 struct Conn {
     /// Owns the socket: dropping the connection closes it.
     _socket: OwnedFd,
-    creds: Creds,
+    /// Shared with the requests being answered (cloning a Creds allocates).
+    creds: Rc<Creds>,
     /// The connection's shared memory (notice ring and mailbox), once the client asked
     /// for it.
     /// Shared with the process record once the connection closes (`orphan_rings`).
@@ -123,7 +124,7 @@ struct Conn {
 /// A request claimed from a connection's mailbox, with what answering it needs.
 struct MailboxRequest {
     fd: RawFd,
-    creds: Creds,
+    creds: Rc<Creds>,
     ring: Rc<Ring>,
     seq: u32,
     frame: Frame,
@@ -418,7 +419,7 @@ impl Broker {
             }
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
                 *self.conns_by_uid.entry(creds.uid).or_insert(0) += 1;
-                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds, ring: None });
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds: Rc::new(creds), ring: None });
             }
         }
     }
@@ -517,7 +518,7 @@ impl Broker {
             || self.procs.values().any(|p| p.orphan_rings.iter().any(|r| !r.is_empty()))
     }
 
-    fn creds(&self, fd: RawFd) -> Option<Creds> {
+    fn creds(&self, fd: RawFd) -> Option<Rc<Creds>> {
         self.conns.get(&fd).map(|c| c.creds.clone())
     }
 
