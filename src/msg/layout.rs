@@ -119,6 +119,8 @@ pub enum Search {
 pub struct Found {
     prev: u32,
     slot: u32,
+    /// The first block of its text (read once, under the lock, as everything here).
+    first_block: u32,
     pub mtype: i64,
     pub size: u64,
 }
@@ -386,7 +388,7 @@ impl Queue {
             let s = self.slot(link)?;
             let mtype = s.mtype.load(Relaxed);
             let size = s.size.load(Relaxed);
-            let found = Found { prev, slot: link, mtype, size };
+            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size };
             match search {
                 Search::Any => return Ok(Some(found)),
                 Search::Equal(t) if mtype == t => return Ok(Some(found)),
@@ -422,8 +424,7 @@ impl Queue {
     #[inline(always)]
     pub fn copy_out(&self, found: &Found, len: usize, mut sink: impl FnMut(*const u8, usize, usize) -> Result<()>) -> Result<()> {
         let len = (len as u64).min(found.size) as usize;
-        let first = self.slot(found.slot)?.first_block.load(Relaxed);
-        self.runs(first, len, |src, off, n| sink(src, off, n))
+        self.runs(found.first_block, len, |src, off, n| sink(src, off, n))
     }
 
     /// Removes `found` (just returned by `find`, the lock held since) from the queue.
@@ -447,8 +448,7 @@ impl Queue {
         }
         h.qnum.store(h.qnum.load(Relaxed).saturating_sub(1), Relaxed);
         h.cbytes.store(h.cbytes.load(Relaxed).saturating_sub(found.size), Relaxed);
-        let first = slot.first_block.load(Relaxed);
-        self.push_blocks(first, blocks_for(found.size))?;
+        self.push_blocks(found.first_block, blocks_for(found.size))?;
         self.push_slot(found.slot)
     }
 
