@@ -141,6 +141,7 @@ impl Client {
             return self.connection_lost(ring, seq);
         }
         let start = std::time::Instant::now();
+        let give_up = start + std::time::Duration::from_secs(spawn::REPLY_TIMEOUT_SECS as u64);
         let mut spins = 0u32;
         loop {
             if let Some(answer) = ring.answer(seq) {
@@ -156,7 +157,16 @@ impl Client {
             if !conn.is_ours() || socket_closed(conn.fd) {
                 return self.connection_lost(ring, seq);
             }
-            ring.wait_for_answer(seq, std::time::Instant::now() + LOOK_AROUND);
+            // A broker that does not answer for this long (stopped, wedged) fails the call,
+            // as over the socket.
+            let now = std::time::Instant::now();
+            if now >= give_up {
+                return match self.connection_lost(ring, seq) {
+                    Err(MailboxLost::TakenBack) => Err(MailboxLost::Unanswered),
+                    other => other,
+                };
+            }
+            ring.wait_for_answer(seq, (now + LOOK_AROUND).min(give_up));
         }
     }
 
@@ -416,7 +426,8 @@ fn lost(guard: &mut Option<Conn>) -> Errno {
 enum MailboxLost {
     /// Taken back before the broker saw it: send it again.
     TakenBack,
-    /// Claimed by a broker that did not answer (it died): it may have been carried out.
+    /// Not answered in time (REPLY_TIMEOUT_SECS), or claimed by a broker that did not
+    /// answer (it died): it may have been carried out.
     Unanswered,
 }
 

@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a client waits for any one reply of the broker.
-const REPLY_TIMEOUT_SECS: libc::time_t = 30;
+/// How long a client waits for any one reply of the broker (over the socket, or in its
+/// mailbox: `Client::request`).
+pub const REPLY_TIMEOUT_SECS: libc::time_t = 30;
 
 /// How long a client waits for a broker it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
