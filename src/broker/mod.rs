@@ -310,16 +310,17 @@ impl Broker {
         let mut requests: Vec<(RawFd, Frame)> = Vec::new();
         let mut closed: Vec<RawFd> = Vec::new();
         let mut deaths: Vec<i32> = Vec::new();
-        for ev in &events[..n as usize] {
-            let fd = (ev.u64 & 0xffff_ffff) as RawFd;
-            match ev.u64 & !0xffff_ffff {
-                LISTENER => self.accept_all(),
-                CONN => self.read_all(fd, &mut requests, &mut closed),
-                PIDFD => deaths.extend(self.pidfds.get(&fd).copied()),
-                _ => {}
+        self.harvest(&events[..n as usize], &mut requests, &mut closed, &mut deaths);
+        // Requests in mailboxes are claimed after the harvest; what happened before they
+        // were posted (a death, a close, a socket notice) may have become ready since: one
+        // more look, so that the answers come after it, as the kernel's would.
+        let posted = self.take_mailbox_requests();
+        if !posted.is_empty() {
+            let m = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
+            if m > 0 {
+                self.harvest(&events[..m as usize], &mut requests, &mut closed, &mut deaths);
             }
         }
-        let posted = self.take_mailbox_requests();
         // Everything clients noted before this batch, before deaths and answers.
         self.drain_rings();
         for pid in deaths {
@@ -339,10 +340,30 @@ impl Broker {
         Ok(())
     }
 
+    /// Reads what epoll reported: new connections are accepted, each ready connection's
+    /// messages read (notices applied at once), dead processes and closed connections
+    /// noted once each for the batch.
+    fn harvest(&mut self, events: &[libc::epoll_event], requests: &mut Vec<(RawFd, Frame)>, closed: &mut Vec<RawFd>, deaths: &mut Vec<i32>) {
+        for ev in events {
+            let fd = (ev.u64 & 0xffff_ffff) as RawFd;
+            match ev.u64 & !0xffff_ffff {
+                LISTENER => self.accept_all(),
+                CONN if !closed.contains(&fd) => self.read_all(fd, requests, closed),
+                PIDFD => {
+                    if let Some(&pid) = self.pidfds.get(&fd) {
+                        if !deaths.contains(&pid) {
+                            deaths.push(pid);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// epoll_wait, but polling (the mailboxes, and the descriptors now and then) for a short
     /// while before sleeping: clients often send their next request right after an answer,
-    /// and a wake-up costs more than the poll. A request found in a mailbox ends the poll
-    /// with whatever epoll has ready too (deaths, notices), which the batch handles first.
+    /// and a wake-up costs more than the poll. A request found in a mailbox ends the poll.
     fn wait(&self, events: &mut [libc::epoll_event], timeout: i32) -> i32 {
         let ready_now = |events: &mut [libc::epoll_event]| unsafe {
             libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0)
@@ -353,8 +374,9 @@ impl Broker {
         }
         let start = std::time::Instant::now();
         for round in 0u32.. {
+            // (`turn` looks at epoll again once it has claimed the requests.)
             if self.mailbox_request_waits() {
-                return ready_now(events);
+                return 0;
             }
             // A system call costs more than a look at the mailboxes: one per 16 looks, and
             // not at once (a client that was just answered posts its next request soon).
@@ -363,9 +385,10 @@ impl Broker {
                 if n != 0 {
                     return n;
                 }
-                if start.elapsed() >= BUSY_POLL {
-                    break;
-                }
+            }
+            // With many connections a look takes long: the clock every time.
+            if start.elapsed() >= BUSY_POLL {
+                break;
             }
             std::hint::spin_loop();
         }
@@ -373,7 +396,7 @@ impl Broker {
         // posted before they could see it.
         self.ns.table.set_broker_polling(false);
         let n = if self.mailbox_request_waits() {
-            ready_now(events)
+            0
         } else {
             unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) }
         };
@@ -714,6 +737,11 @@ impl Broker {
 
     fn request(&mut self, creds: &Creds, frame: &Frame) -> Result<(Vec<i64>, Option<OwnedFd>)> {
         let op = Op::from_i64(frame.word(0)?).ok_or(Errno(libc::EINVAL))?;
+        // A Stop granted earlier in this batch: the namespace is going, nothing more is
+        // made or changed in it (a create would outlive its check that none is left).
+        if self.stop {
+            return Err(Errno(libc::EIDRM));
+        }
         match op {
             Op::Hello => {
                 let inherited: Vec<i32> = frame.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
