@@ -58,6 +58,9 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
     // may have opened the file just before a stopping broker removed it: having the lock of
     // a removed file proves nothing, so it checks that the file it locked is still there.
     let lock_path = format!("{}.lock", socket.display());
+    // A broker holding the lock is running, starting or stopping: wait (a little) for it
+    // to answer on the socket, or to let go of the lock as it stops.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let lock = loop {
         let lock = match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path) {
             Ok(f) => f,
@@ -66,13 +69,17 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            if is_at_path(&lock, &lock_path) {
+                break lock;
+            }
+            continue;
+        }
+        if answers(socket) || std::time::Instant::now() >= give_up {
             // Another broker runs (or is starting) for this namespace: nothing to do.
             return ExitCode::SUCCESS;
         }
-        if is_at_path(&lock, &lock_path) {
-            break lock;
-        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let listener = match broker::bind_listener(socket) {
         Ok(l) => l,
@@ -113,8 +120,10 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
         }
     };
     let r = b.run();
-    // Removed while still locked: see above.
-    let _ = std::fs::remove_file(&lock_path);
+    // Removed while still locked (see above), if it is still ours.
+    if is_at_path(&lock, &lock_path) {
+        let _ = std::fs::remove_file(&lock_path);
+    }
     drop(lock);
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +132,17 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether a broker accepts connections on `socket`.
+fn answers(socket: &Path) -> bool {
+    let Ok((addr, len)) = broker::sockaddr(socket) else { return false };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) == 0 }
 }
 
 /// Whether `file` is the file now at `path` (not one removed since it was opened).
