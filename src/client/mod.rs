@@ -28,6 +28,8 @@ struct Conn {
     identity: (u64, u64),
     /// Where notices go without a system call (None if the broker gave no ring).
     ring: Option<wire::ring::Ring>,
+    /// The broker's pid (SO_PEERCRED), to know it still lives when our socket cannot say.
+    broker_pid: i32,
 }
 
 impl Conn {
@@ -137,11 +139,11 @@ impl Client {
         let table = self.table.load(Ordering::Acquire);
         let polling = !table.is_null() && unsafe { (*table).table.broker_polling() };
         // Never write to a descriptor that is no longer our socket.
-        if !polling && !(conn.is_ours() && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_ok()) {
-            return self.connection_lost(ring, seq);
-        }
         let start = std::time::Instant::now();
         let give_up = start + std::time::Duration::from_secs(spawn::REPLY_TIMEOUT_SECS as u64);
+        if !polling && !(conn.is_ours() && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_ok()) {
+            return self.connection_lost(conn, seq, give_up);
+        }
         let mut spins = 0u32;
         loop {
             if let Some(answer) = ring.answer(seq) {
@@ -155,13 +157,13 @@ impl Client {
             }
             // Nobody answers on a connection the broker closed (it died), or the program did.
             if !conn.is_ours() || socket_closed(conn.fd) {
-                return self.connection_lost(ring, seq);
+                return self.connection_lost(conn, seq, give_up);
             }
             // A broker that does not answer for this long (stopped, wedged) fails the call,
             // as over the socket.
             let now = std::time::Instant::now();
             if now >= give_up {
-                return match self.connection_lost(ring, seq) {
+                return match self.connection_lost(conn, seq, give_up) {
                     Err(MailboxLost::TakenBack) => Err(MailboxLost::Unanswered),
                     other => other,
                 };
@@ -171,22 +173,22 @@ impl Client {
     }
 
     /// The connection of a posted request is lost: take the request back to send it
-    /// again, or, if the broker claimed it first, wait for its answer.
-    fn connection_lost(&self, ring: &wire::ring::Ring, seq: u32) -> std::result::Result<Answer, MailboxLost> {
+    /// again, or, if the broker claimed it first, wait for its answer (a broker that claims
+    /// a request answers it) while the broker lives, until `give_up`.
+    fn connection_lost(&self, conn: &Conn, seq: u32, give_up: std::time::Instant) -> std::result::Result<Answer, MailboxLost> {
+        let Some(ring) = conn.ring.as_ref() else { return Err(MailboxLost::TakenBack) };
         if ring.take_back(seq) {
             return Err(MailboxLost::TakenBack);
         }
-        // A broker that claims a request answers it, unless it dies first: give it the time
-        // a living broker needs many times over.
-        let deadline = std::time::Instant::now() + LOOK_AROUND;
         loop {
             if let Some(answer) = ring.answer(seq) {
                 return Ok(answer);
             }
-            if std::time::Instant::now() >= deadline {
+            let now = std::time::Instant::now();
+            if now >= give_up || !process_lives(conn.broker_pid) {
                 return Err(MailboxLost::Unanswered);
             }
-            ring.wait_for_answer(seq, deadline);
+            ring.wait_for_answer(seq, (now + LOOK_AROUND).min(give_up));
         }
     }
 
@@ -339,8 +341,9 @@ impl Client {
             _ => None,
         };
         let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
+        let broker_pid = spawn::server_creds(sock.as_raw_fd()).map_or(0, |c| c.pid);
         let fd = sock.into_raw_fd();
-        *guard = Some(Conn { fd, identity, ring });
+        *guard = Some(Conn { fd, identity, ring, broker_pid });
         self.reserve.lock().keep();
         Ok(fd)
     }
@@ -426,8 +429,8 @@ fn lost(guard: &mut Option<Conn>) -> Errno {
 enum MailboxLost {
     /// Taken back before the broker saw it: send it again.
     TakenBack,
-    /// Not answered in time (REPLY_TIMEOUT_SECS), or claimed by a broker that did not
-    /// answer (it died): it may have been carried out.
+    /// Not answered in time (REPLY_TIMEOUT_SECS), or claimed by a broker that died before
+    /// it answered: it may have been carried out.
     Unanswered,
 }
 
@@ -442,6 +445,11 @@ fn status_of(reply: Frame) -> Result<Frame> {
         return Err(Errno(libc::EMFILE));
     }
     Ok(reply)
+}
+
+/// Whether process `pid` exists (0: unknown, taken as living).
+fn process_lives(pid: i32) -> bool {
+    pid <= 0 || unsafe { libc::kill(pid, 0) } == 0 || Errno::last().0 == libc::EPERM
 }
 
 /// Whether the broker closed our socket (it died, or dropped us). The caller has checked
