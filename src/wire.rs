@@ -506,11 +506,8 @@ pub mod ring {
             let seq = client.post(&[1]);
             client.mailbox().request_len.store(u32::MAX - 1, Relaxed);
             assert_eq!(broker.take_request(), Some((seq, vec![])));
-            // An answer that came before the client sleeps ends the wait at once.
             broker.answer_request(seq, Some(&[0]));
-            let t = std::time::Instant::now();
-            client.wait_for_answer(seq, t + std::time::Duration::from_secs(5));
-            assert!(t.elapsed() < std::time::Duration::from_secs(4));
+            assert_eq!(client.answer(seq), Some(Answer::Words(vec![0])));
             // Numbers round without reaching 0 (no request) or clashing with the taken bit.
             client.mailbox().state.store(0x7fff_fffe << 1 | 1, Relaxed);
             assert_eq!(client.post(&[1]), 0x7fff_ffff);

@@ -215,6 +215,7 @@ fn status_of_a_stopped_broker_fails_instead_of_hanging() {
 #[test]
 fn a_request_to_a_stopped_broker_is_answered_when_it_runs_again() {
     use std::io::{BufRead, BufReader, Write};
+    // (The broker is asleep when stopped here: the request rings its doorbell.)
     let dir = scratch("paused");
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
     value(&run(&env, None, &["create", "0x6363"]));
@@ -232,17 +233,31 @@ fn a_request_to_a_stopped_broker_is_answered_when_it_runs_again() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The probe's lines, each within a minute (a lost answer fails the test, not hangs it).
+    let (tx, lines) = std::sync::mpsc::channel();
     let mut out = BufReader::new(asker.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 || tx.send(line).is_err() {
+            return;
+        }
+    });
+    let next_line = || lines.recv_timeout(Duration::from_secs(60)).expect("no answer within a minute");
+    assert_eq!(next_line().trim(), "ready");
+    /// Lets the broker run again however the test ends.
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let resume = Resume(pid);
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     asker.stdin.take().unwrap().write_all(b"go\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let waited = asker.try_wait().unwrap().is_none();
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    line.clear();
-    out.read_line(&mut line).unwrap();
+    drop(resume);
+    let line = next_line();
     assert!(asker.wait().unwrap().success());
     let id = value(line.trim());
     assert!(waited, "answered by a stopped broker?");

@@ -39,12 +39,14 @@ int main(void) {
             bad_get++;
             continue;
         }
+        track(id);
         close_all(n);
         /* A moment for the broker to see the close, or none: both orders are met. */
         if (n % 2)
             usleep(n % 5 * 100);
         if (semctl(id, 0, IPC_RMID) != 0)
             bad_rm++;
+        w_nsets = 0; /* removed: no longer the watchdog's to remove */
         if (n % 3 == 0)
             close_all(n + 1);
     }
