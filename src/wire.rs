@@ -236,11 +236,12 @@ mod tests {
 /// The mailbox carries a request whose answer needs no descriptor (`Op::uses_mailbox`)
 /// without a system call on either side while the broker is polling: the client posts the
 /// request's words and waits for the answer's number to change; the broker, which looks at
-/// every mailbox while it polls and once more before it sleeps, claims the request and
-/// answers in place. A client that finds the broker asleep (`Table::broker_polling`) rings
-/// it with a `Doorbell` on the socket; a client that waits longer than it spins sleeps on
-/// the answer's futex, which the broker then wakes. Both sides write a flag, fence, then
-/// read the other's flag, so one of them always sees the other.
+/// mailboxes it polls (those of recently active connections, said by their `polled` flag)
+/// and once more as it stops polling one, claims the request and answers in place. A
+/// client whose mailbox is not polled rings the broker with a `Doorbell` on the socket; a
+/// client that waits longer than it spins sleeps on the answer's futex, which the broker
+/// then wakes. Both sides write a flag, fence, then read the other's flag, so one of them
+/// always sees the other.
 ///
 /// A request is claimed once, by the broker (which then always answers it) or by the
 /// client taking it back (when its connection is lost, so that it can send it again
@@ -288,6 +289,8 @@ pub mod ring {
         answered: AtomicU32,
         answer_len: AtomicU32,
         answer: [AtomicI64; MAILBOX_WORDS],
+        /// Written by the broker: 1 while it polls this mailbox.
+        polled: AtomicU32,
     }
 
     pub const SIZE: usize = std::mem::size_of::<Layout>();
@@ -357,7 +360,7 @@ pub mod ring {
 
         /// Client: posts a request (at most MAILBOX_WORDS words; one at a time, after the
         /// previous one was answered or taken back) and returns its number. Followed by a
-        /// full fence, so that reading `broker_polling` next cannot be ordered before it.
+        /// full fence, so that reading `broker_polls` next cannot be ordered before it.
         pub fn post(&self, words: &[i64]) -> u32 {
             let m = self.mailbox();
             debug_assert!(words.len() <= MAILBOX_WORDS);
@@ -370,6 +373,17 @@ pub mod ring {
             m.state.store(seq << 1, Release);
             fence(SeqCst);
             seq
+        }
+
+        /// Client, after `post`: whether the broker polls this mailbox (else ring it).
+        pub fn broker_polls(&self) -> bool {
+            self.mailbox().polled.load(Relaxed) != 0
+        }
+
+        /// Broker: says it polls this mailbox, or no longer (then followed by a full fence
+        /// before the broker's last look at it: see `has_request`).
+        pub fn set_polled(&self, polled: bool) {
+            self.mailbox().polled.store(polled as u32, Relaxed);
         }
 
         /// Client: takes request `seq` back. False if the broker has claimed it (it will
@@ -419,8 +433,8 @@ pub mod ring {
             Some((state >> 1, words))
         }
 
-        /// Broker: whether a request waits unclaimed. (Before it sleeps, the broker clears
-        /// `broker_polling` and fences before it asks this.)
+        /// Broker: whether a request waits unclaimed. (As it stops polling a mailbox, the
+        /// broker clears `polled` and fences before it asks this.)
         pub fn has_request(&self) -> bool {
             let state = self.mailbox().state.load(Acquire);
             state != 0 && state & 1 == 0

@@ -155,7 +155,23 @@ pub struct Broker {
     stop: bool,
     /// Kept open to be given up when the broker runs out of descriptors (`refuse_one`).
     spare: Option<OwnedFd>,
+    /// The mailboxes the broker polls (wire::ring): those of connections active lately.
+    polled: Vec<Polled>,
 }
+
+/// A polled mailbox, and when its connection last asked something.
+struct Polled {
+    fd: RawFd,
+    ring: Rc<Ring>,
+    last: std::time::Instant,
+}
+
+/// A mailbox idle this long stops being polled (its client rings the doorbell again), so
+/// that a broker kept busy by some clients does not look at every other's mailbox for ever.
+const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+/// At most this many mailboxes are polled, the most recently active: a look at all of them
+/// stays well under a microsecond or two whatever the number of connections.
+const MAX_POLLED: usize = 64;
 
 fn spare_descriptor() -> Option<OwnedFd> {
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -266,6 +282,7 @@ impl Broker {
             socket_path,
             stop: false,
             spare: spare_descriptor(),
+            polled: Vec::new(),
         };
         b.watch(b.listener.as_raw_fd(), LISTENER)?;
         Ok(b)
@@ -348,7 +365,13 @@ impl Broker {
             let fd = (ev.u64 & 0xffff_ffff) as RawFd;
             match ev.u64 & !0xffff_ffff {
                 LISTENER => self.accept_all(),
-                CONN if !closed.contains(&fd) => self.read_all(fd, requests, closed),
+                CONN if !closed.contains(&fd) => {
+                    self.read_all(fd, requests, closed);
+                    // Active (a request, or a doorbell): its mailbox is polled from now.
+                    if !closed.contains(&fd) {
+                        self.poll_mailbox(fd);
+                    }
+                }
                 PIDFD => {
                     if let Some(&pid) = self.pidfds.get(&fd) {
                         if !deaths.contains(&pid) {
@@ -364,10 +387,9 @@ impl Broker {
     /// epoll_wait, but polling (the mailboxes, and the descriptors now and then) for a short
     /// while before sleeping: clients often send their next request right after an answer,
     /// and a wake-up costs more than the poll. A request found in a mailbox ends the poll.
-    fn wait(&self, events: &mut [libc::epoll_event], timeout: i32) -> i32 {
-        let ready_now = |events: &mut [libc::epoll_event]| unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0)
-        };
+    fn wait(&mut self, events: &mut [libc::epoll_event], timeout: i32) -> i32 {
+        let epoll = self.epoll.as_raw_fd();
+        let ready_now = |events: &mut [libc::epoll_event]| unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 0) };
         if timeout == 0 {
             // A harness's turn (`turn`): only what is ready now.
             return ready_now(events);
@@ -385,37 +407,91 @@ impl Broker {
                 if n != 0 {
                     return n;
                 }
+                if self.stop_polling(false) {
+                    return 0;
+                }
             }
-            // With many connections a look takes long: the clock every time.
             if start.elapsed() >= BUSY_POLL {
                 break;
             }
             std::hint::spin_loop();
         }
-        // Clients that post from now on ring the doorbell; one more look for those that
-        // posted before they could see it.
-        self.ns.table.set_broker_polling(false);
-        let n = if self.mailbox_request_waits() {
-            0
-        } else {
-            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) }
-        };
-        self.ns.table.set_broker_polling(true);
-        n
+        // Clients that post from now on ring the doorbell.
+        if self.stop_polling(true) {
+            return 0;
+        }
+        unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, timeout) }
     }
 
-    /// Whether some connection's mailbox holds a request not claimed yet.
+    /// Whether a polled mailbox holds a request not claimed yet.
     fn mailbox_request_waits(&self) -> bool {
-        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| r.has_request()))
+        self.polled.iter().any(|p| p.ring.has_request())
     }
 
-    /// Claims the requests waiting in mailboxes; each is answered in this batch.
+    /// Polls the connection's mailbox from now on (if it has one).
+    fn poll_mailbox(&mut self, fd: RawFd) {
+        let now = std::time::Instant::now();
+        if let Some(p) = self.polled.iter_mut().find(|p| p.fd == fd) {
+            p.last = now;
+            return;
+        }
+        let Some(ring) = self.conns.get(&fd).and_then(|c| c.ring.clone()) else { return };
+        if self.polled.len() >= MAX_POLLED {
+            // The least recently active makes room, unless a request waits there.
+            if let Some(i) = (0..self.polled.len()).min_by_key(|&i| self.polled[i].last) {
+                let old = &self.polled[i];
+                old.ring.set_polled(false);
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if old.ring.has_request() {
+                    old.ring.set_polled(true);
+                } else {
+                    self.polled.swap_remove(i);
+                }
+            }
+        }
+        ring.set_polled(true);
+        self.polled.push(Polled { fd, ring, last: now });
+    }
+
+    /// Stops polling the mailboxes idle for POLL_IDLE (`all`: every one, before sleeping).
+    /// Each is looked at once more after its flag is cleared: one holding a request posted
+    /// before its client could see that stays polled. True if such a request waits.
+    fn stop_polling(&mut self, all: bool) -> bool {
+        let now = std::time::Instant::now();
+        let going = |p: &Polled| all || now.duration_since(p.last) >= POLL_IDLE;
+        let mut any = false;
+        for p in self.polled.iter().filter(|p| going(p)) {
+            p.ring.set_polled(false);
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let mut waiting = false;
+        self.polled.retain(|p| {
+            if !going(p) {
+                return true;
+            }
+            if p.ring.has_request() {
+                p.ring.set_polled(true);
+                waiting = true;
+                return true;
+            }
+            false
+        });
+        waiting
+    }
+
+    /// Claims the requests waiting in polled mailboxes; each is answered in this batch.
     fn take_mailbox_requests(&mut self) -> Vec<MailboxRequest> {
         let mut taken = Vec::new();
-        for (&fd, c) in self.conns.iter() {
-            let Some(ring) = c.ring.as_ref() else { continue };
-            if let Some((seq, words)) = ring.take_request() {
-                taken.push(MailboxRequest { fd, creds: c.creds.clone(), ring: ring.clone(), seq, frame: Frame { words, ..Frame::default() } });
+        let now = std::time::Instant::now();
+        for p in self.polled.iter_mut() {
+            let Some(conn) = self.conns.get(&p.fd) else { continue };
+            if let Some((seq, words)) = p.ring.take_request() {
+                p.last = now;
+                taken.push(MailboxRequest { fd: p.fd, creds: conn.creds.clone(), ring: p.ring.clone(), seq, frame: Frame { words, ..Frame::default() } });
             }
         }
         taken
@@ -649,6 +725,7 @@ impl Broker {
     fn connection_closed(&mut self, fd: RawFd) {
         self.drain_ring(fd);
         self.unwatch(fd);
+        self.polled.retain(|p| p.fd != fd);
         let Some(conn) = self.conns.remove(&fd) else { return };
         if let Some(held) = self.conns_by_uid.get_mut(&conn.creds.uid) {
             *held -= 1;
@@ -726,6 +803,8 @@ impl Broker {
                 if let Some(c) = self.conns.get_mut(&fd) {
                     c.ring = Some(Rc::new(r));
                 }
+                // A new client asks soon: its first request needs no doorbell.
+                self.poll_mailbox(fd);
                 wire::send(fd, &[0], Some(memfd.as_raw_fd()))
             }
             Err(Errno(e)) => wire::send(fd, &[-(e as i64)], None),

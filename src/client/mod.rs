@@ -132,16 +132,14 @@ impl Client {
     }
 
     /// A request through the connection's mailbox (wire::ring): posted, the broker rung
-    /// if it is not polling, the answer awaited spinning and then sleeping.
+    /// if it does not poll the mailbox, the answer awaited spinning and then sleeping.
     fn mailbox_round_trip(&self, conn: &Conn, words: &[i64]) -> std::result::Result<Answer, MailboxLost> {
         let Some(ring) = conn.ring.as_ref() else { return Err(MailboxLost::TakenBack) };
         let seq = ring.post(words);
-        let table = self.table.load(Ordering::Acquire);
-        let polling = !table.is_null() && unsafe { (*table).table.broker_polling() };
-        // Never write to a descriptor that is no longer our socket.
         let start = std::time::Instant::now();
         let give_up = start + std::time::Duration::from_secs(spawn::REPLY_TIMEOUT_SECS as u64);
-        if !polling && !(conn.is_ours() && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_ok()) {
+        // Never write to a descriptor that is no longer our socket.
+        if !ring.broker_polls() && !(conn.is_ours() && wire::send(conn.fd, &[Op::Doorbell as i64], None).is_ok()) {
             return self.connection_lost(conn, seq, give_up);
         }
         let mut spins = 0u32;

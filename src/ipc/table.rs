@@ -13,8 +13,8 @@ use super::Family;
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
 
 const MAGIC: u64 = 0x6970_6373_6869_6d31; // "ipcshim1"
-/// 2: connections have a mailbox (wire::ring), and the table says whether the broker polls.
-pub const VERSION: u32 = 2;
+/// 3: connections have a mailbox (wire::ring).
+pub const VERSION: u32 = 3;
 const BUCKETS: usize = 1 << 16;
 /// A reader gives up (and asks the broker instead) after this many torn reads.
 const MAX_RETRIES: u32 = 10_000;
@@ -48,9 +48,7 @@ struct FamilyArea {
 struct Layout {
     magic: AtomicU64,
     version: AtomicU32,
-    /// 1 while the broker polls its connections' mailboxes, 0 once it may sleep (see
-    /// wire::ring: a client posting a request then rings the doorbell).
-    broker_polling: AtomicU32,
+    _pad: u32,
     families: [FamilyArea; 3],
 }
 
@@ -103,12 +101,6 @@ impl Table {
 
     pub fn is_valid(&self) -> bool {
         self.layout().magic.load(Acquire) == MAGIC && self.layout().version.load(Relaxed) == VERSION
-    }
-
-    /// Whether the broker is polling its connections' mailboxes (wire::ring). The caller
-    /// has posted its request and fenced.
-    pub fn broker_polling(&self) -> bool {
-        self.layout().broker_polling.load(Relaxed) != 0
     }
 
     fn read_slot(area: &FamilyArea, index: usize) -> Option<Entry> {
@@ -208,15 +200,6 @@ impl TableWriter {
 
     pub fn table(&self) -> &Table {
         &self.table
-    }
-
-    /// Says whether the broker polls its mailboxes. Clearing it is followed by a full fence:
-    /// the broker's last look at the mailboxes comes after it.
-    pub fn set_broker_polling(&self, polling: bool) {
-        self.table.layout().broker_polling.store(polling as u32, Relaxed);
-        if !polling {
-            fence(SeqCst);
-        }
     }
 
     fn write<T>(&self, family: Family, f: impl FnOnce(&FamilyArea) -> T) -> T {
