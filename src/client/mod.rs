@@ -28,8 +28,6 @@ struct Conn {
     identity: (u64, u64),
     /// Where notices go without a system call (None if the broker gave no ring).
     ring: Option<wire::ring::Ring>,
-    /// The broker's pid (SO_PEERCRED), to know it still lives when our socket cannot say.
-    broker_pid: i32,
 }
 
 impl Conn {
@@ -172,21 +170,23 @@ impl Client {
 
     /// The connection of a posted request is lost: take the request back to send it
     /// again, or, if the broker claimed it first, wait for its answer (a broker that claims
-    /// a request answers it) while the broker lives, until `give_up`.
+    /// a request answers it, even on a connection it has closed) until `give_up`; or for a
+    /// moment only if our socket says the broker is gone.
     fn connection_lost(&self, conn: &Conn, seq: u32, give_up: std::time::Instant) -> std::result::Result<Answer, MailboxLost> {
         let Some(ring) = conn.ring.as_ref() else { return Err(MailboxLost::TakenBack) };
         if ring.take_back(seq) {
             return Err(MailboxLost::TakenBack);
         }
+        let deadline = if conn.is_ours() && socket_closed(conn.fd) { give_up.min(std::time::Instant::now() + LOOK_AROUND) } else { give_up };
         loop {
             if let Some(answer) = ring.answer(seq) {
                 return Ok(answer);
             }
             let now = std::time::Instant::now();
-            if now >= give_up || !process_lives(conn.broker_pid) {
+            if now >= deadline {
                 return Err(MailboxLost::Unanswered);
             }
-            ring.wait_for_answer(seq, (now + LOOK_AROUND).min(give_up));
+            ring.wait_for_answer(seq, (now + LOOK_AROUND).min(deadline));
         }
     }
 
@@ -339,9 +339,8 @@ impl Client {
             _ => None,
         };
         let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
-        let broker_pid = spawn::server_creds(sock.as_raw_fd()).map_or(0, |c| c.pid);
         let fd = sock.into_raw_fd();
-        *guard = Some(Conn { fd, identity, ring, broker_pid });
+        *guard = Some(Conn { fd, identity, ring });
         self.reserve.lock().keep();
         Ok(fd)
     }
@@ -443,11 +442,6 @@ fn status_of(reply: Frame) -> Result<Frame> {
         return Err(Errno(libc::EMFILE));
     }
     Ok(reply)
-}
-
-/// Whether process `pid` exists (0: unknown, taken as living).
-fn process_lives(pid: i32) -> bool {
-    pid <= 0 || unsafe { libc::kill(pid, 0) } == 0 || Errno::last().0 == libc::EPERM
 }
 
 /// Whether the broker closed our socket (it died, or dropped us). The caller has checked

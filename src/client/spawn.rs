@@ -44,15 +44,12 @@ fn try_connect(path: &Path) -> Result<OwnedFd> {
 
 /// The uid the broker at the other end runs as.
 fn server_uid(fd: &OwnedFd) -> Option<u32> {
-    server_creds(fd.as_raw_fd()).map(|c| c.uid)
-}
-
-/// The credentials of the broker at the other end of `fd` (its pid as this process sees it).
-pub fn server_creds(fd: std::os::fd::RawFd) -> Option<libc::ucred> {
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len) };
-    (r == 0).then_some(cred)
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut libc::c_void, &mut len)
+    };
+    (r == 0).then_some(cred.uid)
 }
 
 /// A connection to the namespace's broker: the shared one if it answers and is run by root
