@@ -83,6 +83,16 @@ static inline int op1(int id, unsigned short num, short op, short flg) {
 
 static inline int getval(int id, int num) { return semctl(id, num, GETVAL); }
 
+/* Sets in use in this IPC namespace (SEM_INFO's semusz), or -1. */
+static inline int sets_in_use(void) {
+    struct seminfo info;
+    union semun u;
+    u.__buf = &info;
+    if (semctl(0, 0, SEM_INFO, u) < 0)
+        return -1;
+    return info.semusz;
+}
+
 static inline int setval(int id, int num, int v) {
     union semun u;
     u.val = v;

@@ -45,6 +45,12 @@ fn stop(env: &[(&str, &str)]) {
     let _ = c.output();
 }
 
+/// The pid of the broker at `socket`, from `ipcshim status`.
+fn broker_pid(socket: &Path) -> i32 {
+    let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(socket).output().unwrap().stdout).to_string();
+    text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap()
+}
+
 fn value(line: &str) -> i32 {
     line.strip_prefix("ok ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("expected ok, got {line:?}"))
 }
@@ -185,8 +191,7 @@ fn status_of_a_stopped_broker_fails_instead_of_hanging() {
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
     value(&run(&env, None, &["create", "0x6262"]));
     let socket = dir.join("ipcshim/default.sock");
-    let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap().stdout).to_string();
-    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    let pid = broker_pid(&socket);
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     // Without a limit of its own, status would wait for ever: give up on it after a minute.
     let mut child = Command::new(bin()).arg("status").arg("--socket").arg(&socket).stderr(std::process::Stdio::piped()).spawn().unwrap();
@@ -220,8 +225,7 @@ fn a_request_to_a_stopped_broker_is_answered_when_it_runs_again() {
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
     value(&run(&env, None, &["create", "0x6363"]));
     let socket = dir.join("ipcshim/default.sock");
-    let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap().stdout).to_string();
-    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    let pid = broker_pid(&socket);
     let mut asker = Command::new(probe())
         .args(["create_on_input", "0x6464"])
         .env("LD_PRELOAD", lib())
@@ -270,9 +274,7 @@ fn a_killed_broker_is_a_reboot_and_the_next_call_starts_a_new_one() {
     let dir = scratch("killed");
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
     let id = value(&run(&env, None, &["create", "0x7171"]));
-    let status = Command::new(bin()).arg("status").arg("--socket").arg(dir.join("ipcshim/default.sock")).output().unwrap();
-    let text = String::from_utf8_lossy(&status.stdout).to_string();
-    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    let pid = broker_pid(&dir.join("ipcshim/default.sock"));
     kill_and_wait(pid);
     // The old id is gone (EINVAL, as an id that never existed); a new broker answers.
     assert_eq!(run(&env, None, &["stat", &id.to_string()]), format!("err {}", libc::EINVAL));
@@ -304,9 +306,7 @@ fn a_killed_broker_wakes_its_sleepers_with_eidrm_and_leaves_mappings_readable() 
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     let socket = dir.join("ipcshim/default.sock");
-    let status = Command::new(bin()).arg("status").arg("--socket").arg(&socket).output().unwrap();
-    let text = String::from_utf8_lossy(&status.stdout).to_string();
-    let pid: i32 = text.lines().find_map(|l| l.strip_prefix("broker pid:")).unwrap().trim().parse().unwrap();
+    let pid = broker_pid(&socket);
     kill_and_wait(pid);
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut rest = String::new();

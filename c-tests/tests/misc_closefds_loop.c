@@ -19,15 +19,6 @@ static void close_all(unsigned n) {
         open("/dev/null", O_RDONLY);
 }
 
-static int sets_in_use(void) {
-    struct seminfo info;
-    union semun u;
-    u.__buf = (struct seminfo *)&info;
-    if (semctl(0, 0, SEM_INFO, u) < 0)
-        return -1;
-    return info.semusz;
-}
-
 int main(void) {
     sem_watchdog(60);
     int before = sets_in_use();

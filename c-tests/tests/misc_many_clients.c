@@ -11,15 +11,6 @@
 
 enum { CHILDREN = 100, CALLS = 100 };
 
-static int sets_in_use(void) {
-    struct seminfo info;
-    union semun u;
-    u.__buf = (struct seminfo *)&info;
-    if (semctl(0, 0, SEM_INFO, u) < 0)
-        return -1;
-    return info.semusz;
-}
-
 static int child(int shared) {
     int bad = 0;
     for (int i = 0; i < CALLS; i++) {
