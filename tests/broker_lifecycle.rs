@@ -45,6 +45,26 @@ fn stop(env: &[(&str, &str)]) {
     let _ = c.output();
 }
 
+/// `program` under the library, in the namespace of scratch directory `dir`, its stdin and
+/// stdout piped.
+fn preloaded(program: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env("LD_PRELOAD", lib()).env("IPCSHIM_BROKER", bin()).env("IPCSHIM_DIR", dir);
+    c.env_remove("IPCSHIM_NAMESPACE").env_remove("IPCSHIM_SOCKET");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    c
+}
+
+/// A namespace of its own (in scratch directory `name`) whose broker runs, started by the
+/// creation of a segment of `key`: (directory, socket, broker pid).
+fn running_broker(name: &str, key: &str) -> (PathBuf, PathBuf, i32) {
+    let dir = scratch(name);
+    value(&run(&[("IPCSHIM_DIR", dir.to_str().unwrap())], None, &["create", key]));
+    let socket = dir.join("ipcshim/default.sock");
+    let pid = broker_pid(&socket);
+    (dir, socket, pid)
+}
+
 /// The pid of the broker at `socket`, from `ipcshim status`.
 fn broker_pid(socket: &Path) -> i32 {
     let text = String::from_utf8_lossy(&Command::new(bin()).arg("status").arg("--socket").arg(socket).output().unwrap().stdout).to_string();
@@ -187,11 +207,7 @@ fn a_started_broker_keeps_none_of_the_programs_descriptors() {
 
 #[test]
 fn status_of_a_stopped_broker_fails_instead_of_hanging() {
-    let dir = scratch("stopped");
-    let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
-    value(&run(&env, None, &["create", "0x6262"]));
-    let socket = dir.join("ipcshim/default.sock");
-    let pid = broker_pid(&socket);
+    let (_dir, socket, pid) = running_broker("stopped", "0x6262");
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     // Without a limit of its own, status would wait for ever: give up on it after a minute.
     let mut child = Command::new(bin()).arg("status").arg("--socket").arg(&socket).stderr(std::process::Stdio::piped()).spawn().unwrap();
@@ -221,22 +237,9 @@ fn status_of_a_stopped_broker_fails_instead_of_hanging() {
 fn a_request_to_a_stopped_broker_is_answered_when_it_runs_again() {
     use std::io::{BufRead, BufReader, Write};
     // (The broker is asleep when stopped here: the request rings its doorbell.)
-    let dir = scratch("paused");
+    let (dir, socket, pid) = running_broker("paused", "0x6363");
     let env = [("IPCSHIM_DIR", dir.to_str().unwrap())];
-    value(&run(&env, None, &["create", "0x6363"]));
-    let socket = dir.join("ipcshim/default.sock");
-    let pid = broker_pid(&socket);
-    let mut asker = Command::new(probe())
-        .args(["create_on_input", "0x6464"])
-        .env("LD_PRELOAD", lib())
-        .env("IPCSHIM_BROKER", bin())
-        .env("IPCSHIM_DIR", &dir)
-        .env_remove("IPCSHIM_NAMESPACE")
-        .env_remove("IPCSHIM_SOCKET")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut asker = preloaded(&probe(), &dir).args(["create_on_input", "0x6464"]).spawn().unwrap();
     // The probe's lines, each within a minute (a lost answer fails the test, not hangs it).
     let (tx, lines) = std::sync::mpsc::channel();
     let mut out = BufReader::new(asker.stdout.take().unwrap());
@@ -290,17 +293,7 @@ fn a_killed_broker_wakes_its_sleepers_with_eidrm_and_leaves_mappings_readable() 
     let helper = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reboot");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reboot.c");
     assert!(Command::new("cc").arg("-o").arg(&helper).arg(&src).status().unwrap().success());
-    let mut child = Command::new(&helper)
-        .env("LD_PRELOAD", lib())
-        .env("IPCSHIM_BROKER", bin())
-        .env("IPCSHIM_DIR", &dir)
-        .env("IPCSHIM_LOG", "off")
-        .env_remove("IPCSHIM_NAMESPACE")
-        .env_remove("IPCSHIM_SOCKET")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = preloaded(&helper, &dir).env("IPCSHIM_LOG", "off").spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
