@@ -302,9 +302,7 @@ impl Broker {
     pub fn run(&mut self) -> Result<()> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 4096];
         while !self.stop {
-            // Notices left in rings are applied within RING_POLL even if nobody asks.
-            let timeout = if self.rings_pending() || self.ns.sem.has_pending() { RING_POLL_MS } else { -1 };
-            self.turn(&mut events, timeout)?;
+            self.turn(&mut events, -1)?;
         }
         let _ = std::fs::remove_file(&self.socket_path);
         Ok(())
@@ -315,8 +313,9 @@ impl Broker {
         self.stop
     }
 
-    /// One turn of the loop: waits up to `timeout` ms (-1: for ever) for ready descriptors
-    /// (at most `events.len()`), then handles that batch. Public so that a harness (the
+    /// One turn of the loop: waits up to `timeout` ms for ready descriptors (at most
+    /// `events.len()`; -1: until one is ready, or RING_POLL when notices or deaths wait to
+    /// be applied), then handles that batch. Public so that a harness (the
     /// fuzzer, fuzz/) can drive a broker in its own thread.
     pub fn turn(&mut self, events: &mut [libc::epoll_event], timeout: i32) -> Result<()> {
         let n = self.wait(events, timeout);
@@ -420,6 +419,9 @@ impl Broker {
         if self.stop_polling(true) {
             return 0;
         }
+        // Notices left in rings are applied within RING_POLL even if nobody asks (asked
+        // only here, before sleeping: it is a look at every connection's ring).
+        let timeout = if timeout < 0 && (self.rings_pending() || self.ns.sem.has_pending()) { RING_POLL_MS } else { timeout };
         unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, timeout) }
     }
 
