@@ -119,6 +119,9 @@ struct Conn {
     /// for it.
     /// Shared with the process record once the connection closes (`orphan_rings`).
     ring: Option<Rc<Ring>>,
+    /// Whether the client has sent a notice over the socket, as it does before it uses the
+    /// ring: only such rings are looked at (most clients never write theirs).
+    ring_used: bool,
 }
 
 /// A request claimed from a connection's mailbox, with what answering it needs.
@@ -521,7 +524,7 @@ impl Broker {
             }
             if self.watch(fd.as_raw_fd(), CONN).is_ok() {
                 *self.conns_by_uid.entry(creds.uid).or_insert(0) += 1;
-                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds: Rc::new(creds), ring: None });
+                self.conns.insert(fd.as_raw_fd(), Conn { _socket: fd, creds: Rc::new(creds), ring: None, ring_used: false });
             }
         }
     }
@@ -549,10 +552,21 @@ impl Broker {
                     let op = frame.words.first().copied().and_then(Op::from_i64);
                     match op {
                         Some(op) if op.is_one_way() => {
-                            // The ring holds this connection's older notices.
-                            self.drain_ring(fd);
+                            // A client's first notice comes over the socket, and its ring
+                            // holds only newer ones; after that the ring holds the older
+                            // (a notice comes this way when the ring is full).
+                            let first = op != Op::Doorbell && self.conns.get(&fd).is_some_and(|c| !c.ring_used);
+                            if !first {
+                                self.drain_ring(fd);
+                            }
                             if let Some(pid) = self.conns.get(&fd).map(|c| c.creds.pid) {
                                 self.notice(pid, op, &frame);
+                            }
+                            if first {
+                                if let Some(c) = self.conns.get_mut(&fd) {
+                                    c.ring_used = true;
+                                }
+                                self.drain_ring(fd);
                             }
                         }
                         _ => requests.push((fd, frame)),
@@ -604,7 +618,7 @@ impl Broker {
 
     fn drain_rings(&mut self) {
         let fds: Vec<RawFd> =
-            self.conns.iter().filter(|(_, c)| c.ring.as_ref().is_some_and(|r| !r.is_empty())).map(|(&fd, _)| fd).collect();
+            self.conns.iter().filter(|(_, c)| c.ring_used && c.ring.as_ref().is_some_and(|r| !r.is_empty())).map(|(&fd, _)| fd).collect();
         for fd in fds {
             self.drain_ring(fd);
         }
@@ -616,7 +630,7 @@ impl Broker {
     }
 
     fn rings_pending(&self) -> bool {
-        self.conns.values().any(|c| c.ring.as_ref().is_some_and(|r| !r.is_empty()))
+        self.conns.values().any(|c| c.ring_used && c.ring.as_ref().is_some_and(|r| !r.is_empty()))
             || self.procs.values().any(|p| p.orphan_rings.iter().any(|r| !r.is_empty()))
     }
 
@@ -737,7 +751,7 @@ impl Broker {
         }
         let pid = conn.creds.pid;
         let Some(p) = self.procs.get_mut(&pid) else { return };
-        if let Some(ring) = conn.ring {
+        if let Some(ring) = conn.ring.filter(|_| conn.ring_used) {
             p.orphan_rings.push(ring);
         }
         let p = &*p;

@@ -28,6 +28,9 @@ struct Conn {
     identity: (u64, u64),
     /// Where notices go without a system call (None if the broker gave no ring).
     ring: Option<wire::ring::Ring>,
+    /// Whether a notice went over the socket on this connection: the broker looks at the
+    /// rings of such connections only, so the first notice goes that way.
+    ring_used: bool,
 }
 
 impl Conn {
@@ -217,13 +220,17 @@ impl Client {
         let mut guard = self.conn.lock();
         // The ring is memory, not a descriptor: no need to check the socket first, and the
         // broker drains it even after a program closed our socket.
-        if let (Some(ring), [op, arg]) = (guard.as_ref().and_then(|c| c.ring.as_ref()), words) {
+        if let (Some(ring), [op, arg]) = (guard.as_ref().filter(|c| c.ring_used).and_then(|c| c.ring.as_ref()), words) {
             if ring.push(*op, *arg) {
                 return Ok(());
             }
         }
         let fd = self.ensure_connected(&mut guard)?;
-        wire::send(fd, words, None)
+        wire::send(fd, words, None)?;
+        if let Some(c) = guard.as_mut() {
+            c.ring_used = true;
+        }
+        Ok(())
     }
 
     /// A notice the broker must act on at once (it frees memory): the socket wakes it.
@@ -340,7 +347,7 @@ impl Client {
         };
         let identity = fd_identity(sock.as_raw_fd()).ok_or(Errno(libc::EBADF))?;
         let fd = sock.into_raw_fd();
-        *guard = Some(Conn { fd, identity, ring });
+        *guard = Some(Conn { fd, identity, ring, ring_used: false });
         self.reserve.lock().keep();
         Ok(fd)
     }
