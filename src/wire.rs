@@ -38,7 +38,7 @@ pub enum Op {
     /// `[]` → `[0]` + this connection's shared memory: notice ring and mailbox (see `ring`).
     Ring = 10,
     /// One-way `[]`: a request waits in this connection's mailbox (see `ring`); sent only
-    /// when the broker was not polling.
+    /// when the broker does not poll that mailbox.
     Doorbell = 11,
 }
 
@@ -230,8 +230,9 @@ mod tests {
 /// one-way notices and a mailbox for requests.
 ///
 /// Notices (shmat, shmdt) cost a few stores instead of a system call and a wake-up of the
-/// broker. The broker drains every ring before it answers any request, so anything a client
-/// did before another client asks is seen in the answer.
+/// broker. A connection's first notice goes over the socket; from then on the broker drains
+/// its ring before it answers any request, so anything a client did before another client
+/// asks is seen in the answer.
 ///
 /// The mailbox carries a request whose answer needs no descriptor (`Op::uses_mailbox`)
 /// without a system call on either side while the broker is polling: the client posts the
