@@ -15,7 +15,8 @@ pub const REPLY_TIMEOUT_SECS: libc::time_t = 30;
 /// How long a client waits for a broker it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn try_connect(path: &Path) -> Result<OwnedFd> {
+/// A connection to the broker listening at `path`, if one does.
+pub fn try_connect(path: &Path) -> Result<OwnedFd> {
     let fd = super::owned(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
     let (addr, len) = sockaddr(path)?;
     loop {

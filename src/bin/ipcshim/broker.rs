@@ -3,7 +3,7 @@
 use crate::cli::{usage_error, use_socket};
 use ipcshim::broker::{self, Broker};
 use ipcshim::client::namespace::socket_paths;
-use ipcshim::client::spawn::make_socket_dir;
+use ipcshim::client::spawn::{make_socket_dir, try_connect};
 use ipcshim::ipc::limits::Limits;
 use ipcshim::wire::{self, Op};
 use std::ffi::OsString;
@@ -75,7 +75,7 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             }
             continue;
         }
-        if answers(socket) || std::time::Instant::now() >= give_up {
+        if try_connect(socket).is_ok() || std::time::Instant::now() >= give_up {
             // Another broker runs (or is starting) for this namespace: nothing to do.
             return ExitCode::SUCCESS;
         }
@@ -132,17 +132,6 @@ fn run_broker(socket: &Path, daemon: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Whether a broker accepts connections on `socket`.
-fn answers(socket: &Path) -> bool {
-    let Ok((addr, len)) = broker::sockaddr(socket) else { return false };
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return false;
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) == 0 }
 }
 
 /// Whether `file` is the file now at `path` (not one removed since it was opened).
