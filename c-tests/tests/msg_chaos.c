@@ -23,10 +23,13 @@
 #define MAX_SINST 512     /* sender instances (incl. replacements) */
 #define MAX_RINST 512     /* receiver instances */
 #define MAXSEQ 4000       /* messages per sender instance */
+/* msg_chaos_long.c sets these for longer texts */
+#ifndef SLOTS
 #define SLOTS 3000        /* messages per receiver instance */
 #define SLOT_TEXT 48      /* 8-byte id + up to 40 bytes */
-#define RUN_MS 1500
 #define TOTAL_CAP 150000L /* messages over the whole run; senders pace themselves */
+#endif
+#define RUN_MS 1500
 
 struct slot {
     long mtype;
@@ -51,7 +54,7 @@ static int q;
 
 static long make_id(int inst, long seq) { return (long)(inst + 1) * 100000 + seq; }
 static long type_of(long id) { return 1 + id % 5; }
-static int plen_of(long id) { return (int)(id % 41); }
+static int plen_of(long id) { return (int)(id % (SLOT_TEXT - 7)); }
 static char pbyte(long id, int i) { return (char)(id * 37 + i + 1); }
 
 static void child_setup(void) {

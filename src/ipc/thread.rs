@@ -12,6 +12,7 @@
 //! parent's thread's: each user says what that means for its word.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 #[repr(C)]
 pub struct ThreadWords {
@@ -51,6 +52,28 @@ pub fn words() -> &'static ThreadWords {
         fn ipcshim_thread_words_addr() -> *mut ThreadWords;
     }
     unsafe { &*ipcshim_thread_words_addr() }
+}
+
+/// Whether this process has a single thread: glibc's `__libc_single_threaded`, which the
+/// first pthread_create clears for good (false where the C library has no such flag).
+#[inline(always)]
+pub fn single_threaded() -> bool {
+    static FLAG: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    let p = FLAG.load(Relaxed);
+    if p.is_null() {
+        return single_threaded_flag(&FLAG);
+    }
+    unsafe { std::ptr::read_volatile(p) != 0 }
+}
+
+#[cold]
+fn single_threaded_flag(flag: &AtomicPtr<u8>) -> bool {
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) } as *mut u8;
+    // A zero byte of our own stands in for a missing flag: never single-threaded.
+    static NEVER: u8 = 0;
+    let p = if sym.is_null() { &NEVER as *const u8 as *mut u8 } else { sym };
+    flag.store(p, Relaxed);
+    unsafe { std::ptr::read_volatile(p) != 0 }
 }
 
 #[cfg(test)]

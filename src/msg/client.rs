@@ -8,7 +8,7 @@
 //! the table, so a removed queue gives EINVAL and changed permissions EACCES, as the
 //! kernel's lookup would.
 
-use super::layout::{Header, Queue, Search};
+use super::layout::{blocks_for, Found, Header, Queue, Search, StashView, BLOCK, STASH_BLOCKS};
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
 use crate::client::{client, creds};
 use crate::ipc::handles::{pin, Counted, InUse, Pinned, Retired};
@@ -20,7 +20,7 @@ use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 /// One queue mapped in this process, found by its id's index in `HANDLES` (no lock: a call
@@ -39,6 +39,13 @@ struct Handle {
     users: AtomicU32,
     /// This process's record of spinning before sleeping on this queue (`Spin`).
     spin: Spin,
+    /// This process's stash in the queue, as it last left it (`Stashed`).
+    stash: StashState,
+    /// Whether the last message this process received here was long enough (AHEAD_MIN)
+    /// and came from another process (the queue's lspid then): only then is reading ahead
+    /// worth it (and a look at the queue before the lock does not steal lines from the
+    /// sender).
+    read_ahead: AtomicBool,
 }
 
 const READ: u32 = 1;
@@ -179,7 +186,7 @@ fn open(id: i32, access: u32) -> Result<()> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new() });
+    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new(), stash: StashState::default(), read_ahead: AtomicBool::new(false) });
     RETIRED.install(&HANDLES[index_of(id)], h);
     Ok(())
 }
@@ -207,7 +214,7 @@ fn lock(h: &'static Handle) -> Result<Guard<'static>> {
     };
     let guard = Guard { queue, me };
     if let Locked::Recovered = locked {
-        queue.recover()?;
+        queue.recover(super::stash_owner_alive)?;
     }
     Ok(guard)
 }
@@ -523,10 +530,159 @@ fn check_send_args(id: i32, msgp: *const u8, msgsz: usize) -> Result<()> {
     check_user(msgp.wrapping_add(8), msgsz, false)
 }
 
+/// A process's stash in one queue (layout.rs `Stash`): which one, and what it held when
+/// the process last left the lock (one call at a time: `OneCall`).
+#[derive(Default)]
+struct StashState {
+    busy: OneCall,
+    /// Whether the last message this process sent went to another process (the queue's
+    /// lrpid then): only then is the text worth writing ahead.
+    useful: AtomicBool,
+    /// The process whose stash `view` describes (0: none; a forked child has its own).
+    pid: AtomicI32,
+    index: AtomicU32,
+    slot: AtomicU32,
+    first_block: AtomicU32,
+    blocks: AtomicU32,
+    /// Sends left before asking for a stash again, after none was free.
+    retry: AtomicU32,
+}
+
+/// How many sends a process makes without a stash after finding none free (looking again
+/// may ask whether each owner lives: a system call each).
+const STASH_RETRY: u32 = 1024;
+
+/// Something of a process's (per queue) that one call at a time may use, in a
+/// single-threaded process: the only other call that can come is a signal handler's,
+/// interrupting ours, and it finds the thing taken and does without. So plain loads and
+/// stores do.
+#[derive(Default)]
+struct OneCall(AtomicBool);
+
+/// A call's hold on a `OneCall`, until it returns.
+struct Taken<'a>(&'a OneCall);
+
+impl OneCall {
+    #[inline(always)]
+    fn take(&self) -> Option<Taken<'_>> {
+        if !crate::ipc::thread::single_threaded() || self.0.load(Relaxed) {
+            return None;
+        }
+        self.0.store(true, Relaxed);
+        std::sync::atomic::compiler_fence(SeqCst);
+        Some(Taken(self))
+    }
+}
+
+impl Drop for Taken<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        std::sync::atomic::compiler_fence(SeqCst);
+        self.0 .0.store(false, Relaxed);
+    }
+}
+
+/// One call's hold on its process's stash, from before it takes the lock until it returns.
+struct Stashed<'a> {
+    _taken: Taken<'a>,
+    /// The stash as it was when this call wrote its message into it; None: not written.
+    written: Option<StashView>,
+}
+
+impl StashState {
+    /// Takes the stash and writes the message into it, when that is worth it (`useful`, a
+    /// text of AHEAD_MIN bytes or more) and the stash has room for the message. Some: the
+    /// stash is taken (for `restock`), written or not.
+    #[inline(always)]
+    fn write(&self, q: &Queue, text: *const u8, msgsz: usize) -> Option<Stashed<'_>> {
+        if !self.useful.load(Relaxed) || msgsz < AHEAD_MIN {
+            return None;
+        }
+        let taken = self.busy.take()?;
+        let mut stashed = Stashed { _taken: taken, written: None };
+        if self.pid.load(Relaxed) == creds::own_pid() {
+            let view = StashView {
+                index: self.index.load(Relaxed),
+                slot: self.slot.load(Relaxed),
+                first_block: self.first_block.load(Relaxed),
+                blocks: self.blocks.load(Relaxed),
+            };
+            let fill = |dst: *mut u8, off: usize, len: usize| {
+                unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
+                Ok(())
+            };
+            if q.fill_stashed(&view, msgsz as u64, fill).is_ok() {
+                stashed.written = Some(view);
+            }
+        }
+        Some(stashed)
+    }
+
+    /// After a message was sent (lock held): notes whether messages go to another process,
+    /// and if so readies the stash for a next message of this size.
+    #[inline(always)]
+    fn after_send(&self, q: &Queue, msgsz: usize, stashed: Option<&Stashed<'_>>) {
+        let useful = q.header().lrpid.load(Relaxed) != creds::own_pid();
+        if useful != self.useful.load(Relaxed) {
+            self.useful.store(useful, Relaxed);
+        }
+        if useful && msgsz >= AHEAD_MIN {
+            match stashed {
+                Some(_) => self.restock(q, msgsz),
+                None => {
+                    if let Some(_taken) = self.busy.take() {
+                        self.restock(q, msgsz);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills the stash (taken, lock held) for a next message of this size, claiming one
+    /// first if the process has none. Failures leave the process without a stash.
+    #[inline(never)]
+    fn restock(&self, q: &Queue, msgsz: usize) {
+        let want = blocks_for(msgsz as u64);
+        if want > STASH_BLOCKS as u64 {
+            return;
+        }
+        let pid = creds::own_pid();
+        let index = if self.pid.load(Relaxed) == pid {
+            self.index.load(Relaxed)
+        } else {
+            let retry = self.retry.load(Relaxed);
+            if retry > 0 {
+                self.retry.store(retry - 1, Relaxed);
+                return;
+            }
+            match q.claim_stash(pid, super::stash_owner_alive) {
+                Ok(Some(view)) => view.index,
+                _ => {
+                    self.retry.store(STASH_RETRY, Relaxed);
+                    return;
+                }
+            }
+        };
+        match q.refill_stash(index, want as u32) {
+            Ok(view) => {
+                self.index.store(view.index, Relaxed);
+                self.slot.store(view.slot, Relaxed);
+                self.first_block.store(view.first_block, Relaxed);
+                self.blocks.store(view.blocks, Relaxed);
+                self.pid.store(pid, Relaxed);
+            }
+            Err(_) => self.pid.store(0, Relaxed),
+        }
+    }
+}
+
 #[inline(always)]
 fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i32, resume: Option<Resume>, sleep: &mut Option<Sleep>) -> Result<()> {
     let q = &h.queue;
     let header = q.header();
+    // The text goes into the stash before the lock is taken, as the kernel copies it
+    // before taking its own; then the critical section only links it.
+    let stashed = h.stash.write(q, text, msgsz);
     let guard = lock(h)?;
     if let Some(resume) = &resume {
         woke(q, resume)?;
@@ -542,10 +698,19 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     }
     let mut sent = false;
     if q.fits(msgsz as u64) {
-        sent = q.enqueue(mtype, msgsz as u64, |dst, off, len| {
+        // The stash's copy, unless the stash changed meanwhile (emptied by a `recover`
+        // that judged it corrupt): then a copy under the lock.
+        let written = stashed.as_ref().and_then(|s| s.written);
+        sent = match written {
+            Some(view) => q.commit_stashed(&view, creds::own_pid(), mtype, msgsz as u64)?,
+            None => false,
+        } || q.enqueue(mtype, msgsz as u64, |dst, off, len| {
             unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
             Ok(())
         })?;
+        if sent {
+            h.stash.after_send(q, msgsz, stashed.as_ref());
+        }
     }
     if !sent {
         if flags & IPC_NOWAIT != 0 {
@@ -624,6 +789,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     let q = &h.queue;
     let header = q.header();
     let text = msgp.wrapping_add(std::mem::size_of::<libc::c_long>());
+    let ahead = if flags & MSG_COPY == 0 { read_ahead(h, args) } else { None };
     let guard = lock(h)?;
     let waited = resume.is_some();
     if let Some(resume) = &resume {
@@ -644,17 +810,20 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
         return Err(Errno(libc::E2BIG));
     }
     let len = (bufsz as u64).min(found.size) as usize;
+    let store_type = || unsafe { std::ptr::write_unaligned(msgp as *mut i64, found.mtype) };
     // A buffer we cannot write: EFAULT, and the message stays queued.
     check_user(msgp, 8 + len, true)?;
-    let store_type = || unsafe { std::ptr::write_unaligned(msgp as *mut i64, found.mtype) };
     // copy_msg: a copy cannot be truncated.
     if flags & MSG_COPY != 0 && found.size > copy_limit as u64 {
         return Err(Errno(libc::EINVAL));
     }
-    q.copy_out(&found, len, |src, off, n| {
-        unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
-        Ok(())
-    })?;
+    match ahead {
+        Some(ahead) if Queue::same(&ahead.found, &found) => unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) },
+        _ => q.copy_out(&found, len, |src, off, n| {
+            unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
+            Ok(())
+        })?,
+    }
     if flags & MSG_COPY != 0 {
         store_type();
         return Ok(len);
@@ -664,7 +833,9 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     q.unlink(&found, store_type)?;
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
-    let receiver = if waited { my_tid() as i32 } else { creds::own_pid() };
+    let pid = creds::own_pid();
+    let receiver = if waited { my_tid() as i32 } else { pid };
+    h.read_ahead.store(header.lspid.load(Relaxed) != pid && len >= AHEAD_MIN, Relaxed);
     header.lrpid.store(receiver, Relaxed);
     header.rtime.store(now_secs(), Relaxed);
     let wake = bump(&header.space_seq, &header.space_waiters);
@@ -673,6 +844,70 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
         futex_wake(&header.space_seq, i32::MAX);
     }
     Ok(len)
+}
+
+/// What msgrcv may read of a message before it takes the lock: as much as a stash holds.
+const AHEAD: usize = STASH_BLOCKS as usize * BLOCK;
+
+/// Texts shorter than this are copied under the lock: writing or reading them ahead would
+/// cost more than it saves.
+const AHEAD_MIN: usize = 256;
+
+/// The process's buffer for `read_ahead` (one: it is used by single-threaded processes
+/// only, one call at a time).
+struct AheadBuffer {
+    busy: OneCall,
+    buf: std::cell::UnsafeCell<[u8; AHEAD]>,
+}
+
+// `buf` is used only while `busy` is taken.
+unsafe impl Sync for AheadBuffer {}
+
+static AHEAD_BUFFER: AheadBuffer = AheadBuffer { busy: OneCall(AtomicBool::new(false)), buf: std::cell::UnsafeCell::new([0; AHEAD]) };
+
+/// A message's text read ahead (`read_ahead`), what `found` then said of it.
+struct Ahead {
+    _taken: Taken<'static>,
+    found: Found,
+}
+
+impl Ahead {
+    fn text(&self) -> *const u8 {
+        AHEAD_BUFFER.buf.get() as *const u8
+    }
+}
+
+/// msgrcv's read ahead: the text of the message `find` will probably pick, read without
+/// the lock (`Queue::peek`) into a buffer of the process, so that the critical section
+/// only confirms that it is that message (`Queue::same`) and copies it from memory of our
+/// own, and the sender can meanwhile write the next one (a stream's two sides then copy
+/// at once, as with the kernel, which copies outside its lock). Not into the caller's
+/// buffer: a call that then takes another message, or none, must not have written there.
+/// Only for texts of AHEAD_MIN to AHEAD bytes, from another process (`Handle::read_ahead`).
+#[inline(always)]
+fn read_ahead(h: &Handle, args: &Receive) -> Option<Ahead> {
+    let q = &h.queue;
+    if !h.read_ahead.load(Relaxed) {
+        return None;
+    }
+    let taken = AHEAD_BUFFER.busy.take()?;
+    let peeked = q.peek(args.search)?;
+    if (args.bufsz as u64) < peeked.size && args.flags & MSG_NOERROR == 0 {
+        return None;
+    }
+    let len = (args.bufsz as u64).min(peeked.size) as usize;
+    if !(AHEAD_MIN..=AHEAD).contains(&len) {
+        return None;
+    }
+    let buf = AHEAD_BUFFER.buf.get() as *mut u8;
+    q.copy_out(&peeked, len, |src, off, n| {
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.add(off), n) };
+        Ok(())
+    })
+    .ok()?;
+    // The copy happens before the generation is read again under the lock (seqlock).
+    std::sync::atomic::fence(Acquire);
+    Some(Ahead { _taken: taken, found: peeked })
 }
 
 /// msgget: existing keys are found in the namespace table; creating asks the broker.

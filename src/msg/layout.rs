@@ -26,12 +26,16 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
-pub const VERSION: u32 = 2;
+/// 3: slots carry a generation (`Slot::gen`).
+pub const VERSION: u32 = 3;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).
 pub const HEADER_SIZE: usize = 4096;
 const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
+
+/// How many messages `peek` looks at before it leaves the search to `find`.
+const PEEK_STEPS: usize = 16;
 
 /// What shared memory that makes no sense yields.
 const CORRUPT: Errno = Errno(libc::EIDRM);
@@ -71,6 +75,45 @@ pub struct Header {
     /// a new queue needs no initialised free list.
     slot_hwm: AtomicU32,
     block_hwm: AtomicU32,
+    _pad1: [u32; 2],
+    /// Senders' stashes (`Stash`), each on lines of its own process's use.
+    stashes: [Stash; STASHES],
+}
+
+/// How many processes may hold a stash in one queue at once; more senders take the path
+/// that copies under the lock.
+pub const STASHES: usize = 16;
+/// The most blocks a stash holds: messages of up to this many blocks are written before
+/// the lock is taken (8 KiB, the default MSGMAX).
+pub const STASH_BLOCKS: u32 = 8;
+/// What the stashes may hold of a queue's slots and blocks at most: the memfd gets this
+/// much room beyond what its messages may use.
+pub const STASHED_MAX: u32 = STASHES as u32 * STASH_BLOCKS;
+
+/// A slot and a chain of blocks set aside for one sending process, so that it can write
+/// its next message's text before it takes the lock (as the kernel copies a message into
+/// its own memory before it takes the queue's lock); under the lock it then only links the
+/// slot (`commit_stashed`). Changed only under the lock: by its owner, and by whoever
+/// finds the owner dead. Its owner keeps a copy (`StashView`) and writes into the slot and
+/// blocks without the lock, so nothing else may touch them while the owner lives.
+#[repr(C)]
+pub struct Stash {
+    /// The owning process (0: free).
+    owner: AtomicI32,
+    /// Its slot (link, 0: none), its chain's first block and its length.
+    slot: AtomicU32,
+    first_block: AtomicU32,
+    blocks: AtomicU32,
+}
+
+/// A stash's contents as its owner last left them (it checks, under the lock, that the
+/// queue's copy still says the same before it uses what it wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StashView {
+    pub index: u32,
+    pub slot: u32,
+    pub first_block: u32,
+    pub blocks: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -81,6 +124,12 @@ pub struct Slot {
     size: AtomicU64,
     next: AtomicU32,
     first_block: AtomicU32,
+    /// Odd while the slot holds a queued message, and a new value each time it is linked
+    /// or unlinked (under the lock): a receiver that read a message without the lock
+    /// (`peek`) knows, finding the same value under it, that the message stayed queued
+    /// meanwhile, so what it read was that message, whole and unchanged.
+    gen: AtomicU32,
+    _pad: u32,
 }
 
 fn offsets(capacity: u32) -> (usize, usize, usize, usize) {
@@ -98,7 +147,7 @@ pub fn memfd_len(capacity: u32) -> usize {
 }
 
 /// Blocks a message of `size` bytes uses.
-fn blocks_for(size: u64) -> u64 {
+pub fn blocks_for(size: u64) -> u64 {
     size.div_ceil(BLOCK as u64)
 }
 
@@ -123,6 +172,8 @@ pub struct Found {
     first_block: u32,
     pub mtype: i64,
     pub size: u64,
+    /// The slot's generation when it was read (`Slot::gen`).
+    gen: u32,
 }
 
 /// A view of a mapped queue. All operations but `header`'s atomics need the lock.
@@ -350,11 +401,20 @@ impl Queue {
             self.push_slot(slot_link)?;
             return Err(e);
         }
+        self.link(slot_link, mtype, size, first)?;
+        Ok(true)
+    }
+
+    /// Appends the message in slot `slot_link` (taken, its text in the chain at `first`).
+    #[inline(always)]
+    fn link(&self, slot_link: u32, mtype: i64, size: u64, first: u32) -> Result<()> {
         let slot = self.slot(slot_link)?;
         slot.mtype.store(mtype, Relaxed);
         slot.size.store(size, Relaxed);
         slot.first_block.store(first, Relaxed);
         slot.next.store(0, Relaxed);
+        // A new odd generation, seen by whoever sees the link below.
+        slot.gen.store((slot.gen.load(Relaxed) + 1) | 1, Release);
         // The commit: one store makes the message part of the queue.
         let h = self.header();
         let tail = h.tail.load(Relaxed);
@@ -366,6 +426,116 @@ impl Queue {
         h.tail.store(slot_link, Relaxed);
         h.qnum.store(h.qnum.load(Relaxed) + 1, Relaxed);
         h.cbytes.store(h.cbytes.load(Relaxed) + size, Relaxed);
+        Ok(())
+    }
+
+    fn stash(&self, index: u32) -> Result<&Stash> {
+        self.header().stashes.get(index as usize).ok_or(CORRUPT)
+    }
+
+    fn stash_view(&self, index: u32) -> Result<StashView> {
+        let st = self.stash(index)?;
+        Ok(StashView {
+            index,
+            slot: st.slot.load(Relaxed),
+            first_block: st.first_block.load(Relaxed),
+            blocks: st.blocks.load(Relaxed),
+        })
+    }
+
+    /// A stash for process `pid` (lock held): the one it holds, else a free one, else one
+    /// whose owner `alive` says is dead (what it held given back). None if live processes
+    /// hold them all.
+    pub fn claim_stash(&self, pid: i32, alive: impl Fn(i32) -> bool) -> Result<Option<StashView>> {
+        let stashes = &self.header().stashes;
+        let mut free = None;
+        for (i, st) in stashes.iter().enumerate() {
+            match st.owner.load(Relaxed) {
+                o if o == pid => return self.stash_view(i as u32).map(Some),
+                0 if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        let i = match free {
+            Some(i) => i,
+            None => match stashes.iter().position(|st| !alive(st.owner.load(Relaxed))) {
+                Some(i) => {
+                    // Its owner died outside the lock (else `recover` cleared it): what
+                    // it holds is nowhere else.
+                    let dead = self.stash_view(i as u32)?;
+                    if dead.slot != 0 {
+                        self.push_slot(dead.slot)?;
+                    }
+                    self.push_blocks(dead.first_block, dead.blocks as u64)?;
+                    i
+                }
+                None => return Ok(None),
+            },
+        };
+        let st = &stashes[i];
+        st.slot.store(0, Relaxed);
+        st.first_block.store(0, Relaxed);
+        st.blocks.store(0, Relaxed);
+        st.owner.store(pid, Relaxed);
+        self.stash_view(i as u32).map(Some)
+    }
+
+    /// Makes the stash `index` (its owner's, lock held) hold a slot and at least `want`
+    /// blocks (1 ≤ want ≤ STASH_BLOCKS): a shorter chain is given back for a new one.
+    /// What it holds after: less than asked if the memory has no more.
+    pub fn refill_stash(&self, index: u32, want: u32) -> Result<StashView> {
+        let st = self.stash(index)?;
+        if st.slot.load(Relaxed) == 0 {
+            if let Some(slot) = self.pop_slot()? {
+                st.slot.store(slot, Relaxed);
+            }
+        }
+        let have = st.blocks.load(Relaxed);
+        let want = want.clamp(1, STASH_BLOCKS);
+        if have < want {
+            if let Some(first) = self.take_blocks(want as u64)? {
+                self.push_blocks(st.first_block.load(Relaxed), have as u64)?;
+                st.first_block.store(first, Relaxed);
+                st.blocks.store(want, Relaxed);
+            }
+        }
+        self.stash_view(index)
+    }
+
+    /// Writes a message's text into the stash that `view` describes (its owner, without the
+    /// lock), run of blocks by run; `commit_stashed` then links it.
+    #[inline(always)]
+    pub fn fill_stashed(&self, view: &StashView, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<()> {
+        if view.slot == 0 || blocks_for(size) > view.blocks as u64 {
+            return Err(CORRUPT);
+        }
+        self.runs(view.first_block, size as usize, fill)
+    }
+
+    /// Appends the message that process `pid` wrote into its stash (`fill_stashed`, as
+    /// `view` then described it; lock held, `fits` checked): the stash's slot and its first
+    /// blocks, the rest staying stashed. Ok(false), nothing done, if the stash no longer
+    /// holds what the text was written into: the caller writes the message under the lock.
+    #[inline(always)]
+    pub fn commit_stashed(&self, view: &StashView, pid: i32, mtype: i64, size: u64) -> Result<bool> {
+        let st = self.stash(view.index)?;
+        let n = blocks_for(size);
+        if st.owner.load(Relaxed) != pid || self.stash_view(view.index)? != *view || view.slot == 0 || n > view.blocks as u64 {
+            return Ok(false);
+        }
+        // The block after the message's last (none when it takes the whole chain).
+        let mut rest = view.first_block;
+        if n == view.blocks as u64 {
+            rest = 0;
+        } else {
+            for _ in 0..n {
+                rest = self.block_next(rest)?.load(Relaxed);
+            }
+        }
+        self.link(view.slot, mtype, size, if n == 0 { 0 } else { view.first_block })?;
+        st.slot.store(0, Relaxed);
+        st.first_block.store(rest, Relaxed);
+        st.blocks.store(view.blocks - n as u32, Relaxed);
         Ok(true)
     }
 
@@ -388,7 +558,7 @@ impl Queue {
             let s = self.slot(link)?;
             let mtype = s.mtype.load(Relaxed);
             let size = s.size.load(Relaxed);
-            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size };
+            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size, gen: s.gen.load(Relaxed) };
             match search {
                 Search::Any => return Ok(Some(found)),
                 Search::Equal(t) if mtype == t => return Ok(Some(found)),
@@ -419,6 +589,51 @@ impl Queue {
         }
     }
 
+    /// `find` without the lock, for a receiver that copies the text before it takes the
+    /// lock (as the kernel copies outside its lock), so that the two sides of a stream copy
+    /// at once. What it reads may be changing: it gives up (None) after PEEK_STEPS messages
+    /// or on anything odd, and the caller may trust the result only once `same` confirms
+    /// it under the lock. Copying from it is bounds-checked like any other read.
+    #[inline(always)]
+    pub fn peek(&self, search: Search) -> Option<Found> {
+        let mut prev = 0u32;
+        let mut link = self.header().head.load(Acquire);
+        for _ in 0..PEEK_STEPS {
+            if link == 0 {
+                return None;
+            }
+            let s = self.slot(link).ok()?;
+            // Acquire: the fields and text written before this generation are visible.
+            let gen = s.gen.load(Acquire);
+            if gen & 1 == 0 {
+                return None;
+            }
+            let mtype = s.mtype.load(Relaxed);
+            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size: s.size.load(Relaxed), gen };
+            match search {
+                Search::Any => return Some(found),
+                Search::Equal(t) if mtype == t => return Some(found),
+                Search::NotEqual(t) if mtype != t => return Some(found),
+                Search::Equal(_) | Search::NotEqual(_) => {}
+                // Need the whole list, or never taken without the lock.
+                Search::LessEqual(_) | Search::Number(_) => return None,
+            }
+            prev = link;
+            link = s.next.load(Acquire);
+        }
+        None
+    }
+
+    /// Whether `peeked` (from `peek`, its text read since) is the message `found` (from
+    /// `find`, the lock held) and stayed queued all along: the same slot, still at the
+    /// generation it had before anything of it was read. The reads of the text must be
+    /// ordered before `find`'s read of the generation (an Acquire fence after them, as in
+    /// a seqlock).
+    #[inline(always)]
+    pub fn same(peeked: &Found, found: &Found) -> bool {
+        peeked.slot == found.slot && peeked.gen == found.gen && peeked.size == found.size && peeked.first_block == found.first_block
+    }
+
     /// Reads `len` bytes of the text of `found` through `sink(src, offset, len)`, run of
     /// blocks by run.
     #[inline(always)]
@@ -443,6 +658,7 @@ impl Queue {
             self.slot(found.prev)?.next.store(next, Release);
         }
         on_commit();
+        slot.gen.store(slot.gen.load(Relaxed).wrapping_add(1), Release);
         if h.tail.load(Relaxed) == found.slot {
             h.tail.store(found.prev, Relaxed);
         }
@@ -454,7 +670,9 @@ impl Queue {
 
     /// After a holder of the lock died: rebuilds everything derived from the message list
     /// (tail, counters, free lists). EIDRM if the list itself is corrupt.
-    pub fn recover(&self) -> Result<()> {
+    /// Stashes whose owner `alive` says is dead, or that claim what something else holds,
+    /// are emptied (their slot and blocks become free).
+    pub fn recover(&self, alive: impl Fn(i32) -> bool) -> Result<()> {
         let h = self.header();
         let cap = self.capacity;
         let slot_hwm = h.slot_hwm.load(Relaxed).min(cap);
@@ -495,7 +713,16 @@ impl Queue {
         h.tail.store(prev, Relaxed);
         h.qnum.store(qnum, Relaxed);
         h.cbytes.store(cbytes, Relaxed);
-        // Everything handed out and not in the queue is free.
+        for st in &h.stashes {
+            let owner = st.owner.load(Relaxed);
+            if owner != 0 && !(alive(owner) && self.mark_stash(st, &mut slot_used, &mut block_used)) {
+                st.owner.store(0, Relaxed);
+                st.slot.store(0, Relaxed);
+                st.first_block.store(0, Relaxed);
+                st.blocks.store(0, Relaxed);
+            }
+        }
+        // Everything handed out and neither in the queue nor stashed is free.
         h.free_slot.store(0, Relaxed);
         for i in (0..slot_hwm).rev() {
             if !slot_used[i as usize] {
@@ -510,6 +737,37 @@ impl Queue {
             }
         }
         Ok(())
+    }
+}
+
+impl Queue {
+    /// `recover`: marks what a live owner's stash holds as used. False, nothing marked, if
+    /// it holds anything out of bounds or already used.
+    fn mark_stash(&self, st: &Stash, slot_used: &mut [bool], block_used: &mut [bool]) -> bool {
+        let slot = st.slot.load(Relaxed);
+        let blocks = st.blocks.load(Relaxed);
+        if slot as usize > slot_used.len() || (slot != 0 && slot_used[slot as usize - 1]) || blocks > STASH_BLOCKS {
+            return false;
+        }
+        let mut chain = [0u32; STASH_BLOCKS as usize];
+        let mut b = st.first_block.load(Relaxed);
+        for k in 0..blocks as usize {
+            if b == 0 || b as usize > block_used.len() || block_used[b as usize - 1] || chain[..k].contains(&b) {
+                return false;
+            }
+            chain[k] = b;
+            if k + 1 < blocks as usize {
+                let Ok(next) = self.block_next(b) else { return false };
+                b = next.load(Relaxed);
+            }
+        }
+        if slot != 0 {
+            slot_used[slot as usize - 1] = true;
+        }
+        for &b in &chain[..blocks as usize] {
+            block_used[b as usize - 1] = true;
+        }
+        true
     }
 }
 
@@ -590,6 +848,16 @@ mod tests {
         DieSending(usize),
         /// A receiver dies after unlinking, before freeing.
         DieReceiving,
+        /// Process `p` writes a text into its stash (claimed and stocked first), without the
+        /// lock: other operations may come before its `StashCommit`.
+        StashFill(i32, usize),
+        /// Process `p` links what it wrote (a message of type `t`).
+        StashCommit(i32, i64),
+        /// Process `p` dies (outside the lock).
+        Kill(i32),
+        /// Process `p` dies holding the lock, after linking its stashed message and before
+        /// updating its stash; the next locker recovers.
+        DieCommitting(i32, i64, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -606,7 +874,50 @@ mod tests {
             1 => Just(Op::Recover),
             1 => (0usize..3000).prop_map(Op::DieSending),
             1 => Just(Op::DieReceiving),
+            3 => (1i32..5, prop_oneof![0usize..4, 256usize..2500]).prop_map(|(p, s)| Op::StashFill(p, s)),
+            3 => (1i32..5, 1i64..6).prop_map(|(p, t)| Op::StashCommit(p, t)),
+            1 => (1i32..5).prop_map(Op::Kill),
+            1 => (1i32..5, 1i64..6, 256usize..2500).prop_map(|(p, t, s)| Op::DieCommitting(p, t, s)),
         ]
+    }
+
+    /// Process `pid`'s stash, claimed and stocked for `size` bytes (as the client does
+    /// after a send), or None if none is free or it cannot hold the text.
+    fn stocked(q: &Queue, pid: i32, size: usize, alive: &dyn Fn(i32) -> bool) -> Option<StashView> {
+        let view = q.claim_stash(pid, alive).unwrap()?;
+        let view = q.refill_stash(view.index, blocks_for(size as u64).max(1) as u32).unwrap();
+        (view.slot != 0 && blocks_for(size as u64) <= view.blocks as u64).then_some(view)
+    }
+
+    /// Every slot and block handed out is in exactly one place: a free list, a queued
+    /// message, a stash.
+    fn accounted(q: &Queue) -> bool {
+        let h = q.header();
+        let (mut slots, mut blocks) = (0u64, 0u64);
+        let mut l = h.free_slot.load(Relaxed);
+        while l != 0 && slots <= q.capacity as u64 {
+            slots += 1;
+            l = q.slot(l).unwrap().next.load(Relaxed);
+        }
+        let mut b = h.free_block.load(Relaxed);
+        while b != 0 && blocks <= q.capacity as u64 {
+            blocks += 1;
+            b = q.block_next(b).unwrap().load(Relaxed);
+        }
+        slots += h.qnum.load(Relaxed);
+        let mut m = h.head.load(Relaxed);
+        while m != 0 {
+            let s = q.slot(m).unwrap();
+            blocks += blocks_for(s.size.load(Relaxed));
+            m = s.next.load(Relaxed);
+        }
+        for st in &h.stashes {
+            if st.owner.load(Relaxed) != 0 {
+                slots += (st.slot.load(Relaxed) != 0) as u64;
+                blocks += st.blocks.load(Relaxed) as u64;
+            }
+        }
+        slots == h.slot_hwm.load(Relaxed) as u64 && blocks == h.block_hwm.load(Relaxed) as u64
     }
 
     proptest! {
@@ -615,8 +926,59 @@ mod tests {
             let (_mem, q) = Mem::new(64, 20000);
             let mut model: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
             let mut id = 0u32;
+            let dead = std::cell::RefCell::new(std::collections::HashSet::new());
+            let alive = |pid: i32| !dead.borrow().contains(&pid);
+            let mut written: std::collections::HashMap<i32, (StashView, Vec<u8>)> = Default::default();
             for op in ops {
                 match op {
+                    Op::StashFill(pid, size) => {
+                        dead.borrow_mut().remove(&pid); // a new process with that pid
+                        id += 1;
+                        let data = text(id, size);
+                        if let Some(view) = stocked(&q, pid, size, &alive) {
+                            q.fill_stashed(&view, size as u64, |dst, off, len| {
+                                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(off), dst, len) };
+                                Ok(())
+                            })
+                            .unwrap();
+                            written.insert(pid, (view, data));
+                        }
+                    }
+                    Op::StashCommit(pid, t) => {
+                        let bytes: usize = model.iter().map(|m| m.1.len()).sum();
+                        if let Some((view, data)) = written.remove(&pid) {
+                            if bytes + data.len() <= 20000 {
+                                // Nothing else touched the stash of a live process.
+                                prop_assert!(q.commit_stashed(&view, pid, t, data.len() as u64).unwrap());
+                                model.push_back((t, data));
+                            }
+                        }
+                    }
+                    Op::Kill(pid) => {
+                        dead.borrow_mut().insert(pid);
+                        written.remove(&pid);
+                    }
+                    Op::DieCommitting(pid, t, size) => {
+                        dead.borrow_mut().remove(&pid);
+                        written.remove(&pid);
+                        id += 1;
+                        let data = text(id, size);
+                        let bytes: usize = model.iter().map(|m| m.1.len()).sum();
+                        if bytes + size <= 20000 {
+                            if let Some(view) = stocked(&q, pid, size, &alive) {
+                                q.fill_stashed(&view, size as u64, |dst, off, len| {
+                                    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(off), dst, len) };
+                                    Ok(())
+                                })
+                                .unwrap();
+                                // commit_stashed's link, and no more.
+                                q.link(view.slot, t, size as u64, view.first_block).unwrap();
+                                model.push_back((t, data));
+                                dead.borrow_mut().insert(pid);
+                                q.recover(&alive).unwrap();
+                            }
+                        }
+                    }
                     Op::Send(t, size) => {
                         id += 1;
                         let data = text(id, size);
@@ -644,13 +1006,13 @@ mod tests {
                             }
                         }
                     }
-                    Op::Recover => q.recover().unwrap(),
+                    Op::Recover => q.recover(&alive).unwrap(),
                     Op::DieSending(size) => {
                         // Take resources like enqueue, then "die" before the commit.
                         if q.pop_slot().unwrap().is_some() && size > 0 {
                             q.take_blocks(blocks_for(size as u64)).unwrap();
                         }
-                        q.recover().unwrap();
+                        q.recover(|_| true).unwrap();
                     }
                     Op::DieReceiving => {
                         if let Some(f) = q.find(Search::Any).unwrap() {
@@ -658,13 +1020,14 @@ mod tests {
                             let next = q.slot(f.slot).unwrap().next.load(Relaxed);
                             q.header().head.store(next, Relaxed);
                             model.pop_front();
-                            q.recover().unwrap();
+                            q.recover(|_| true).unwrap();
                         }
                     }
                 }
                 let h = q.header();
                 prop_assert_eq!(h.qnum.load(Relaxed), model.len() as u64);
                 prop_assert_eq!(h.cbytes.load(Relaxed), model.iter().map(|m| m.1.len() as u64).sum::<u64>());
+                prop_assert!(accounted(&q));
             }
         }
     }
@@ -678,14 +1041,14 @@ mod tests {
         let tail = q.header().tail.load(Relaxed);
         q.slot(tail).unwrap().next.store(q.header().head.load(Relaxed), Relaxed);
         assert_eq!(q.find(Search::Equal(9)), Err(CORRUPT));
-        assert_eq!(q.recover(), Err(CORRUPT));
+        assert_eq!(q.recover(|_| true), Err(CORRUPT));
         // Out of bounds.
         q.header().head.store(1000, Relaxed);
         assert_eq!(q.find(Search::Any), Err(CORRUPT));
         q.header().head.store(0, Relaxed);
         q.header().free_slot.store(77, Relaxed);
         assert_eq!(send(&q, 1, &[1]), Err(CORRUPT));
-        q.recover().unwrap();
+        q.recover(|_| true).unwrap();
         assert!(send(&q, 1, &[1]).unwrap());
         // A capacity larger than the mapping is refused.
         q.header().capacity.store(1 << 30, Relaxed);

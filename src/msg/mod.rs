@@ -54,3 +54,9 @@ pub const MSG_COPY: i32 = 0o40000;
 pub const MSG_STAT: i32 = 11;
 pub const MSG_INFO: i32 = 12;
 pub const MSG_STAT_ANY: i32 = 13;
+
+/// Whether the process owning a stash (layout.rs `Stash`) still lives: what it holds may
+/// be given to others only once it is gone.
+pub(crate) fn stash_owner_alive(pid: i32) -> bool {
+    pid > 0 && !crate::ipc::sync::holder_gone(pid as u32, 0)
+}

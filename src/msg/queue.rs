@@ -122,7 +122,7 @@ impl Queue {
         });
         let Ok(Ok(full)) = full else { return };
         if let Ok(q) = unsafe { layout::Queue::new(full.as_ptr(), full.len()) } {
-            let _ = q.recover();
+            let _ = q.recover(super::stash_owner_alive);
         }
     }
 
@@ -143,9 +143,10 @@ pub struct Queues {
 }
 
 /// Slots and blocks of a new queue: room for four times MSGMNB (so that IPC_SET may raise
-/// msg_qbytes that far before sends find the memfd full), at least the kernel default.
+/// msg_qbytes that far before sends find the memfd full), at least the kernel default,
+/// plus what senders' stashes may hold.
 fn capacity(limits: &Limits) -> u32 {
-    (limits.msgmnb.max(MSGMNB_DEFAULT as u64).saturating_mul(4)).min(1 << 22) as u32
+    (limits.msgmnb.max(MSGMNB_DEFAULT as u64).saturating_mul(4)).min(1 << 22) as u32 + layout::STASHED_MAX
 }
 
 impl Queues {

@@ -311,28 +311,6 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     Some(Ok(()))
 }
 
-/// Whether this process has a single thread: glibc's `__libc_single_threaded`, which the
-/// first pthread_create clears for good (false where the C library has no such flag).
-#[inline(always)]
-fn single_threaded() -> bool {
-    static FLAG: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
-    let p = FLAG.load(Relaxed);
-    if p.is_null() {
-        return single_threaded_flag(&FLAG);
-    }
-    unsafe { std::ptr::read_volatile(p) != 0 }
-}
-
-#[cold]
-fn single_threaded_flag(flag: &AtomicPtr<u8>) -> bool {
-    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) } as *mut u8;
-    // A zero byte of our own stands in for a missing flag: never single-threaded.
-    static NEVER: u8 = 0;
-    let p = if sym.is_null() { &NEVER as *const u8 as *mut u8 } else { sym };
-    flag.store(p, Relaxed);
-    unsafe { std::ptr::read_volatile(p) != 0 }
-}
-
 /// The SEM_UNDO fast path: one operation that changes a semaphore no one waits on and the
 /// lock holder does not hold, in a process with one thread whose undo slot in the set is
 /// known. The word and the adjustment must change together even if we are killed between
@@ -352,7 +330,7 @@ fn single_threaded_flag(flag: &AtomicPtr<u8>) -> bool {
 #[inline(always)]
 fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     let delta = op.op as i32;
-    if delta == 0 || delta.abs() > CELL_OP_MAX || !single_threaded() {
+    if delta == 0 || delta.abs() > CELL_OP_MAX || !crate::ipc::thread::single_threaded() {
         return None;
     }
     let pid = creds::own_pid();
