@@ -3,18 +3,27 @@
 //! queue's memfd; the broker only maps the header.
 //!
 //! ```text
-//! [ header (one page) | slots: capacity × Slot | block_next: capacity × u32 | blocks: capacity × BLOCK bytes ]
+//! [ header (one page, with the stashes) | slots: capacity × Slot | block_next: capacity × u32 | blocks: capacity × BLOCK bytes ]
 //! ```
 //! A message is a slot (type, size, link to the next message) and a chain of data blocks.
 //! `msg_qbytes` caps both the bytes and the number of queued messages, so `capacity` slots
-//! and `capacity` blocks hold any queue whose msg_qbytes is at most `capacity` (a message
-//! of n ≥ 1 bytes uses at most n blocks; an empty message uses none).
+//! and `capacity` blocks hold any queue whose msg_qbytes is at most `capacity` less what
+//! the stashes may hold (STASHED_MAX; a message of n ≥ 1 bytes uses at most n blocks; an
+//! empty message uses none).
 //!
 //! Crash safety: a process may die anywhere, even holding the lock. Only the message list
-//! (head and the slots' `next` links) and each queued message's block chain matter; each
-//! insert and each removal becomes visible with one store (linking the fully written slot
-//! behind the last message; unlinking it from its predecessor). The free lists, `tail`
-//! and the counters are derived data: `recover` rebuilds them from the list.
+//! (head and the slots' `next` links), each queued message's block chain and the stashes
+//! of live processes matter; each insert and each removal becomes visible with one store
+//! (linking the fully written slot behind the last message; unlinking it from its
+//! predecessor). The free lists, `tail` and the counters are derived data: `recover`
+//! rebuilds them from the list and the stashes, emptying those of dead processes.
+//!
+//! Copies outside the lock, as the kernel's (which copies a message into memory of its own
+//! before taking the queue's lock, and out of it after): a sending process writes its
+//! text into its stash, a slot and blocks set aside for it in the header's table
+//! (`Stash`), and under the lock only links them (`commit_stashed`); a receiver reads the
+//! text without the lock (`peek`) and under it checks, by the slot's generation, that it
+//! read the message it takes (`same`).
 //!
 //! The memory is shared with processes we do not trust: every index read from it is
 //! bounds-checked and every walk is bounded, so corruption gives EIDRM, never a wild access
