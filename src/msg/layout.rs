@@ -130,15 +130,15 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 #[repr(C)]
 pub struct Slot {
     mtype: AtomicI64,
-    size: AtomicU64,
-    next: AtomicU32,
-    first_block: AtomicU32,
+    /// The text's length (MSGMAX is an int: it fits).
+    size: AtomicU32,
     /// Odd while the slot holds a queued message, and a new value each time it is linked
     /// or unlinked (under the lock): a receiver that read a message without the lock
     /// (`peek`) knows, finding the same value under it, that the message stayed queued
     /// meanwhile, so what it read was that message, whole and unchanged.
     gen: AtomicU32,
-    _pad: u32,
+    next: AtomicU32,
+    first_block: AtomicU32,
 }
 
 fn offsets(capacity: u32) -> (usize, usize, usize, usize) {
@@ -390,6 +390,8 @@ impl Queue {
     #[inline(always)]
     pub fn enqueue(&self, mtype: i64, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<bool> {
         let nblocks = blocks_for(size);
+        // (No text is longer than a u32: MSGMAX is an int.)
+        let Ok(size32) = u32::try_from(size) else { return Ok(false) };
         if nblocks > self.capacity as u64 {
             return Ok(false);
         }
@@ -410,13 +412,13 @@ impl Queue {
             self.push_slot(slot_link)?;
             return Err(e);
         }
-        self.link(slot_link, mtype, size, first)?;
+        self.link(slot_link, mtype, size32, first)?;
         Ok(true)
     }
 
     /// Appends the message in slot `slot_link` (taken, its text in the chain at `first`).
     #[inline(always)]
-    fn link(&self, slot_link: u32, mtype: i64, size: u64, first: u32) -> Result<()> {
+    fn link(&self, slot_link: u32, mtype: i64, size: u32, first: u32) -> Result<()> {
         let slot = self.slot(slot_link)?;
         slot.mtype.store(mtype, Relaxed);
         slot.size.store(size, Relaxed);
@@ -434,7 +436,7 @@ impl Queue {
         }
         h.tail.store(slot_link, Relaxed);
         h.qnum.store(h.qnum.load(Relaxed) + 1, Relaxed);
-        h.cbytes.store(h.cbytes.load(Relaxed) + size, Relaxed);
+        h.cbytes.store(h.cbytes.load(Relaxed) + size as u64, Relaxed);
         Ok(())
     }
 
@@ -529,6 +531,7 @@ impl Queue {
     pub fn commit_stashed(&self, view: &StashView, pid: i32, mtype: i64, size: u64) -> Result<bool> {
         let st = self.stash(view.index)?;
         let n = blocks_for(size);
+        // n ≤ STASH_BLOCKS below: the size fits a u32.
         if st.owner.load(Relaxed) != pid || self.stash_view(view.index)? != *view || view.slot == 0 || n > view.blocks as u64 {
             return Ok(false);
         }
@@ -541,7 +544,7 @@ impl Queue {
                 rest = self.block_next(rest)?.load(Relaxed);
             }
         }
-        self.link(view.slot, mtype, size, if n == 0 { 0 } else { view.first_block })?;
+        self.link(view.slot, mtype, size as u32, if n == 0 { 0 } else { view.first_block })?;
         st.slot.store(0, Relaxed);
         st.first_block.store(rest, Relaxed);
         st.blocks.store(view.blocks - n as u32, Relaxed);
@@ -566,7 +569,7 @@ impl Queue {
             }
             let s = self.slot(link)?;
             let mtype = s.mtype.load(Relaxed);
-            let size = s.size.load(Relaxed);
+            let size = s.size.load(Relaxed) as u64;
             let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size, gen: s.gen.load(Relaxed) };
             match search {
                 Search::Any => return Ok(Some(found)),
@@ -618,7 +621,7 @@ impl Queue {
                 return None;
             }
             let mtype = s.mtype.load(Relaxed);
-            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size: s.size.load(Relaxed), gen };
+            let found = Found { prev, slot: link, first_block: s.first_block.load(Relaxed), mtype, size: s.size.load(Relaxed) as u64, gen };
             match search {
                 Search::Any => return Some(found),
                 Search::Equal(t) if mtype == t => return Some(found),
@@ -699,7 +702,7 @@ impl Queue {
             }
             slot_used[link as usize - 1] = true;
             let s = self.slot(link)?;
-            let size = s.size.load(Relaxed);
+            let size = s.size.load(Relaxed) as u64;
             let nblocks = blocks_for(size);
             if nblocks > block_hwm as u64 {
                 return Err(CORRUPT);
@@ -917,7 +920,7 @@ mod tests {
         let mut m = h.head.load(Relaxed);
         while m != 0 {
             let s = q.slot(m).unwrap();
-            blocks += blocks_for(s.size.load(Relaxed));
+            blocks += blocks_for(s.size.load(Relaxed) as u64);
             m = s.next.load(Relaxed);
         }
         for st in &h.stashes {
@@ -981,7 +984,7 @@ mod tests {
                                 })
                                 .unwrap();
                                 // commit_stashed's link, and no more.
-                                q.link(view.slot, t, size as u64, view.first_block).unwrap();
+                                q.link(view.slot, t, size as u32, view.first_block).unwrap();
                                 model.push_back((t, data));
                                 dead.borrow_mut().insert(pid);
                                 q.recover(&alive).unwrap();
