@@ -4,7 +4,8 @@
 //!
 //! msgsnd and msgrcv that need not wait never leave the process: the id and the caller's
 //! rights are checked against the namespace table, the queue's memfd is mapped once per
-//! process, and the operation runs under the queue's robust lock. Waiting first spins
+//! process, and the operation runs under the queue's robust lock (long texts are copied
+//! before and after it: layout.rs, "Copies outside the lock"). Waiting first spins
 //! (adaptively, see client.rs `Spin`), then sleeps on a futex
 //! word in the queue's header (one for senders, one for receivers), counted so that wakers
 //! skip the system call when nobody sleeps. msgget of an existing key reads the table; the
