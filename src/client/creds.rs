@@ -34,7 +34,9 @@ pub fn invalidate() {
 /// The calling process's effective credentials.
 pub fn own() -> Creds {
     let gen = generation();
-    let mut cache = CACHE.lock();
+    // Busy: another thread fills it, or a signal handler's call interrupted ours, which
+    // waiting would never let finish. Read them afresh.
+    let Some(mut cache) = CACHE.try_lock() else { return read() };
     if let Some((g, c)) = cache.as_ref() {
         if *g == gen {
             return c.clone();

@@ -76,12 +76,54 @@ pub fn client() -> &'static Client {
     &CLIENT
 }
 
+/// The connection, locked by `Client::conn`.
+struct ConnGuard<'a> {
+    guard: std::mem::ManuallyDrop<parking_lot::MutexGuard<'a, Option<Conn>>>,
+}
+
+impl std::ops::Deref for ConnGuard<'_> {
+    type Target = Option<Conn>;
+    fn deref(&self) -> &Option<Conn> {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ConnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Conn> {
+        &mut self.guard
+    }
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        // Unlocked first: a signal handler calling in after the mark is cleared finds the
+        // lock free.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.guard) };
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        crate::ipc::thread::words().at_broker.set(false);
+    }
+}
+
 impl Client {
+    /// The connection's lock. A call made by a signal handler while the call it
+    /// interrupted holds the lock (waiting for the broker's answer) or waits for it fails
+    /// with EDEADLK, as for an object's lock (README): waiting would never end. The mark is
+    /// set before the lock is asked for, so that no instant is missed.
+    fn conn(&self) -> Result<ConnGuard<'_>> {
+        let words = crate::ipc::thread::words();
+        if words.at_broker.get() {
+            return Err(Errno(libc::EDEADLK));
+        }
+        words.at_broker.set(true);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        Ok(ConnGuard { guard: std::mem::ManuallyDrop::new(self.conn.lock()) })
+    }
+
     /// A request and its reply. `Err` is the broker's errno, or the connection's failure:
     /// EMFILE when the reply carried a descriptor this process had no room for, even after
     /// freeing its reserve (the connection stays usable).
     pub fn request(&self, words: &[i64]) -> Result<Frame> {
-        let mut guard = self.conn.lock();
+        let mut guard = self.conn()?;
         let by_mailbox = words.len() <= wire::ring::MAILBOX_WORDS && words.first().and_then(|&op| Op::from_i64(op)).is_some_and(Op::uses_mailbox);
         // The mailbox is memory: no need to check the socket first (a system call that
         // costs as much as the rest of the request); `mailbox_round_trip` checks it only
@@ -197,7 +239,7 @@ impl Client {
     /// call that asked for it: true when our reserve is in place (remade if it can be). A
     /// caller that would cache one (shmat) closes it after use instead when this is false.
     pub fn can_spare_descriptor(&self) -> bool {
-        let _guard = self.conn.lock();
+        let Ok(_guard) = self.conn() else { return false };
         self.reserve.lock().keep()
     }
 
@@ -205,7 +247,8 @@ impl Client {
     /// reserve's slot free: for the calls that must work in a process whose descriptor
     /// table is full (waking a semaphore sleeper). Costs two system calls more.
     pub fn with_reserve_released<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = self.conn.lock();
+        // (In a signal handler whose interrupted call holds the lock: without the slot.)
+        let Ok(_guard) = self.conn() else { return f() };
         let mut reserve = self.reserve.lock();
         let released = reserve.release_one();
         let r = f();
@@ -217,7 +260,7 @@ impl Client {
 
     /// A one-way notice: sent, not answered.
     pub fn notify(&self, words: &[i64]) -> Result<()> {
-        let mut guard = self.conn.lock();
+        let mut guard = self.conn()?;
         // The ring is memory, not a descriptor: no need to check the socket first, and the
         // broker drains it even after a program closed our socket.
         if let (Some(ring), [op, arg]) = (guard.as_ref().filter(|c| c.ring_used).and_then(|c| c.ring.as_ref()), words) {
@@ -237,7 +280,7 @@ impl Client {
     /// Sent after any ring entries of this connection, and the broker drains the ring
     /// before applying it, so order is kept.
     pub fn notify_now(&self, words: &[i64]) -> Result<()> {
-        let mut guard = self.conn.lock();
+        let mut guard = self.conn()?;
         let fd = self.ensure_connected(&mut guard)?;
         wire::send(fd, words, None)
     }
@@ -245,7 +288,7 @@ impl Client {
     /// Connects now if this process has no connection (a forked child with attachments
     /// says hello at once).
     pub fn connect_now(&self) -> Result<()> {
-        let mut guard = self.conn.lock();
+        let mut guard = self.conn()?;
         self.ensure_connected(&mut guard).map(|_| ())
     }
 
@@ -273,7 +316,7 @@ impl Client {
 
     #[cold]
     fn table_slow(&self) -> Result<&'static Table> {
-        let mut guard = self.conn.lock();
+        let mut guard = self.conn()?;
         self.ensure_connected(&mut guard)?;
         let p = self.table.load(Ordering::Acquire);
         if p.is_null() {
@@ -384,7 +427,9 @@ impl Client {
         if self.broker_epoch() != epoch {
             return true;
         }
-        let guard = self.conn.lock();
+        // (Asked by a signal handler's call while the interrupted one holds the lock: not
+        // known to be lost.)
+        let Ok(guard) = self.conn() else { return false };
         guard.as_ref().filter(|c| c.is_ours()).is_some_and(|c| socket_closed(c.fd))
     }
 
@@ -407,6 +452,7 @@ impl Client {
         if self.reserve.is_locked() {
             unsafe { self.reserve.force_unlock() };
         }
+        crate::ipc::thread::words().at_broker.set(false);
     }
 }
 

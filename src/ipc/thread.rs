@@ -20,6 +20,9 @@ pub struct ThreadWords {
     pub hazards: Cell<*const ()>,
     /// sync.rs: (fork generation + 1) << 32 | tid (0: not asked yet).
     pub tid: Cell<u64>,
+    /// client/mod.rs: whether this thread holds or waits for the broker connection's lock
+    /// (a signal handler's call then must not wait for it).
+    pub at_broker: Cell<bool>,
 }
 
 // thread_words.c reserves four words.

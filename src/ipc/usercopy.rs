@@ -15,7 +15,9 @@ const EFAULT: Errno = Errno(libc::EFAULT);
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use std::sync::Once;
+    use super::EFAULT;
+    use crate::ipc::{Errno, Result};
+    use std::sync::atomic::{AtomicU32, Ordering::{Acquire, Release}};
 
     // Each faultable instruction has a fixup the handler jumps to: rep movsb (copy), a
     // byte load (probe for reading), a locked OR of zero (probe for writing: changes
@@ -88,7 +90,6 @@ mod imp {
         static ipcshim_user_fixup: u8;
     }
 
-    static INSTALL: Once = Once::new();
     static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 2] = [std::mem::MaybeUninit::zeroed(), std::mem::MaybeUninit::zeroed()];
 
     fn slot(sig: libc::c_int) -> usize {
@@ -136,9 +137,34 @@ mod imp {
         }
     }
 
+    /// Whether our fault handler is in place: 0 not yet, INSTALLED, or the id of the thread
+    /// installing it (not a `Once`: a signal handler's call waiting for the installation
+    /// its own thread was interrupted in would wait for ever).
+    static INSTALL: AtomicU32 = AtomicU32::new(0);
+    const INSTALLED: u32 = u32::MAX;
+
     #[inline(always)]
-    fn install() {
-        INSTALL.call_once(|| unsafe {
+    fn install() -> Result<()> {
+        if INSTALL.load(Acquire) == INSTALLED {
+            return Ok(());
+        }
+        install_slow()
+    }
+
+    #[cold]
+    fn install_slow() -> Result<()> {
+        let me = crate::ipc::sync::my_tid();
+        loop {
+            match INSTALL.compare_exchange(0, me, Acquire, Acquire) {
+                Ok(_) => break,
+                Err(INSTALLED) => return Ok(()),
+                // A signal handler's call, interrupting its thread's installation.
+                Err(t) if t == me => return Err(Errno(libc::EDEADLK)),
+                // Another thread's: a few system calls away.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        unsafe {
             for sig in [libc::SIGSEGV, libc::SIGBUS] {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = on_fault as *const () as usize;
@@ -147,32 +173,43 @@ mod imp {
                 let prev = (*std::ptr::addr_of_mut!(PREVIOUS))[slot(sig)].as_mut_ptr();
                 libc::sigaction(sig, &sa, prev);
             }
-        });
+        }
+        INSTALL.store(INSTALLED, Release);
+        Ok(())
     }
 
-    /// Copies `len` bytes; false if either side faulted.
-    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
-        install();
-        ipcshim_user_copy(dst, src, len) == 0
+    /// Copies `len` bytes; EFAULT if either side faulted.
+    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
+        install()?;
+        if ipcshim_user_copy(dst, src, len) == 0 {
+            Ok(())
+        } else {
+            Err(EFAULT)
+        }
     }
 
     /// Whether the first byte at `p` and every page start after it up to `last_page` can
-    /// be read (`write`: written).
+    /// be read (`write`: written): EFAULT if not.
     #[inline(always)]
-    pub unsafe fn probe(p: *const u8, last_page: usize, write: bool) -> bool {
-        install();
-        (if write { ipcshim_probe_write(p as *mut u8, last_page) } else { ipcshim_probe_read(p, last_page) }) == 0
+    pub unsafe fn probe(p: *const u8, last_page: usize, write: bool) -> Result<()> {
+        install()?;
+        if (if write { ipcshim_probe_write(p as *mut u8, last_page) } else { ipcshim_probe_read(p, last_page) }) == 0 {
+            Ok(())
+        } else {
+            Err(EFAULT)
+        }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    use crate::ipc::Result;
+    pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
         std::ptr::copy_nonoverlapping(src, dst, len);
-        true
+        Ok(())
     }
-    pub unsafe fn probe(_p: *const u8, _last_page: usize, _write: bool) -> bool {
-        true
+    pub unsafe fn probe(_p: *const u8, _last_page: usize, _write: bool) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -188,10 +225,10 @@ pub unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> Result
     if len == 0 {
         return Ok(());
     }
-    if bad_range(src as usize, len) || !imp::copy(dst, src, len) {
+    if bad_range(src as usize, len) {
         return Err(EFAULT);
     }
-    Ok(())
+    imp::copy(dst, src, len)
 }
 
 /// Copies into the caller's memory at `dst` (EFAULT if not writable).
@@ -202,10 +239,10 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(
     if len == 0 {
         return Ok(());
     }
-    if bad_range(dst as usize, len) || !imp::copy(dst, src, len) {
+    if bad_range(dst as usize, len) {
         return Err(EFAULT);
     }
-    Ok(())
+    imp::copy(dst, src, len)
 }
 
 /// No page is smaller: probing at this stride touches every page of a range (the probes
@@ -224,11 +261,7 @@ pub fn check_user(p: *const u8, len: usize, write: bool) -> Result<()> {
         return Err(EFAULT);
     }
     let last_page = (start + len - 1) & !(PROBE_STRIDE - 1);
-    if unsafe { imp::probe(p, last_page, write) } {
-        Ok(())
-    } else {
-        Err(EFAULT)
-    }
+    unsafe { imp::probe(p, last_page, write) }
 }
 
 /// Reads a `T` from the caller's memory (EFAULT if unreadable).
