@@ -39,7 +39,7 @@ struct Handle {
     users: AtomicU32,
     /// This process's record of spinning before sleeping on this queue (`Spin`).
     spin: Spin,
-    /// This process's stash in the queue, as it last left it (`Stashed`).
+    /// This process's stash in the queue, as it last left it (`StashState`).
     stash: StashState,
     /// Whether the last message this process received here was long enough (AHEAD_MIN)
     /// and came from another process (the queue's lspid then): only then is reading ahead

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
-/// 3: slots carry a generation (`Slot::gen`).
+/// 3: slots carry a generation (`Slot::gen`), the header holds the senders' stashes.
 pub const VERSION: u32 = 3;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
@@ -85,7 +85,7 @@ pub struct Header {
     slot_hwm: AtomicU32,
     block_hwm: AtomicU32,
     _pad1: [u32; 2],
-    /// Senders' stashes (`Stash`), each on lines of its own process's use.
+    /// Senders' stashes (`Stash`).
     stashes: [Stash; STASHES],
 }
 
