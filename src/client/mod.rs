@@ -10,6 +10,7 @@ pub mod reserve;
 pub mod spawn;
 
 use crate::ipc::table::{Table, TABLE_SIZE};
+use crate::ipc::thread::{lock_held, Held, HeldGuard};
 use crate::ipc::{Errno, Result};
 use crate::log;
 use crate::sys::{fd_identity, Mapping};
@@ -77,46 +78,13 @@ pub fn client() -> &'static Client {
 }
 
 /// The connection, locked by `Client::conn`.
-struct ConnGuard<'a> {
-    guard: std::mem::ManuallyDrop<parking_lot::MutexGuard<'a, Option<Conn>>>,
-}
-
-impl std::ops::Deref for ConnGuard<'_> {
-    type Target = Option<Conn>;
-    fn deref(&self) -> &Option<Conn> {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for ConnGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Option<Conn> {
-        &mut self.guard
-    }
-}
-
-impl Drop for ConnGuard<'_> {
-    fn drop(&mut self) {
-        // Unlocked first: a signal handler calling in after the mark is cleared finds the
-        // lock free.
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.guard) };
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        crate::ipc::thread::words().at_broker.set(false);
-    }
-}
+type ConnGuard<'a> = HeldGuard<parking_lot::MutexGuard<'a, Option<Conn>>>;
 
 impl Client {
-    /// The connection's lock. A call made by a signal handler while the call it
-    /// interrupted holds the lock (waiting for the broker's answer) or waits for it fails
-    /// with EDEADLK, as for an object's lock (README): waiting would never end. The mark is
-    /// set before the lock is asked for, so that no instant is missed.
+    /// The connection's lock; EDEADLK for a signal handler's call while the call it
+    /// interrupted holds it or waits for it (waiting for the broker's answer, say).
     fn conn(&self) -> Result<ConnGuard<'_>> {
-        let words = crate::ipc::thread::words();
-        if words.at_broker.get() {
-            return Err(Errno(libc::EDEADLK));
-        }
-        words.at_broker.set(true);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        Ok(ConnGuard { guard: std::mem::ManuallyDrop::new(self.conn.lock()) })
+        lock_held(Held::BrokerConnection, || self.conn.lock())
     }
 
     /// A request and its reply. `Err` is the broker's errno, or the connection's failure:
@@ -452,7 +420,7 @@ impl Client {
         if self.reserve.is_locked() {
             unsafe { self.reserve.force_unlock() };
         }
-        crate::ipc::thread::words().at_broker.set(false);
+        crate::ipc::thread::forget_held_after_fork();
     }
 }
 

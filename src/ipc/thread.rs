@@ -20,9 +20,66 @@ pub struct ThreadWords {
     pub hazards: Cell<*const ()>,
     /// sync.rs: (fork generation + 1) << 32 | tid (0: not asked yet).
     pub tid: Cell<u64>,
-    /// client/mod.rs: whether this thread holds or waits for the broker connection's lock
-    /// (a signal handler's call then must not wait for it).
-    pub at_broker: Cell<bool>,
+    /// Which of the process-wide locks that calls hold across system calls this thread
+    /// holds or waits for (`Held`): a signal handler's call then must not wait for them.
+    pub held: Cell<u8>,
+}
+
+/// A process-wide lock held across system calls (the broker connection's, shmat's and
+/// shmdt's), taken with `lock_held`.
+#[derive(Clone, Copy)]
+pub enum Held {
+    BrokerConnection = 1,
+    ShmDetaching = 2,
+    ShmState = 4,
+}
+
+/// A lock taken with `lock_held`: the thread's mark goes after the lock is let go.
+pub struct HeldGuard<G> {
+    guard: std::mem::ManuallyDrop<G>,
+    which: Held,
+}
+
+impl<G> std::ops::Deref for HeldGuard<G> {
+    type Target = G;
+    fn deref(&self) -> &G {
+        &self.guard
+    }
+}
+
+impl<G> std::ops::DerefMut for HeldGuard<G> {
+    fn deref_mut(&mut self) -> &mut G {
+        &mut self.guard
+    }
+}
+
+impl<G> Drop for HeldGuard<G> {
+    fn drop(&mut self) {
+        // Let go first: a signal handler calling in once the mark is gone finds it free.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.guard) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        let held = &words().held;
+        held.set(held.get() & !(self.which as u8));
+    }
+}
+
+/// Takes `lock` (a blocking lock of the process), marking the thread first. A call made by
+/// a signal handler while the call it interrupted holds or waits for the same lock fails
+/// with EDEADLK (README), as for an object's lock: waiting would never end. Marking before
+/// asking leaves no instant unguarded.
+pub fn lock_held<G>(which: Held, lock: impl FnOnce() -> G) -> crate::ipc::Result<HeldGuard<G>> {
+    let held = &words().held;
+    if held.get() & which as u8 != 0 {
+        return Err(crate::ipc::Errno(libc::EDEADLK));
+    }
+    held.set(held.get() | which as u8);
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    Ok(HeldGuard { guard: std::mem::ManuallyDrop::new(lock()), which })
+}
+
+/// In a forked child: its one thread holds none of its parent's threads' locks.
+pub fn forget_held_after_fork() {
+    words().held.set(0);
 }
 
 // thread_words.c reserves four words.

@@ -47,9 +47,11 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 /// holds the mmap lock throughout).
 static DETACHING: Mutex<()> = Mutex::new(());
 
-fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let mut guard = STATE.lock();
-    f(guard.get_or_insert_with(State::default))
+/// Runs `f` on the process's attachment records, under their lock (held across system
+/// calls: EDEADLK for a signal handler's call while the call it interrupted holds it).
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Result<R> {
+    let mut guard = crate::ipc::thread::lock_held(crate::ipc::thread::Held::ShmState, || STATE.lock())?;
+    Ok(f(guard.get_or_insert_with(State::default)))
 }
 
 /// The ids of this process's attachments (one entry per attachment), for the fork handler.
@@ -66,7 +68,7 @@ pub(crate) fn attached_ids_after_fork() -> Vec<i32> {
 }
 
 pub(crate) fn attached_ids() -> Vec<i32> {
-    with_state(|s| s.attachments.values().map(|a| a.id).collect())
+    with_state(|s| s.attachments.values().map(|a| a.id).collect()).unwrap_or_default()
 }
 
 /// A descriptor for the segment with at least the access asked for, and its page size: the
@@ -85,7 +87,7 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize, (u64, u64), Option<
         // Closed or replaced by the program: forget it, never close it.
         s.fds.remove(&(id, writable));
         None
-    });
+    })?;
     if let Some((fd, page, identity)) = cached {
         return Ok((fd, page, identity, None));
     }
@@ -95,7 +97,7 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize, (u64, u64), Option<
         with_state(|s| {
             let attached: Vec<i32> = s.attachments.values().map(|a| a.id).collect();
             forget_descriptors(s, |id| !attached.contains(&id) && matches!(table.by_id(Family::Shm, id), Ok(None)));
-        });
+        })?;
     }
     let reply = client().request(&[Op::Open as i64, Family::Shm as i64, id as i64, access as i64])?;
     let fd = reply.fd.ok_or(Errno(libc::EPROTO))?;
@@ -111,7 +113,7 @@ fn descriptor(id: i32, access: u32) -> Result<(RawFd, usize, (u64, u64), Option<
                 unsafe { libc::close(old.fd) };
             }
         }
-    });
+    })?;
     Ok((raw, page, identity, None))
 }
 
@@ -188,7 +190,7 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
     // SHM_REMAP replaced whatever was there: our own attachments it covered whole are gone
     // (the kernel closes their mappings); one it covered in part keeps the rest. A record
     // where the new one starts is gone too (replaced, or unmapped by hand before).
-    let replaced: Vec<Attachment> = with_state(|s| {
+    let replaced: Result<Vec<Attachment>> = with_state(|s| {
         let gone: Vec<usize> = s
             .attachments
             .range(start..start + len)
@@ -199,6 +201,11 @@ pub fn shmat(id: i32, addr: usize, flags: i32) -> Result<usize> {
         s.attachments.insert(start, Attachment { id, len, identity });
         out
     });
+    // (It cannot fail here: a nested call fails at the first look at the records.)
+    let Ok(replaced) = replaced else {
+        unsafe { libc::munmap(p, len) };
+        return Err(Errno(libc::EDEADLK));
+    };
     for old in replaced {
         let _ = client().notify(&[Op::ShmDetached as i64, old.id as i64]);
     }
@@ -218,10 +225,10 @@ pub fn shmdt(addr: usize) -> Result<()> {
     if addr & (page - 1) != 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let _detaching = DETACHING.lock();
+    let _detaching = crate::ipc::thread::lock_held(crate::ipc::thread::Held::ShmDetaching, || DETACHING.lock())?;
     // Our records before the mappings are read: a record made meanwhile (by another
     // thread's shmat) must not be taken for one whose mapping is gone.
-    let records: Vec<(usize, Attachment)> = with_state(|s| s.attachments.iter().map(|(&a, &at)| (a, at)).collect());
+    let records: Vec<(usize, Attachment)> = with_state(|s| s.attachments.iter().map(|(&a, &at)| (a, at)).collect())?;
     let Some(mut maps) = Mappings::open() else { return shmdt_by_record(addr) };
     let size_of = |identity| records.iter().find(|(_, a)| a.identity == identity).map(|(_, a)| a.len);
     let at_offset = |m: &FileMapping, from: usize| at_its_offset(m, from, page);
@@ -261,7 +268,8 @@ pub fn shmdt(addr: usize) -> Result<()> {
                 _ => None,
             })
             .collect()
-    });
+    })
+    .unwrap_or_default(); // (not after the look at the records above succeeded)
     for at in ended {
         detached(at);
     }
@@ -325,7 +333,7 @@ fn ended_records(records: &[(usize, Attachment)], addr: usize, detached: Option<
 
 /// shmdt from our records alone: the attachment that starts at `addr`.
 fn shmdt_by_record(addr: usize) -> Result<()> {
-    let at = with_state(|s| s.attachments.remove(&addr)).ok_or(Errno(libc::EINVAL))?;
+    let at = with_state(|s| s.attachments.remove(&addr))?.ok_or(Errno(libc::EINVAL))?;
     unsafe { libc::munmap(addr as *mut libc::c_void, at.len) };
     detached(at);
     Ok(())
@@ -338,7 +346,7 @@ fn detached(at: Attachment) {
     let removed = client().table().ok().and_then(|t| t.by_id(Family::Shm, at.id).ok().flatten()).map(|e| e.perm.mode & SHM_DEST != 0);
     if removed != Some(false) {
         // Our cached descriptors would keep a removed segment's memory alive.
-        with_state(|s| {
+        let _ = with_state(|s| {
             if !s.attachments.values().any(|a| a.id == at.id) {
                 forget_descriptors(s, |id| id == at.id);
             }
