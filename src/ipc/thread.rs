@@ -1,6 +1,7 @@
 //! This thread's words that the fast paths read on every call: its hazard record (handles.rs)
-//! and its cached thread id (sync.rs); and which process-wide locks it holds (`lock_held`). They live in initial-exec TLS made by a few lines of
-//! C (thread_words.c): two instructions away on x86_64, a call elsewhere. Rust's
+//! and its cached thread id (sync.rs); and which process-wide locks it holds (`lock_held`).
+//! They live in initial-exec TLS made by a few lines of C (thread_words.c): two
+//! instructions away on x86_64, a call elsewhere. Rust's
 //! `thread_local!` in a shared library goes through `__tls_get_addr`, which cost an
 //! uncontended semop pair a third of its time.
 //!
