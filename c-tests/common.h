@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -125,6 +126,25 @@ static inline void watchdog(unsigned secs, void (*cleanup)(void)) {
     wd_cleanup = cleanup;
     signal(SIGALRM, wd_on_alarm);
     alarm(secs);
+}
+
+/* ---- Ticks: SIGALRM runs fn every `us` microseconds (an SA_RESTART handler, as programs
+ * install them), for tests of handlers that call in while the interrupted code is inside a
+ * call. ticks_stop() ends them and gives SIGALRM its default action back (alarm() kills
+ * again); they exclude watchdog(). */
+static inline int ticks_start(void (*fn)(int), long us) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = SA_RESTART;
+    struct itimerval it = {{us / 1000000, us % 1000000}, {us / 1000000, us % 1000000}};
+    return sigaction(SIGALRM, &sa, NULL) == 0 && setitimer(ITIMER_REAL, &it, NULL) == 0;
+}
+
+static inline void ticks_stop(void) {
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    signal(SIGALRM, SIG_DFL);
 }
 
 static inline void watch_kid(pid_t pid) {

@@ -7,7 +7,6 @@
 #include "../common.h"
 #include <sys/ipc.h>
 #include <sys/msg.h>
-#include <sys/time.h>
 
 #define CALLS 20000
 
@@ -30,21 +29,14 @@ static void tick(int sig) {
 int main(void) {
     alarm(60);
     q = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = tick;
-    sa.sa_flags = SA_RESTART;
-    CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
-    struct itimerval it = {{0, 20}, {0, 20}};
-    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(ticks_start(tick, 20));
     long failed = 0;
     for (int i = 0; i < CALLS; i++) {
         struct msqid_ds ds;
         if (msgctl(q, IPC_STAT, &ds) != 0 && errno != EINTR && failed++ < 5)
             fprintf(stderr, "  IPC_STAT #%d: %s\n", i, strerror(errno));
     }
-    struct itimerval off = {{0, 0}, {0, 0}};
-    setitimer(ITIMER_REAL, &off, NULL);
+    ticks_stop();
     alarm(60);
     printf("# the handler ran %ld times: %ld succeeded, %ld EDEADLK\n", handler_ok + handler_edeadlk + handler_other,
            handler_ok, handler_edeadlk);

@@ -6,7 +6,6 @@
 #include "../common.h"
 #include <sys/ipc.h>
 #include <sys/shm.h>
-#include <sys/time.h>
 
 #define ROUNDS 3000
 
@@ -38,13 +37,7 @@ int main(void) {
     alarm(60);
     main_seg = EXPECT_OK(shmget(IPC_PRIVATE, 8192, 0600));
     handler_seg = EXPECT_OK(shmget(IPC_PRIVATE, 4096, 0600));
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = tick;
-    sa.sa_flags = SA_RESTART;
-    CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
-    struct itimerval it = {{0, 300}, {0, 300}};
-    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(ticks_start(tick, 300));
     long failed = 0;
     for (int i = 0; i < ROUNDS; i++) {
         void *p = shmat(main_seg, NULL, 0);
@@ -57,8 +50,7 @@ int main(void) {
         if (shmdt(p) != 0 && failed++ < 5)
             fprintf(stderr, "  shmdt #%d: %s\n", i, strerror(errno));
     }
-    struct itimerval off = {{0, 0}, {0, 0}};
-    setitimer(ITIMER_REAL, &off, NULL);
+    ticks_stop();
     alarm(60);
     printf("# the handler ran %ld times: %ld attached and detached, %ld EDEADLK\n",
            handler_ok + handler_edeadlk + handler_other, handler_ok, handler_edeadlk);

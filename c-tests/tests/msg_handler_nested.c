@@ -14,7 +14,6 @@
 #include "../common.h"
 #include <sys/ipc.h>
 #include <sys/msg.h>
-#include <sys/time.h>
 
 #define N 30000
 #define TEXT 1024
@@ -48,19 +47,6 @@ static int check(const struct mbuf *b, long n, long type, long *seq) {
         if (b->mtext[i] != byte_of(type, *seq, i))
             return -1;
     return 0;
-}
-
-static void tick_every_us(long us) {
-    struct itimerval it = {{0, us}, {0, us}};
-    setitimer(ITIMER_REAL, &it, NULL);
-}
-
-static void on_signal(int sig, void (*fn)(int)) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fn;
-    sa.sa_flags = SA_RESTART;
-    sigaction(sig, &sa, NULL);
 }
 
 /* parent's handler: one type-2 message per tick */
@@ -101,8 +87,8 @@ struct report {
 
 static void receiver(int out) {
     alarm(0);
-    on_signal(SIGALRM, child_tick);
-    tick_every_us(150);
+    if (!ticks_start(child_tick, 150))
+        _exit(2);
     struct mbuf b;
     struct report r = {0, 0, 0, 0};
     while (r.got1 < N) {
@@ -118,7 +104,7 @@ static void receiver(int out) {
             r.bad1++;
         r.got1++;
     }
-    tick_every_us(0);
+    ticks_stop();
     long n, seq;
     while ((n = msgrcv(q, &b, TEXT, 2, IPC_NOWAIT)) >= 0) {
         if (check(&b, n, 2, &seq) != 0 || seq != got2)
@@ -145,8 +131,7 @@ int main(void) {
     }
     CHECK(child > 0);
     close(fds[1]);
-    on_signal(SIGALRM, parent_tick);
-    tick_every_us(200);
+    CHECK(ticks_start(parent_tick, 200));
     struct mbuf b;
     long eintr = 0, errors = 0;
     for (long seq = 0; seq < N && errors == 0; seq++) {
@@ -160,8 +145,7 @@ int main(void) {
             eintr++;
         }
     }
-    tick_every_us(0);
-    signal(SIGALRM, SIG_DFL);
+    ticks_stop();
     alarm(60);
     CHECK(errors == 0);
     CHECK(send2_other_errors == 0);
