@@ -133,6 +133,23 @@ struct MailboxRequest {
     frame: Frame,
 }
 
+impl MailboxRequest {
+    /// Whether a death, a closed connection or a socket notice could change this request's
+    /// answer: whether it needs the look at epoll after its claim (a system call). The
+    /// semaphore sets' and queues' `*get` and IPC_RMID do not: deaths, closes and notices
+    /// change attachments and semaphore values, never which keys and ids exist.
+    fn may_see_events(&self) -> bool {
+        let w = &self.frame.words;
+        let family = w.get(1).copied().and_then(Family::from_i64);
+        let sem_or_msg = matches!(family, Some(Family::Sem | Family::Msg));
+        match w.first().copied().and_then(Op::from_i64) {
+            Some(Op::Get) => !sem_or_msg,
+            Some(Op::Ctl) => !(sem_or_msg && w.get(3) == Some(&(crate::ipc::IPC_RMID as i64))),
+            _ => true,
+        }
+    }
+}
+
 /// How long the broker polls for the next request before it sleeps.
 const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -334,7 +351,7 @@ impl Broker {
         // were posted (a death, a close, a socket notice) may have become ready since: one
         // more look, so that the answers come after it, as the kernel's would.
         let posted = self.take_mailbox_requests();
-        if !posted.is_empty() {
+        if posted.iter().any(|r| r.may_see_events()) {
             let m = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
             if m > 0 {
                 self.harvest(&events[..m as usize], &mut requests, &mut closed, &mut deaths);
