@@ -817,12 +817,14 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     if flags & MSG_COPY != 0 && found.size > copy_limit as u64 {
         return Err(Errno(libc::EINVAL));
     }
-    match ahead {
-        Some(ahead) if Queue::same(&ahead.found, &found) => unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) },
-        _ => q.copy_out(&found, len, |src, off, n| {
+    // Read ahead and still the message found: it is copied into the caller's buffer once
+    // the lock is released, as the kernel's store_msg runs after its unlock.
+    let ahead = ahead.filter(|a| Queue::same(&a.found, &found));
+    if ahead.is_none() {
+        q.copy_out(&found, len, |src, off, n| {
             unsafe { std::ptr::copy_nonoverlapping(src, text.add(off), n) };
             Ok(())
-        })?,
+        })?;
     }
     if flags & MSG_COPY != 0 {
         store_type();
@@ -840,6 +842,9 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     header.rtime.store(now_secs(), Relaxed);
     let wake = bump(&header.space_seq, &header.space_waiters);
     drop(guard);
+    if let Some(ahead) = ahead {
+        unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) };
+    }
     if wake {
         futex_wake(&header.space_seq, i32::MAX);
     }
