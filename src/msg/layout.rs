@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
 /// 3: slots carry a generation (`Slot::gen`), the header holds the senders' stashes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).
@@ -293,10 +293,47 @@ impl Queue {
 
     /// A chain of `n` (1 ≤ n ≤ capacity) blocks, its first returned: the free list's first
     /// ones, already chained there (only a chain's first `n - 1` links count, so the last
-    /// one's link is left as it is), then blocks past the high-water mark. None, and
-    /// nothing taken, if there are not that many.
+    /// one's link is left as it is), then blocks past the high-water mark, then the blocks
+    /// free slots kept. None, and nothing taken, if there are not that many.
     #[inline(always)]
     fn take_blocks(&self, n: u64) -> Result<Option<u32>> {
+        match self.take_free_blocks(n)? {
+            Some(first) => Ok(Some(first)),
+            // The blocks free slots kept are free too: released, they may be enough.
+            None if self.release_kept_texts()? => self.take_free_blocks(n),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives the blocks every free slot kept (`push_slot_keeping_text`) back to the free
+    /// list. True if there were any.
+    #[cold]
+    fn release_kept_texts(&self) -> Result<bool> {
+        let mut released = false;
+        let mut link = self.header().free_slot.load(Relaxed);
+        // A list longer than the slots is corrupt.
+        for _ in 0..self.capacity {
+            if link == 0 {
+                return Ok(released);
+            }
+            let (first, count) = self.kept_text(link)?;
+            self.push_blocks(first, count)?;
+            released |= count > 0;
+            let slot = self.slot(link)?;
+            slot.size.store(0, Relaxed);
+            slot.first_block.store(0, Relaxed);
+            link = slot.next.load(Relaxed);
+        }
+        if link == 0 {
+            Ok(released)
+        } else {
+            Err(CORRUPT)
+        }
+    }
+
+    /// `take_blocks` from the free list and the untouched memory only.
+    #[inline(always)]
+    fn take_free_blocks(&self, n: u64) -> Result<Option<u32>> {
         let h = self.header();
         let first_free = h.free_block.load(Relaxed);
         let (mut taken, mut last, mut rest) = (0u64, 0u32, first_free);
@@ -327,12 +364,48 @@ impl Queue {
         Ok(Some(if taken > 0 { first_free } else { used + 1 }))
     }
 
+    /// Frees a slot that holds no blocks.
     #[inline(always)]
     fn push_slot(&self, link: u32) -> Result<()> {
+        let slot = self.slot(link)?;
+        slot.size.store(0, Relaxed);
+        slot.first_block.store(0, Relaxed);
+        self.push_slot_keeping_text(link)
+    }
+
+    /// Frees a slot with the blocks of the text it held (its `size` and `first_block`
+    /// unchanged): the next `pop_slot` gets them with it, without reading or writing any
+    /// block link, so a stream's slot and blocks go back to the sender in one line.
+    #[inline(always)]
+    fn push_slot_keeping_text(&self, link: u32) -> Result<()> {
         let h = self.header();
         self.slot(link)?.next.store(h.free_slot.load(Relaxed), Relaxed);
         h.free_slot.store(link, Relaxed);
         Ok(())
+    }
+
+    /// The blocks a slot just popped kept: `(first, count)`. They are the caller's from
+    /// now on; the slot's fields still name them until it is linked (`link`) or freed
+    /// again (`push_slot`), which both rewrite them, and nothing reads them meanwhile.
+    #[inline(always)]
+    fn kept_text(&self, link: u32) -> Result<(u32, u64)> {
+        let slot = self.slot(link)?;
+        Ok((slot.first_block.load(Relaxed), blocks_for(slot.size.load(Relaxed) as u64)))
+    }
+
+    /// The chain of `n` blocks for a slot just popped: the blocks it kept if they are `n`,
+    /// else (those given back) `take_blocks`.
+    #[inline(always)]
+    fn blocks_for_slot(&self, link: u32, n: u64) -> Result<Option<u32>> {
+        let (first, count) = self.kept_text(link)?;
+        if count == n && n > 0 {
+            return Ok(Some(first));
+        }
+        self.push_blocks(first, count)?;
+        if n == 0 {
+            return Ok(Some(0));
+        }
+        self.take_blocks(n)
     }
 
     /// Returns a chain of `count` blocks starting at `first` to the free list.
@@ -397,15 +470,12 @@ impl Queue {
         }
         let Some(slot_link) = self.pop_slot()? else { return Ok(false) };
         // Take the blocks, then fill them; on failure give everything back.
-        let first = match nblocks {
-            0 => 0,
-            n => match self.take_blocks(n)? {
-                Some(first) => first,
-                None => {
-                    self.push_slot(slot_link)?;
-                    return Ok(false);
-                }
-            },
+        let first = match self.blocks_for_slot(slot_link, nblocks)? {
+            Some(first) => first,
+            None => {
+                self.push_slot(slot_link)?;
+                return Ok(false);
+            }
         };
         if let Err(e) = self.runs(first, size as usize, fill) {
             self.push_blocks(first, nblocks)?;
@@ -496,13 +566,22 @@ impl Queue {
     /// What it holds after: less than asked if the memory has no more.
     pub fn refill_stash(&self, index: u32, want: u32) -> Result<StashView> {
         let st = self.stash(index)?;
+        let want = want.clamp(1, STASH_BLOCKS);
         if st.slot.load(Relaxed) == 0 {
             if let Some(slot) = self.pop_slot()? {
                 st.slot.store(slot, Relaxed);
+                // The blocks the slot kept join the stash if it has none and they are
+                // enough (a stream's next message is the size of the last).
+                let (first, count) = self.kept_text(slot)?;
+                if st.blocks.load(Relaxed) == 0 && (want as u64..=STASH_BLOCKS as u64).contains(&count) {
+                    st.first_block.store(first, Relaxed);
+                    st.blocks.store(count as u32, Relaxed);
+                } else {
+                    self.push_blocks(first, count)?;
+                }
             }
         }
         let have = st.blocks.load(Relaxed);
-        let want = want.clamp(1, STASH_BLOCKS);
         if have < want {
             if let Some(first) = self.take_blocks(want as u64)? {
                 self.push_blocks(st.first_block.load(Relaxed), have as u64)?;
@@ -676,8 +755,7 @@ impl Queue {
         }
         h.qnum.store(h.qnum.load(Relaxed).saturating_sub(1), Relaxed);
         h.cbytes.store(h.cbytes.load(Relaxed).saturating_sub(found.size), Relaxed);
-        self.push_blocks(found.first_block, blocks_for(found.size))?;
-        self.push_slot(found.slot)
+        self.push_slot_keeping_text(found.slot)
     }
 
     /// After a holder of the lock died: rebuilds everything derived from the message list
@@ -909,6 +987,8 @@ mod tests {
         let mut l = h.free_slot.load(Relaxed);
         while l != 0 && slots <= q.capacity as u64 {
             slots += 1;
+            // The blocks of the text it held, kept with it.
+            blocks += blocks_for(q.slot(l).unwrap().size.load(Relaxed) as u64);
             l = q.slot(l).unwrap().next.load(Relaxed);
         }
         let mut b = h.free_block.load(Relaxed);
@@ -1042,6 +1122,33 @@ mod tests {
                 prop_assert!(accounted(&q));
             }
         }
+    }
+
+    #[test]
+    fn blocks_kept_by_free_slots_serve_any_size() {
+        let (_mem, q) = Mem::new(8, 1 << 20);
+        // Eight one-block messages received: every block is kept by a free slot.
+        for i in 0..8 {
+            assert!(send(&q, 1, &text(i, 1000)).unwrap());
+        }
+        for _ in 0..8 {
+            assert!(receive(&q, Search::Any, false).unwrap().is_some());
+        }
+        assert_eq!(q.header().free_block.load(Relaxed), 0);
+        assert_eq!(q.header().block_hwm.load(Relaxed), 8);
+        assert!(accounted(&q));
+        // A one-block message takes a slot with its block; a longer one gathers blocks
+        // that other free slots kept.
+        assert!(send(&q, 2, &text(20, 900)).unwrap());
+        assert!(send(&q, 3, &text(21, 5000)).unwrap());
+        assert!(send(&q, 4, &text(22, 2048)).unwrap());
+        // All eight blocks are in messages now.
+        assert!(!send(&q, 5, &text(23, 1)).unwrap());
+        assert!(accounted(&q));
+        assert_eq!(receive(&q, Search::Equal(3), false).unwrap(), Some((3, text(21, 5000))));
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((2, text(20, 900))));
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((4, text(22, 2048))));
+        assert!(accounted(&q));
     }
 
     #[test]
