@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
 /// 3: slots carry a generation (`Slot::gen`), the header holds the senders' stashes.
+/// 4: a free slot keeps the blocks of the text it held (`push_slot_keeping_text`).
 pub const VERSION: u32 = 4;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
