@@ -5,10 +5,15 @@
 #
 # Runs every case (default: all of `bench list`) ROUNDS times (default 5) on each side,
 # alternating kernel and ipcshim within every round, and prints a table of the medians in
-# ns/op and the ratio kernel/ipcshim (above 1.00: ipcshim is faster), then what moving
-# one cache line between two processes' CPUs cost in each round (`bench linexfer`). A side
-# whose runs all failed shows "n/a" and the first error in the note column. This is a
-# report, not a test: it exits 0 whatever the figures or errors.
+# ns/op and the ratio kernel/ipcshim (above 1.00: ipcshim is faster). A side whose runs
+# all failed shows "n/a" and the first error in the note column. Before each pair of runs
+# it measures what moving one cache line between two processes' CPUs costs (`bench
+# linexfer`): on a VM that changes from one moment to the next with where the host runs
+# the vCPUs (here 35-90 ns on one core complex, 200-300 ns across), and with it every case
+# that makes two processes talk (the broker's round trips included). A second table gives
+# the medians of the pairs measured with near CPUs and with far ones (NEAR_NS, 150 by
+# default, divides them). This is a report, not a test: it exits 0 whatever the figures
+# or errors.
 #
 # Environment:
 #   IPCSHIM_LIB    the library to preload (default: <repo>/target/release/libipcshim.so)
@@ -57,9 +62,13 @@ trap 'stop_broker; exit 130' INT TERM
 
 declare -A samples errors
 
-# run SIDE CASE: one run; appends the figure to samples[SIDE,CASE] or notes the error.
+near_ns=${NEAR_NS:-150}
+
+# run SIDE CASE: one run; appends the figure to samples[SIDE,CASE] and sets `value`, or
+# notes the error and leaves `value` empty.
 run() {
-    local side=$1 name=$2 out rc line value
+    local side=$1 name=$2 out rc line
+    value=
     if [ "$side" = ipcshim ] && [ ! -f "$lib" ]; then
         # LD_PRELOAD of a missing file is ignored by ld.so: the run would measure the kernel.
         errors[$side,$name]=${errors[$side,$name]:-"no library at $lib"}
@@ -86,21 +95,25 @@ run() {
     else
         why="exit status $rc"
     fi
+    value=
     errors[$side,$name]=${errors[$side,$name]:-$why}
     echo "  $side $name: $why" >&2
 }
 
+# pairs[CASE]: " line:kernel:ipcshim" for each pair of runs that both gave a figure.
+declare -A pairs
 linexfer=()
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r/$rounds" >&2
-    x=$(timeout 60 "$bench" linexfer 2>/dev/null | awk '$1 == "linexfer" { print $2 }')
-    [ -n "$x" ] && linexfer+=("$x")
     for name in "${cases[@]}"; do
+        x=$(timeout 60 "$bench" linexfer 2>/dev/null | awk '$1 == "linexfer" { print $2 }')
+        [ -n "$x" ] && linexfer+=("$x")
         if ((r % 2)); then
-            run kernel "$name"; run ipcshim "$name"
+            run kernel "$name"; k=$value; run ipcshim "$name"; s=$value
         else
-            run ipcshim "$name"; run kernel "$name"
+            run ipcshim "$name"; s=$value; run kernel "$name"; k=$value
         fi
+        [ -n "$x" ] && [ -n "$k" ] && [ -n "$s" ] && pairs[$name]="${pairs[$name]:-} $x:$k:$s"
     done
 done
 
@@ -127,11 +140,29 @@ for name in "${cases[@]}"; do
     printf '%-18s %14s %14s %15s  %s\n' "$name" "${k:-n/a}" "${s:-n/a}" "$ratio" "$note"
 done
 
-# The machine beside the figures: the cross-process cases (sem_contend_undo, msg_stream_1k,
-# msg_pingpong) move cache lines between two CPUs, and what one move costs changes with
-# where a VM's host runs its vCPUs, from one round to the next.
+# The same by placement: the pairs whose line moved in under NEAR_NS, and the others.
+# bin CASE near|far FIELD: that field (2: kernel, 3: ipcshim) of the case's pairs in the bin.
+bin() {
+    printf '%s\n' ${pairs[$1]:-} | awk -F: -v b="$2" -v f="$3" -v lim="$near_ns" \
+        'NF == 3 && ((b == "near") == ($1 < lim)) { print $f }'
+}
 if [ ${#linexfer[@]} -gt 0 ]; then
-    echo "one cache line between two processes' CPUs, ns per move, by round: ${linexfer[*]}"
+    sorted=$(printf '%s\n' "${linexfer[@]}" | sort -g)
+    echo
+    echo "one cache line between two processes' CPUs: $(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted") ns per move over the ${#linexfer[@]} pairs; by placement (near: under ${near_ns} ns):"
+    printf '%-18s %8s %8s %7s %5s   %8s %8s %7s %5s\n' case "near: k" ipcshim ratio pairs "far: k" ipcshim ratio pairs
+    for name in "${cases[@]}"; do
+        cols=()
+        for b in near far; do
+            n=$(bin "$name" $b 2 | grep -c .)
+            k=$(bin "$name" $b 2 | median)
+            s=$(bin "$name" $b 3 | median)
+            ratio=-
+            [ -n "$k" ] && [ -n "$s" ] && ratio=$(awk -v k="$k" -v s="$s" 'BEGIN { if (s > 0) printf "%.2f", k / s; else print "-" }')
+            cols+=("${k:--}" "${s:--}" "$ratio" "$n")
+        done
+        printf '%-18s %8s %8s %7s %5s   %8s %8s %7s %5s\n' "$name" "${cols[@]}"
+    done
 fi
 
 stop_broker
