@@ -15,6 +15,10 @@
 //! holder waits for the mark to go before freezing it, and if it does not go (its owner is
 //! preempted, stopped or dead), gives up the lock (`Busy`) and tries again, so that the
 //! broker, which resolves the marks of the dead, can take it.
+//!
+//! A word's resident adjustment (layout.rs) is part of its resident's adjustment: every
+//! journal that writes a word (which clears the resident) moves that share into the
+//! resident's cell in the same journal (`fold_resident`).
 
 use super::layout::*;
 use super::ops::{alters, distinct, evaluate, Outcome, SemOp, Touched, SEMVMX};
@@ -187,7 +191,7 @@ impl Guard<'_> {
     /// naming a free or impossible undo slot, or on a word a lock-free path could not have
     /// marked (watched or frozen). The value is kept. True if the word changed or was
     /// cleared (look again).
-    fn strip_impossible_mark(&self, num: usize, w: u32) -> bool {
+    fn strip_impossible_mark(&self, num: usize, w: u64) -> bool {
         let genuine = match mark_slot(w) {
             Some(s) => {
                 w & (WATCHED | FROZEN) == 0
@@ -206,7 +210,7 @@ impl Guard<'_> {
     /// Whether the owner of a mark that stays is gone (dead, a zombie, or a pid no process
     /// has: garbage): then its marks are resolved now, without waiting for the broker. Our
     /// own marks are never gone: a signal handler may have interrupted us in the window.
-    fn owner_gone(&self, w: u32) -> bool {
+    fn owner_gone(&self, w: u64) -> bool {
         let Some(slot) = mark_slot(w) else { return true };
         let pid = self.mem.undo_pid(slot).load(Acquire);
         if pid <= 0 || pid == unsafe { libc::getpid() } || !crate::ipc::sync::holder_gone(pid as u32, 0) {
@@ -231,7 +235,7 @@ impl Guard<'_> {
             let cell = self.mem.cell(slot, num).load(Acquire);
             let tag = (w & MARK_TAG != 0) as u32;
             let value = if cell_tag(cell) == tag { (v + cell_op(cell)).clamp(0, SEMVMX) } else { v };
-            let _ = word.compare_exchange(w, (w & !(MARK | VALUE_MASK)) | value as u32, AcqRel, Acquire);
+            let _ = word.compare_exchange(w, (w & !(MARK | VALUE_MASK)) | value as u64, AcqRel, Acquire);
         }
     }
 
@@ -242,7 +246,22 @@ impl Guard<'_> {
     }
 
     fn watched(&self, num: usize) -> u32 {
-        self.mem.word(num).load(Acquire) & WATCHED
+        (self.mem.word(num).load(Acquire) & WATCHED) as u32
+    }
+
+    /// The journal entry that moves the resident's share of frozen word `num` into its
+    /// cell, for a journal that writes the word on behalf of undo slot `writer` (whose own
+    /// share the caller counted in its adjustment). None: nothing to move, or a resident no
+    /// live process has (garbage, dropped with the write).
+    fn fold_resident(&self, num: usize, writer: Option<usize>) -> Option<u64> {
+        let w = self.mem.word(num).load(Acquire);
+        let r = resident_slot(w)?;
+        let share = resident_adj(w);
+        if share == 0 || Some(r) == writer || r >= self.mem.geo.undo_slots as usize || self.mem.undo_pid(r).load(Acquire) == 0 {
+            return None;
+        }
+        let adj = cell_adj(self.mem.cell(r, num).load(Acquire)) + share;
+        Some(entry(self.mem.geo.adj_offset(r, num), adj_cell(adj)))
     }
 
     /// Writes the journal, commits it, applies it, clears it. The words it writes stay
@@ -280,19 +299,22 @@ impl Guard<'_> {
     /// The semaphore whose word is at byte offset `off`, if it is one.
     fn word_num(&self, off: usize) -> Option<usize> {
         let rel = off.checked_sub(self.mem.geo.values)?;
-        (rel % 4 == 0 && rel / 4 < self.mem.geo.nsems as usize).then_some(rel / 4)
+        (rel % 8 == 0 && rel / 8 < self.mem.geo.nsems as usize).then_some(rel / 8)
     }
 
-    /// One (offset, word) write of a J_WRITES journal; a semaphore's word gets `hold` too.
-    fn apply_write(&self, off: usize, val: u32, hold: u32) {
-        if let Some(w) = self.mem.u32_at(off) {
-            w.store(if self.word_num(off).is_some() { val | hold } else { val }, Release);
+    /// One (offset, word) write of a J_WRITES journal. A semaphore's word gets `hold` too,
+    /// and loses its resident (the journal moved its share: `fold_resident`).
+    fn apply_write(&self, off: usize, val: u32, hold: u64) {
+        if let Some(num) = self.word_num(off) {
+            self.mem.word(num).store(val as u64 | hold, Release);
+        } else if let Some(w) = self.mem.u32_at(off) {
+            w.store(val, Release);
         }
     }
 
     /// Applies the journal (idempotent: absolute values), semaphore words with `hold`.
     /// Entries pointing outside the data area are ignored.
-    fn replay(&self, hold: u32) {
+    fn replay(&self, hold: u64) {
         let h = self.mem.header();
         let count = (h.journal_count.load(Acquire) as usize).min(self.mem.geo.journal_cap);
         let kind = h.journal_kind.load(Acquire);
@@ -309,7 +331,7 @@ impl Guard<'_> {
                     }
                     let word = self.mem.word(off);
                     let watched = word.load(Acquire) & WATCHED;
-                    word.store((val & VALUE_MASK).min(SEMVMX as u32) | watched | hold, Release);
+                    word.store((val as u64 & VALUE_MASK).min(SEMVMX as u64) | watched | hold, Release);
                 }
                 _ => {}
             }
@@ -351,7 +373,7 @@ impl Guard<'_> {
                     // A lock-free SEM_UNDO operation in progress: its owner's word.
                     return None;
                 }
-                let v = (w & VALUE_MASK).min(SEMVMX as u32);
+                let v = (w & VALUE_MASK).min(SEMVMX as u64) | w & RESIDENT;
                 Some(if watch { v | WATCHED } else { v })
             });
         }
@@ -396,16 +418,22 @@ impl Guard<'_> {
 
     /// The journal entries that store the results of a call.
     fn result_entries(&self, touched: &[Touched], undo: Option<usize>) -> Vec<u64> {
-        let geo = &self.mem.geo;
-        let mut out = Vec::with_capacity(touched.len() * 2 + 1);
+        let mut out = Vec::with_capacity(touched.len() * 3 + 1);
         for t in touched {
-            let n = t.num as usize;
-            out.push(entry(geo.word_offset(n), t.value as u32 | self.watched(n)));
-            if let Some(s) = undo {
-                out.push(entry(geo.adj_offset(s, n), adj_cell(t.adj)));
-            }
+            self.push_result(&mut out, t, undo);
         }
         out
+    }
+
+    /// The entries that store one touched semaphore's value (and the caller's adjustment).
+    fn push_result(&self, out: &mut impl Extend<u64>, t: &Touched, undo: Option<usize>) {
+        let geo = &self.mem.geo;
+        let n = t.num as usize;
+        out.extend(self.fold_resident(n, undo));
+        out.extend([entry(geo.word_offset(n), t.value as u32 | self.watched(n))]);
+        if let Some(s) = undo {
+            out.extend([entry(geo.adj_offset(s, n), adj_cell(t.adj))]);
+        }
     }
 
     fn record_op(&self, touched: &[Touched], pid: i32) {
@@ -446,17 +474,9 @@ impl Guard<'_> {
         let outcome = evaluate(std::slice::from_ref(&op), &mut touched);
         match outcome {
             Outcome::Proceed => {
-                let t = touched[0];
-                let geo = &self.mem.geo;
-                let mut entries = [entry(geo.word_offset(n), t.value as u32 | self.watched(n)), 0];
-                let len = match undo {
-                    Some(s) => {
-                        entries[1] = entry(geo.adj_offset(s, n), adj_cell(t.adj));
-                        2
-                    }
-                    None => 1,
-                };
-                self.commit(J_WRITES, &entries[..len]);
+                let mut entries = Entries { e: [0; 3], len: 0 };
+                self.push_result(&mut entries, &touched[0], undo);
+                self.commit(J_WRITES, &entries.e[..entries.len]);
                 self.record_op(&touched, pid);
                 if op.op != 0 && self.mem.header().nwaiters.load(Acquire) > 0 {
                     self.update_queue();
@@ -680,16 +700,24 @@ impl Guard<'_> {
                 continue;
             }
             self.resolve_marks(slot);
-            let changed: Vec<u16> = (0..geo.nsems as usize).filter(|&n| self.mem.adj(slot, n) != 0).map(|n| n as u16).collect();
-            let Ok(values) = self.freeze_all(&changed) else {
+            // Every semaphore the slot holds anything on, even a total of zero (a cell and a
+            // resident share that cancel out): the slot is freed for another process.
+            let held: Vec<u16> = (0..geo.nsems as usize)
+                .filter(|&n| cell_adj(self.mem.cell(slot, n).load(Acquire)) != 0 || resident_slot(self.mem.word(n).load(Acquire)) == Some(slot))
+                .map(|n| n as u16)
+                .collect();
+            let Ok(values) = self.freeze_all(&held) else {
                 return false;
             };
             let mut entries = Vec::new();
-            for (&n, value) in changed.iter().zip(values) {
-                let n = n as usize;
-                let v = (value + self.mem.adj(slot, n)).clamp(0, SEMVMX);
-                entries.push(entry(geo.word_offset(n), v as u32 | self.watched(n)));
-                entries.push(entry(geo.adj_offset(slot, n), 0));
+            let mut changed = Vec::new();
+            for (&n, value) in held.iter().zip(values) {
+                let adj = self.mem.adj(slot, n as usize);
+                if adj != 0 {
+                    changed.push(n);
+                }
+                let t = Touched { num: n, value: (value + adj).clamp(0, SEMVMX), adj: 0 };
+                self.push_result(&mut entries, &t, Some(slot));
             }
             entries.push(entry(geo.undo_pid_offset(slot), 0));
             self.commit(J_WRITES, &entries);
@@ -703,6 +731,21 @@ impl Guard<'_> {
         }
         self.update_queue();
         true
+    }
+}
+
+/// A single operation's journal entries, without allocating.
+struct Entries {
+    e: [u64; 3],
+    len: usize,
+}
+
+impl Extend<u64> for Entries {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, iter: I) {
+        for x in iter {
+            self.e[self.len] = x;
+            self.len += 1;
+        }
     }
 }
 
@@ -853,6 +896,47 @@ mod tests {
         assert_eq!(values(m), vec![5 - 2, 7 - 3 + 3, 5]);
         assert!((0..3).all(|n| m.word(n).load(Relaxed) & FLAGS == 0));
         assert_eq!(m.undo_pid(slot).load(Relaxed), 0);
+    }
+
+    /// A word's resident share (what the lock-free SEM_UNDO path of its resident keeps
+    /// there) is part of the resident's adjustment: a locked call of another process that
+    /// writes the word moves it into the resident's cell, the resident's own locked call
+    /// counts it, SETVAL drops it, and the resident's death applies it, even where it
+    /// cancels out its cell (the slot is freed clean for the next process).
+    #[test]
+    fn resident_shares_are_folded_counted_and_applied() {
+        let s = new_set(3);
+        let m = &s.mem;
+        let (a, b) = {
+            let g = lock(m).unwrap();
+            (g.undo_slot(40).unwrap(), g.undo_slot(41).unwrap())
+        };
+        // 40 holds 2 units of semaphore 0 through the word, 1 through its cell.
+        m.word(0).store(7 | resident(a, 2), Relaxed);
+        m.cell(a, 0).store(adj_cell(1), Relaxed);
+        assert_eq!(m.adj(a, 0), 3);
+        assert_eq!(m.adj(b, 0), 0);
+        let mut g = lock(m).unwrap();
+        assert_eq!(run(&mut g, &[op(0, -1, SEM_UNDO)], 41, Some(b)), Outcome::Proceed);
+        assert_eq!(m.word(0).load(Relaxed) & RESIDENT, 0, "the word no longer names a resident");
+        assert_eq!((cell_adj(m.cell(a, 0).load(Relaxed)), m.adj(a, 0), m.adj(b, 0)), (3, 3, 1));
+        // 40's own locked call counts its share: 2 in the word, -1 in the cell, 1 in all.
+        m.word(1).store(5 | resident(a, 2), Relaxed);
+        m.cell(a, 1).store(adj_cell(-1), Relaxed);
+        assert_eq!(run(&mut g, &[op(1, -1, SEM_UNDO), op(2, 1, 0)], 40, Some(a)), Outcome::Proceed);
+        assert_eq!((m.adj(a, 1), m.word(1).load(Relaxed) & RESIDENT), (2, 0));
+        // SETVAL drops every adjustment of the semaphore, the share too.
+        m.word(2).store(3 | resident(b, -4), Relaxed);
+        assert_eq!(g.set_values(&[(2, 9)], 42), Ok(()));
+        assert_eq!((m.adj(b, 2), m.value(2)), (0, 9));
+        // 40's share on semaphore 2 cancels its cell: still cleared at its death.
+        m.word(2).store(9 | resident(a, -2), Relaxed);
+        m.cell(a, 2).store(adj_cell(2), Relaxed);
+        assert!(g.process_died(40));
+        assert_eq!(values(m), vec![6 + 3, 5 - 1 + 2, 9]);
+        assert!((0..3).all(|n| m.word(n).load(Relaxed) & (RESIDENT | FLAGS) == 0 && m.cell(a, n).load(Relaxed) == 0));
+        assert_eq!(m.undo_pid(a).load(Relaxed), 0);
+        assert_eq!(m.adj(b, 0), 1, "the survivor keeps its own");
     }
 
     /// A lock holder meets a mark whose owner (alive: here, us) does not finish: it gives

@@ -302,7 +302,7 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
         if op.op == 0 {
             break;
         }
-        match word.compare_exchange_weak(w, result as u32, AcqRel, Acquire) {
+        match word.compare_exchange_weak(w, w & RESIDENT | result as u64, AcqRel, Acquire) {
             Ok(_) => break,
             Err(now) => w = now,
         }
@@ -312,9 +312,13 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 }
 
 /// The SEM_UNDO fast path: one operation that changes a semaphore no one waits on and the
-/// lock holder does not hold, in a process with one thread whose undo slot in the set is
-/// known. The word and the adjustment must change together even if we are killed between
-/// the two stores, and the broker must then tell which happened:
+/// lock holder does not hold, by a process whose undo slot in the set is known. The word
+/// and the adjustment must change together even if we are killed half way.
+///
+/// When the word names our slot as resident, or names no resident with an adjustment
+/// (layout.rs), that is one compare-and-swap: the value and our share of the adjustment
+/// are both in the word. Otherwise (another process's share is in the word), in a process
+/// with one thread:
 ///
 /// 1. compare-and-swap the word from its value to the same value plus a mark: our undo
 ///    slot and a tag, the opposite of the tag our adjustment cell carries now. While it is
@@ -330,7 +334,7 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 #[inline(always)]
 fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     let delta = op.op as i32;
-    if delta == 0 || delta.abs() > CELL_OP_MAX || !crate::ipc::thread::single_threaded() {
+    if delta == 0 || delta.abs() > CELL_OP_MAX {
         return None;
     }
     let pid = creds::own_pid();
@@ -340,7 +344,8 @@ fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
         return None;
     }
     // Callers checked op.num against nsems; `undo_slot` caches only slots below undo_slots.
-    let (word, cell) = unsafe { (h.mem.word_unchecked(op.num as usize), h.mem.cell_unchecked(slot, op.num as usize)) };
+    let word = unsafe { h.mem.word_unchecked(op.num as usize) };
+    let mine = resident(slot, 0);
     let mut w = word.load(Acquire);
     loop {
         if w & FLAGS != 0 {
@@ -353,29 +358,67 @@ fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
         if result > SEMVMX {
             return Some(Err(Errno(libc::ERANGE)));
         }
-        let old = cell.load(Acquire);
-        let adj = cell_adj(old) - delta;
-        if !(-SEMAEM - 1..=SEMAEM).contains(&adj) {
-            return None;
+        let changed = if w & RESIDENT_SLOT == mine {
+            // While we are resident our cell cannot change (layout.rs), and it was checked
+            // when we became resident: a share within RESIDENT_ADJ_MAX keeps the sum in
+            // range without reading the cell.
+            let share = resident_adj(w) - delta;
+            if !(-RESIDENT_ADJ_MAX..=RESIDENT_ADJ_MAX).contains(&share) {
+                return None;
+            }
+            word.compare_exchange_weak(w, mine | resident_share(share) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some)
+        } else {
+            undo_not_resident(h, word, slot, op.num as usize, w, delta, result)
+        };
+        match changed {
+            Ok(()) => break,
+            Err(Some(now)) => w = now,
+            Err(None) => return None,
         }
-        let tag = cell_tag(old) ^ 1;
-        if let Err(now) = word.compare_exchange_weak(w, w | mark(slot, tag), AcqRel, Acquire) {
-            w = now;
-            continue;
-        }
-        if cell.load(Acquire) != old {
-            // A SETVAL cleared it between our read and the mark (leaving the same value):
-            // unmark and start again.
-            word.store(w, Release);
-            w = word.load(Acquire);
-            continue;
-        }
-        cell.store(pending_cell(adj, delta, tag), Release);
-        word.store(result as u32, Release);
-        break;
     }
     record_op(h, op.num, pid);
     Some(Ok(()))
+}
+
+/// `undo_op` on a word that does not name us resident, once: Err(Some(word)) if the word
+/// changed meanwhile (look again), Err(None) to take the lock. Out of line: the resident's
+/// path is the common one and keeps its registers.
+///
+/// A word without a resident share becomes ours (one compare-and-swap), if our cell is
+/// within RESIDENT_ADJ_MAX. A lock holder that changed the cell since we read it changed
+/// the word too (its value, or the resident it folded), and the exchange fails; but for a
+/// SETVAL that left the word as it was and zeroed the cell, where the share alone is the
+/// adjustment. Otherwise, steps 1-3.
+#[cold]
+#[inline(never)]
+fn undo_not_resident(h: &Handle, word: &AtomicU64, slot: usize, num: usize, w: u64, delta: i32, result: i32) -> std::result::Result<(), Option<u64>> {
+    // `undo_slot` caches only slots below undo_slots.
+    let cell = unsafe { h.mem.cell_unchecked(slot, num) };
+    if resident_adj(w) == 0 {
+        if cell_adj(cell.load(Acquire)).abs() > RESIDENT_ADJ_MAX {
+            return Err(None);
+        }
+        return word.compare_exchange(w, resident(slot, -delta) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some);
+    }
+    if !crate::ipc::thread::single_threaded() {
+        return Err(None);
+    }
+    let old = cell.load(Acquire);
+    let adj = cell_adj(old) - delta;
+    if !(-SEMAEM - 1..=SEMAEM).contains(&adj) {
+        return Err(None);
+    }
+    let tag = cell_tag(old) ^ 1;
+    word.compare_exchange(w, w | mark(slot, tag), AcqRel, Acquire).map_err(Some)?;
+    if cell.load(Acquire) != old {
+        // A SETVAL cleared it between our read and the mark (leaving the same value):
+        // unmark and start again.
+        word.store(w, Release);
+        return Err(Some(word.load(Acquire)));
+    }
+    cell.store(pending_cell(adj, delta, tag), Release);
+    word.store(w & RESIDENT | result as u64, Release);
+    Ok(())
 }
 
 /// sempid and sem_otime after a lock-free operation (written only when they change, so

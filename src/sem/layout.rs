@@ -4,7 +4,8 @@
 //! ```text
 //! Header      magic, version, geometry, removed flag, otime/ctime, waiter count, journal
 //!             state, ticket counter, the set's RobustMutex
-//! values      one u32 word per semaphore: value (low 16 bits) | MARK | WATCHED | FROZEN
+//! values      one u64 word per semaphore: value (low 16 bits) | MARK | WATCHED | FROZEN,
+//!             and in the upper half a resident undo slot with its adjustment
 //! pids        sempid of each semaphore
 //! journal     redo log of the critical section: (offset, word) pairs
 //! waiters     fixed slots for blocked semop calls (the kernel's sem_queue): state (the
@@ -12,6 +13,16 @@
 //!             operation it blocks on, its operations
 //! undo        fixed slots, one per process that used SEM_UNDO (the kernel's sem_undo):
 //!             pid and one adjustment cell per semaphore (adjustment | pending op | tag)
+//! ```
+//!
+//! A process's adjustment for a semaphore is its cell plus, if the word names its slot as
+//! resident, the word's resident adjustment (`share`). The resident's lock-free SEM_UNDO
+//! operation is then one compare-and-swap of the word, value and adjustment together: a
+//! mutex taken and released with SEM_UNDO by one process at a time never touches a cell.
+//! The lock holder folds the resident share into the resident's cell (in its journal)
+//! whenever it writes a word, so that locked code deals with cells only.
+//!
+//! ```text
 //! ```
 //!
 //! The memfd is sparse: only touched pages cost memory. The geometry is read once, when a
@@ -25,7 +36,8 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*}
 pub const MAGIC: u64 = 0x3130_6d65_7363_7069; // "ipcsem01"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
 /// 3: marks in the words, adjustment cells (adjustment | op | tag).
-pub const VERSION: u32 = 3;
+/// 4: 64-bit words with a resident undo slot and adjustment.
+pub const VERSION: u32 = 4;
 /// Blocked calls a set can hold at once (more wait with ENOSPC... see README).
 pub const WAITER_SLOTS: u32 = 256;
 /// Processes with SEM_UNDO adjustments a set can hold at once.
@@ -33,34 +45,67 @@ pub const UNDO_SLOTS: u32 = 512;
 
 /// Semaphore word bits. A word may be changed without the lock (one compare-and-swap, the
 /// fast path) only while both flags are clear.
-pub const VALUE_MASK: u32 = 0xffff;
+pub const VALUE_MASK: u64 = 0xffff;
 /// Some blocked call names this semaphore: changes must go through the lock and wake it.
-pub const WATCHED: u32 = 1 << 30;
+pub const WATCHED: u64 = 1 << 30;
 /// The lock holder is reading or changing this word.
-pub const FROZEN: u32 = 1 << 31;
+pub const FROZEN: u64 = 1 << 31;
 /// A lock-free SEM_UNDO operation is changing this word and its owner's adjustment (see
 /// client.rs `undo_op`): undo slot + 1 in bits 16-28, and the tag its adjustment cell will
 /// carry once written (bit 29). While a word is marked only its owner writes it; the lock
 /// holder waits for the mark to go (or, for a dead owner, resolves it) before freezing.
-pub const MARK_SLOT: u32 = 0x1fff << 16;
-pub const MARK_TAG: u32 = 1 << 29;
-pub const MARK: u32 = MARK_SLOT | MARK_TAG;
+pub const MARK_SLOT: u64 = 0x1fff << 16;
+pub const MARK_TAG: u64 = 1 << 29;
+pub const MARK: u64 = MARK_SLOT | MARK_TAG;
 /// Bits that send the lock-free paths to the lock.
-pub const FLAGS: u32 = WATCHED | FROZEN | MARK;
-/// Undo slots below this can be named by a mark.
+pub const FLAGS: u64 = WATCHED | FROZEN | MARK;
+/// Undo slots below this can be named by a mark or be resident.
 pub const MARK_SLOTS: usize = 0x1fff;
+/// The resident undo slot + 1 (bits 32-44) and its adjustment (bits 48-63, signed).
+pub const RESIDENT_SLOT: u64 = 0x1fff << 32;
+pub const RESIDENT: u64 = RESIDENT_SLOT | 0xffff << 48;
 
 /// The mark of undo slot `slot` whose cell will carry `tag`.
-pub fn mark(slot: usize, tag: u32) -> u32 {
-    ((slot as u32 + 1) << 16) & MARK_SLOT | if tag != 0 { MARK_TAG } else { 0 }
+pub fn mark(slot: usize, tag: u32) -> u64 {
+    ((slot as u64 + 1) << 16) & MARK_SLOT | if tag != 0 { MARK_TAG } else { 0 }
 }
 
 /// The undo slot a marked word names (None: unmarked).
-pub fn mark_slot(w: u32) -> Option<usize> {
+pub fn mark_slot(w: u64) -> Option<usize> {
     match (w & MARK_SLOT) >> 16 {
         0 => None,
         s => Some(s as usize - 1),
     }
+}
+
+/// Largest |share| a resident keeps in its word, and largest |cell| of a process that
+/// becomes resident: the sum stays within the kernel's adjustment range (SEMAEM). While a
+/// word names a slot resident, that slot's cell for it cannot change: only the lock
+/// holder writes it then, and a lock holder that writes a word clears its resident.
+pub const RESIDENT_ADJ_MAX: i32 = 0x3fff;
+
+/// The resident undo slot a word names, if any.
+pub fn resident_slot(w: u64) -> Option<usize> {
+    match (w & RESIDENT_SLOT) >> 32 {
+        0 => None,
+        s => Some(s as usize - 1),
+    }
+}
+
+/// The resident slot's share of its adjustment, kept in the word.
+pub fn resident_adj(w: u64) -> i32 {
+    (w >> 48) as u16 as i16 as i32
+}
+
+/// The upper half of a word naming `slot` (below MARK_SLOTS) as resident with `adj`.
+pub fn resident(slot: usize, adj: i32) -> u64 {
+    ((slot as u64 + 1) << 32) & RESIDENT_SLOT | resident_share(adj)
+}
+
+/// The share bits of `resident`.
+#[inline(always)]
+pub fn resident_share(adj: i32) -> u64 {
+    (adj as i16 as u16 as u64) << 48
 }
 
 /// An adjustment cell: the adjustment (bits 0-15, signed: SEMAEM fits), and, written by the
@@ -186,10 +231,10 @@ impl Geometry {
         }
         let n = nsems as usize;
         let values = align(std::mem::size_of::<Header>(), 64)?;
-        let pids = align(values + 4 * n, 64)?;
+        let pids = align(values + 8 * n, 64)?;
         let journal = align(pids + 4 * n, 64)?;
-        // A call's values, adjustments and waiter state; or an exit's values, pids,
-        // adjustments and slot; or a SETALL.
+        // A call's values, adjustments, residents' adjustments and waiter state; or an
+        // exit's values, adjustments, residents' adjustments and slot; or a SETALL.
         let journal_cap = 3 * n.max(max_ops as usize) + 8;
         let waiters = align(journal + 8 * journal_cap, 64)?;
         let waiter_ops = align(waiters + WAITER_HEADER * waiter_slots as usize, 64)?;
@@ -201,7 +246,7 @@ impl Geometry {
     }
 
     pub fn word_offset(&self, num: usize) -> usize {
-        self.values + 4 * num
+        self.values + 8 * num
     }
 
     pub fn pid_offset(&self, num: usize) -> usize {
@@ -279,9 +324,9 @@ impl SetMem {
     }
 
     /// The u32 at a byte offset, or None outside the data area (the header, with the mutex,
-    /// is never written through offsets).
+    /// is never written through offsets). Not for semaphore words (`word`).
     pub fn u32_at(&self, offset: usize) -> Option<&AtomicU32> {
-        if offset % 4 != 0 || offset < self.geo.values || offset.checked_add(4)? > self.geo.size {
+        if offset % 4 != 0 || offset < self.geo.pids || offset.checked_add(4)? > self.geo.size {
             return None;
         }
         Some(unsafe { &*(self.base.add(offset) as *const AtomicU32) })
@@ -292,9 +337,9 @@ impl SetMem {
     }
 
     /// Semaphore `num`'s word; `num` must be below nsems (callers check, EFBIG/EINVAL).
-    pub fn word(&self, num: usize) -> &AtomicU32 {
+    pub fn word(&self, num: usize) -> &AtomicU64 {
         assert!(num < self.geo.nsems as usize);
-        self.u32_unchecked(self.geo.word_offset(num))
+        unsafe { self.word_unchecked(num) }
     }
 
     pub fn sempid(&self, num: usize) -> &AtomicI32 {
@@ -343,14 +388,17 @@ impl SetMem {
     /// # Safety
     /// As said.
     #[inline(always)]
-    pub unsafe fn word_unchecked(&self, num: usize) -> &AtomicU32 {
+    pub unsafe fn word_unchecked(&self, num: usize) -> &AtomicU64 {
         debug_assert!(num < self.geo.nsems as usize);
-        self.u32_unchecked(self.geo.word_offset(num))
+        unsafe { &*(self.base.add(self.geo.word_offset(num)) as *const AtomicU64) }
     }
 
-    /// The adjustment of undo slot `slot` for semaphore `num`.
+    /// The adjustment of undo slot `slot` for semaphore `num`: its cell, plus its share in
+    /// the word if it is resident there.
     pub fn adj(&self, slot: usize, num: usize) -> i32 {
-        cell_adj(self.cell(slot, num).load(Acquire))
+        let w = self.word(num).load(Acquire);
+        let share = if resident_slot(w) == Some(slot) { resident_adj(w) } else { 0 };
+        cell_adj(self.cell(slot, num).load(Acquire)) + share
     }
 
     /// A semaphore's value from its word (a corrupt word reads as SEMVMX at most).
@@ -374,6 +422,14 @@ mod tests {
             }
         }
         assert_eq!(mark_slot(77 | WATCHED), None);
+        for slot in [0, 1, MARK_SLOTS - 1] {
+            for adj in [-32768, -1, 0, 1, 32767] {
+                let r = resident(slot, adj);
+                assert_eq!(r & !RESIDENT, 0);
+                assert_eq!((resident_slot(r | FLAGS | VALUE_MASK), resident_adj(r | FLAGS | VALUE_MASK)), (Some(slot), adj));
+            }
+        }
+        assert_eq!(resident_slot(FLAGS | VALUE_MASK), None);
         for adj in [-32768, -1, 0, 1, 32767] {
             for op in [-CELL_OP_MAX, -1, 1, CELL_OP_MAX] {
                 let c = pending_cell(adj, op, 1);
@@ -387,7 +443,7 @@ mod tests {
     fn geometry_is_ordered_and_bounded() {
         let g = Geometry::new(3, 500, WAITER_SLOTS, UNDO_SLOTS).unwrap();
         assert!(g.values >= std::mem::size_of::<Header>());
-        assert!(g.pids >= g.values + 12 && g.journal >= g.pids + 12);
+        assert!(g.pids >= g.values + 24 && g.journal >= g.pids + 12);
         assert!(g.waiters >= g.journal + 8 * g.journal_cap);
         assert!(g.waiter_ops >= g.waiters + 40 * WAITER_SLOTS as usize);
         assert!(g.undo_pids >= g.waiter_ops + 8 * 500 * WAITER_SLOTS as usize);
