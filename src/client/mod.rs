@@ -68,6 +68,27 @@ pub const LOOK_AROUND: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bumped each time a broker's namespace table is adopted (see `broker_epoch`).
 static BROKER_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The current table's version word of each family (`Family as usize`), for the fast
+/// paths' cached permission checks: one load away (a replaced table stays mapped).
+static VERSIONS: [AtomicPtr<std::sync::atomic::AtomicU64>; 3] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 3];
+
+/// A cached permission decision (rights in bits 0-1) holds while the key it was stored
+/// with is current: its family's table version (an entry read under `version`) and the
+/// credentials' generation. Bit 2: a valid key.
+pub fn rights_key(version: u64) -> u64 {
+    (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4
+}
+
+/// The current `rights_key` of a family; None before the first table is adopted.
+#[inline(always)]
+pub fn current_rights_key(family: crate::ipc::Family) -> Option<u64> {
+    let v = VERSIONS[family as usize].load(Ordering::Acquire);
+    if v.is_null() {
+        return None;
+    }
+    Some(rights_key(unsafe { &*v }.load(Ordering::Acquire)))
+}
+
 /// The pid whose hello the broker has seen (0 before the first, and in a forked child).
 static REGISTERED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -376,6 +397,10 @@ impl Client {
         }
         let boxed = Box::into_raw(Box::new(TableMap { _map: map, table }));
         self.table.store(boxed, Ordering::Release);
+        for family in crate::ipc::Family::ALL {
+            let word = unsafe { &(*boxed).table }.version_word(family);
+            VERSIONS[family as usize].store(word as *const _ as *mut _, Ordering::Release);
+        }
         *current = identity;
         BROKER_EPOCH.fetch_add(1, Ordering::AcqRel);
         Ok(())

@@ -148,7 +148,12 @@ impl Table {
     /// The family's seqlock: it changes whenever any of the family's entries changes, so a
     /// decision made from an entry stays valid while it reads the same (and is even).
     pub fn version(&self, family: Family) -> u64 {
-        self.area(family).seqlock.load(Acquire)
+        self.version_word(family).load(Acquire)
+    }
+
+    /// The word `version` reads.
+    pub fn version_word(&self, family: Family) -> &AtomicU64 {
+        &self.area(family).seqlock
     }
 
     /// The live object with this key, if any.

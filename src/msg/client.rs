@@ -10,7 +10,7 @@
 
 use super::layout::{blocks_for, Found, Header, Queue, Search, StashView, BLOCK, STASH_BLOCKS};
 use super::{MSG_COPY, MSG_EXCEPT, MSG_NOERROR};
-use crate::client::{client, creds};
+use crate::client::{client, creds, current_rights_key, rights_key};
 use crate::ipc::handles::{pin, Counted, InUse, Pinned, Retired};
 use crate::ipc::ids::MAX_INDEX;
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
@@ -117,8 +117,10 @@ fn rights_of(perm: &Perm) -> u32 {
 /// names no queue any more.
 #[inline(always)]
 fn check(h: &'static Handle, access: u32) -> Result<()> {
-    let version = client().table()?.version(Family::Msg);
-    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let key = match current_rights_key(Family::Msg) {
+        Some(k) => k,
+        None => rights_key(client().table()?.version(Family::Msg)),
+    };
     let c = h.rights.load(Relaxed);
     let rights = if c & !3 == key { (c & 3) as u32 } else { recheck(h)? };
     if rights & need(access) == 0 {
@@ -131,7 +133,7 @@ fn check(h: &'static Handle, access: u32) -> Result<()> {
 fn recheck(h: &'static Handle) -> Result<u32> {
     let table = client().table()?;
     let version = table.version(Family::Msg);
-    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let key = rights_key(version);
     let entry = table.by_id(Family::Msg, h.id).map_err(|_| Errno(libc::EAGAIN))?;
     let Some(e) = entry else {
         RETIRED.take(&HANDLES[index_of(h.id)], h);

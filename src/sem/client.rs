@@ -12,7 +12,7 @@
 use super::array;
 use super::layout::*;
 use super::ops::*;
-use crate::client::{client, creds};
+use crate::client::{client, creds, current_rights_key, rights_key};
 use crate::ipc::handles::{pin, Counted, InUse, Pinned, Retired};
 use crate::ipc::ids::{split_id, MAX_INDEX};
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
@@ -118,7 +118,7 @@ fn lookup(id: i32) -> Result<(u64, u32)> {
 fn rights(h: &'static Handle) -> Result<u32> {
     let table = client().table()?;
     let version = table.version(Family::Sem);
-    let key = (version << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let key = rights_key(version);
     let c = h.rights.load(Relaxed);
     if c & !3 == key {
         return Ok((c & 3) as u32);
@@ -244,8 +244,7 @@ fn cached_one(id: i32, op: SemOp) -> Option<Pinned<Handle>> {
     if op.num as u32 >= h.mem.geo.nsems {
         return None;
     }
-    let table = client().table().ok()?;
-    let key = (table.version(Family::Sem) << 25) | ((creds::generation() & 0x3f_ffff) << 3) | 4;
+    let key = current_rights_key(Family::Sem)?;
     let c = h.rights.load(Relaxed);
     let need = if op.op != 0 { WRITE } else { READ };
     if c & !3 != key || (c & 3) as u32 & need == 0 {
@@ -425,7 +424,8 @@ fn undo_not_resident(h: &Handle, word: &AtomicU64, slot: usize, num: usize, w: u
 /// that the cache lines stay shared between processes taking turns).
 #[inline(always)]
 fn record_op(h: &Handle, num: u16, pid: i32) {
-    let sempid = h.mem.sempid(num as usize);
+    // Callers checked num against nsems.
+    let sempid = unsafe { h.mem.sempid_unchecked(num as usize) };
     if sempid.load(Relaxed) != pid {
         sempid.store(pid, Relaxed);
     }

@@ -344,6 +344,16 @@ impl SetMem {
 
     pub fn sempid(&self, num: usize) -> &AtomicI32 {
         assert!(num < self.geo.nsems as usize);
+        unsafe { self.sempid_unchecked(num) }
+    }
+
+    /// `sempid` for a hot path whose caller checked `num < nsems`.
+    ///
+    /// # Safety
+    /// As said.
+    #[inline(always)]
+    pub unsafe fn sempid_unchecked(&self, num: usize) -> &AtomicI32 {
+        debug_assert!(num < self.geo.nsems as usize);
         unsafe { &*(self.base.add(self.geo.pid_offset(num)) as *const AtomicI32) }
     }
 
