@@ -36,7 +36,7 @@ struct Handle {
     /// Cached permission decision: rights (bits 0-1) | valid (bit 2) | creds generation
     /// (bits 3-24) | table version (bits 25-63).
     rights: AtomicU64,
-    /// This process's undo slot: pid << 32 | slot.
+    /// This process's undo slot: pid << 32 | slot (a slot below MARK_SLOTS).
     undo: AtomicU64,
     /// Threads of this process inside a call on the set beyond the lock-free fast path,
     /// sleeping or waiting for the set's lock (the mapping must outlive them).
@@ -333,15 +333,16 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 #[inline(always)]
 fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
     let delta = op.op as i32;
-    if delta == 0 || delta.abs() > CELL_OP_MAX {
+    if delta == 0 {
         return None;
     }
     let pid = creds::own_pid();
     let cached = h.undo.load(Relaxed);
-    let slot = (cached & 0xffff_ffff) as usize;
-    if (cached >> 32) as i32 != pid || slot >= MARK_SLOTS {
+    if (cached >> 32) as i32 != pid {
         return None;
     }
+    // `undo_slot` caches only slots below MARK_SLOTS.
+    let slot = cached as u32 as usize;
     // Callers checked op.num against nsems; `undo_slot` caches only slots below undo_slots.
     let word = unsafe { h.mem.word_unchecked(op.num as usize) };
     let mine = resident(slot, 0);
@@ -394,12 +395,12 @@ fn undo_not_resident(h: &Handle, word: &AtomicU64, slot: usize, num: usize, w: u
     // `undo_slot` caches only slots below undo_slots.
     let cell = unsafe { h.mem.cell_unchecked(slot, num) };
     if resident_adj(w) == 0 {
-        if cell_adj(cell.load(Acquire)).abs() > RESIDENT_ADJ_MAX {
+        if delta.abs() > RESIDENT_ADJ_MAX || cell_adj(cell.load(Acquire)).abs() > RESIDENT_ADJ_MAX {
             return Err(None);
         }
         return word.compare_exchange(w, resident(slot, -delta) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some);
     }
-    if !crate::ipc::thread::single_threaded() {
+    if delta.abs() > CELL_OP_MAX || !crate::ipc::thread::single_threaded() {
         return Err(None);
     }
     let old = cell.load(Acquire);
@@ -496,7 +497,10 @@ fn undo_slot(h: &Handle, g: &array::Guard<'_>, pid: i32) -> Result<usize> {
         }
     }
     let slot = g.undo_slot(pid)?;
-    h.undo.store((pid as u32 as u64) << 32 | slot as u64, Release);
+    // Only slots a word can name: the lock-free path takes the cached one as it is.
+    if slot < MARK_SLOTS {
+        h.undo.store((pid as u32 as u64) << 32 | slot as u64, Release);
+    }
     Ok(slot)
 }
 
