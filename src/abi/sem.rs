@@ -92,7 +92,7 @@ pub unsafe extern "C" fn semop(semid: libc::c_int, sops: *mut libc::sembuf, nsop
     // here, and all else out of line, so that it pays for no more than it uses.
     if nsops == 1 && !sops.is_null() && !crate::log::tracing() {
         let b = std::ptr::read(sops);
-        if let Some(Ok(())) = client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
+        if client::semop_fast(semid, SemOp { num: b.sem_num, op: b.sem_op, flg: b.sem_flg }) {
             return 0;
         }
     }

@@ -254,17 +254,14 @@ fn cached_one(id: i32, op: SemOp) -> Option<Pinned<Handle>> {
 }
 
 /// semop of one operation on a word nobody waits on, without the lock: `single_op`, or
-/// `undo_op` with SEM_UNDO. None (or an error, which the caller has the general path
-/// confirm): otherwise.
+/// `undo_op` with SEM_UNDO. True if done; otherwise (an error too, which the general path
+/// confirms in the kernel's order) nothing happened.
 #[inline]
-pub fn semop_fast(id: i32, op: SemOp) -> Option<Result<()>> {
-    let pinned = cached_one(id, op)?;
+pub fn semop_fast(id: i32, op: SemOp) -> bool {
+    let Some(pinned) = cached_one(id, op) else { return false };
     let h = pinned.get();
-    if op.undo() {
-        undo_op(h, op)
-    } else {
-        single_op(h, op)
-    }
+    let done = if op.undo() { undo_op(h, op) } else { single_op(h, op) };
+    matches!(done, Some(Ok(())))
 }
 
 /// semop of one operation, its checks answered from the caches, through the set's lock.
