@@ -756,30 +756,8 @@ fn blocking_of(op: &SemOp) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sem::layout::test_set::new_set;
     use crate::sem::ops::{IPC_NOWAIT, SEM_UNDO};
-
-    /// A set in anonymous shared memory.
-    struct TestSet {
-        ptr: *mut u8,
-        len: usize,
-        mem: SetMem,
-    }
-
-    impl Drop for TestSet {
-        fn drop(&mut self) {
-            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-        }
-    }
-
-    fn new_set(nsems: u32) -> TestSet {
-        let geo = Geometry::new(nsems, 8, 4, 4).unwrap();
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), geo.size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        let mem = unsafe { SetMem::init(ptr as *mut u8, geo, 1) }.unwrap();
-        TestSet { ptr: ptr as *mut u8, len: geo.size, mem }
-    }
 
     fn op(num: u16, op: i16, flg: i16) -> SemOp {
         SemOp { num, op, flg }

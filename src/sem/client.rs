@@ -221,7 +221,13 @@ pub fn semop(id: i32, ops: &[SemOp], timeout: Option<Duration>) -> Result<()> {
     t.require(if alters(ops) { WRITE } else { READ })?;
     let h = t.handle(id)?;
     if ops.len() == 1 {
-        let fast = if ops[0].undo() { undo_op(h, ops[0]) } else { single_op(h, ops[0]) };
+        let fast = if !ops[0].undo() {
+            single_op(h, ops[0])
+        } else if undo_op(h, ops[0]) {
+            Some(Ok(()))
+        } else {
+            None
+        };
         match fast {
             Some(Err(Errno(libc::EAGAIN))) => {}
             Some(r) => return r,
@@ -260,8 +266,11 @@ fn cached_one(id: i32, op: SemOp) -> Option<Pinned<Handle>> {
 pub fn semop_fast(id: i32, op: SemOp) -> bool {
     let Some(pinned) = cached_one(id, op) else { return false };
     let h = pinned.get();
-    let done = if op.undo() { undo_op(h, op) } else { single_op(h, op) };
-    matches!(done, Some(Ok(())))
+    if op.undo() {
+        undo_op(h, op)
+    } else {
+        matches!(single_op(h, op), Some(Ok(())))
+    }
 }
 
 /// semop of one operation, its checks answered from the caches, through the set's lock.
@@ -326,34 +335,45 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 /// happened. Killed after 2, the tags match: the broker adds the cell's operation to the
 /// value (array.rs `resolve_marks`). Single-threaded only, because a thread killed between
 /// 1 and 3 by another thread's execve would leave a mark in a process that lives on.
-/// None: take the lock (must wait, someone waits, or an adjustment out of range).
+/// False: nothing done; take the general path (must wait, someone waits, an error, or an
+/// adjustment out of range).
 #[inline(always)]
-fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
-    let delta = op.op as i32;
-    if delta == 0 {
-        return None;
+fn undo_op(h: &Handle, op: SemOp) -> bool {
+    if op.op == 0 {
+        return false;
     }
     let pid = creds::own_pid();
     let cached = h.undo.load(Relaxed);
     if (cached >> 32) as i32 != pid {
-        return None;
+        return false;
     }
-    // `undo_slot` caches only slots below MARK_SLOTS.
-    let slot = cached as u32 as usize;
-    // Callers checked op.num against nsems; `undo_slot` caches only slots below undo_slots.
-    let word = unsafe { h.mem.word_unchecked(op.num as usize) };
+    // `undo_slot` caches only slots below MARK_SLOTS and undo_slots; callers checked
+    // op.num against nsems.
+    let done = unsafe { undo_word(&h.mem, cached as u32 as usize, op, crate::ipc::thread::single_threaded) };
+    if done {
+        record_op(h, op.num, pid);
+    }
+    done
+}
+
+/// `undo_op`'s change of the word (and cell) for undo slot `slot`, true if done;
+/// `single_threaded` says whether the marking protocol may run.
+///
+/// # Safety
+/// `slot` below MARK_SLOTS and the set's undo_slots, `op.num` below its nsems.
+#[inline(always)]
+unsafe fn undo_word(mem: &SetMem, slot: usize, op: SemOp, single_threaded: impl Fn() -> bool) -> bool {
+    let delta = op.op as i32;
+    let word = unsafe { mem.word_unchecked(op.num as usize) };
     let mine = resident(slot, 0);
     let mut w = word.load(Acquire);
     loop {
         if w & FLAGS != 0 {
-            return None;
+            return false;
         }
         let result = (w & VALUE_MASK) as i32 + delta;
-        if result < 0 {
-            return if op.nowait() { Some(Err(Errno(libc::EAGAIN))) } else { None };
-        }
-        if result > SEMVMX {
-            return Some(Err(Errno(libc::ERANGE)));
+        if !(0..=SEMVMX).contains(&result) {
+            return false;
         }
         let changed = if w & RESIDENT_SLOT == mine {
             // While we are resident our cell cannot change (layout.rs), and it was checked
@@ -361,20 +381,18 @@ fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
             // range without reading the cell.
             let share = resident_adj(w) - delta;
             if !(-RESIDENT_ADJ_MAX..=RESIDENT_ADJ_MAX).contains(&share) {
-                return None;
+                return false;
             }
             word.compare_exchange_weak(w, mine | resident_share(share) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some)
         } else {
-            undo_not_resident(h, word, slot, op.num as usize, w, delta, result)
+            undo_not_resident(mem, word, slot, op.num as usize, w, delta, result, &single_threaded)
         };
         match changed {
-            Ok(()) => break,
+            Ok(()) => return true,
             Err(Some(now)) => w = now,
-            Err(None) => return None,
+            Err(None) => return false,
         }
     }
-    record_op(h, op.num, pid);
-    Some(Ok(()))
 }
 
 /// `undo_op` on a word that does not name us resident, once: Err(Some(word)) if the word
@@ -388,16 +406,26 @@ fn undo_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 /// adjustment. Otherwise, steps 1-3.
 #[cold]
 #[inline(never)]
-fn undo_not_resident(h: &Handle, word: &AtomicU64, slot: usize, num: usize, w: u64, delta: i32, result: i32) -> std::result::Result<(), Option<u64>> {
-    // `undo_slot` caches only slots below undo_slots.
-    let cell = unsafe { h.mem.cell_unchecked(slot, num) };
+#[allow(clippy::too_many_arguments)]
+fn undo_not_resident(
+    mem: &SetMem,
+    word: &AtomicU64,
+    slot: usize,
+    num: usize,
+    w: u64,
+    delta: i32,
+    result: i32,
+    single_threaded: impl Fn() -> bool,
+) -> std::result::Result<(), Option<u64>> {
+    // `undo_word`'s caller checked both indexes.
+    let cell = unsafe { mem.cell_unchecked(slot, num) };
     if resident_adj(w) == 0 {
         if delta.abs() > RESIDENT_ADJ_MAX || cell_adj(cell.load(Acquire)).abs() > RESIDENT_ADJ_MAX {
             return Err(None);
         }
         return word.compare_exchange(w, resident(slot, -delta) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some);
     }
-    if delta.abs() > CELL_OP_MAX || !crate::ipc::thread::single_threaded() {
+    if delta.abs() > CELL_OP_MAX || !single_threaded() {
         return Err(None);
     }
     let old = cell.load(Acquire);
@@ -722,4 +750,134 @@ pub unsafe fn setall(id: i32, vals: *const u16) -> Result<()> {
     }
     let values: Vec<(u16, u16)> = raw.into_iter().enumerate().map(|(i, v)| (i as u16, v)).collect();
     set_values(h, &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sem::layout::test_set::new_set;
+    use proptest::prelude::*;
+
+    const NSEMS: usize = 2;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A single SEM_UNDO operation by process `p`: the lock-free path (`undo_word`,
+        /// marking allowed or not), and the lock where it declines, as semop does.
+        Undo { p: usize, num: u16, delta: i16, marking: bool },
+        /// A two-operation call by `p` (the locked path), each operation with SEM_UNDO or not.
+        Pair { p: usize, d0: i16, d1: i16, undo0: bool, undo1: bool },
+        SetVal { num: u16, value: u16 },
+        /// Process `p` dies; a new process takes its place.
+        Die { p: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let delta = prop_oneof![-3i16..0, 1i16..4];
+        prop_oneof![
+            6 => (0usize..3, 0u16..NSEMS as u16, delta.clone(), any::<bool>()).prop_map(|(p, num, delta, marking)| Step::Undo { p, num, delta, marking }),
+            2 => (0usize..3, -2i16..3, -2i16..3, any::<bool>(), any::<bool>()).prop_map(|(p, d0, d1, undo0, undo1)| Step::Pair { p, d0, d1, undo0, undo1 }),
+            1 => (0u16..NSEMS as u16, 0u16..6).prop_map(|(num, value)| Step::SetVal { num, value }),
+            1 => (0usize..3).prop_map(|p| Step::Die { p }),
+        ]
+    }
+
+    /// All or nothing, as the kernel: the call's values and adjustments afterwards, or None
+    /// if it fails or would wait.
+    fn model_call(values: &[i32], adj: &[i32], ops: &[SemOp]) -> Option<(Vec<i32>, Vec<i32>)> {
+        let (mut v, mut a) = (values.to_vec(), adj.to_vec());
+        for o in ops {
+            let n = o.num as usize;
+            let result = v[n] + o.op as i32;
+            if o.op == 0 && v[n] != 0 || !(0..=SEMVMX).contains(&result) || o.undo() && !(-SEMAEM - 1..=SEMAEM).contains(&(a[n] - o.op as i32)) {
+                return None;
+            }
+            v[n] = result;
+            if o.undo() {
+                a[n] -= o.op as i32;
+            }
+        }
+        Some((v, a))
+    }
+
+    proptest! {
+        /// Processes taking and giving back units with SEM_UNDO through every path (the
+        /// resident's compare-and-swap, taking residency, marking, the lock), SETVAL and
+        /// deaths, against a model of values and per-process adjustments: after every step
+        /// the set's values and each live process's adjustment (cell + resident share) are
+        /// the model's, and no word is left frozen or marked.
+        #[test]
+        fn undo_paths_match_the_model(start in proptest::collection::vec(0i32..5, NSEMS), steps in proptest::collection::vec(step(), 1..60)) {
+            let s = new_set(NSEMS as u32);
+            let m = &s.mem;
+            let mut values = start.clone();
+            let mut g = array::lock(m).unwrap();
+            let init: Vec<(u16, u16)> = start.iter().enumerate().map(|(n, &v)| (n as u16, v as u16)).collect();
+            g.set_values(&init, 1).unwrap();
+            drop(g);
+            let mut pids = [40, 41, 42];
+            let mut next_pid = 43;
+            let mut adj = [[0i32; NSEMS]; 3];
+            for st in steps {
+                let slot = |p: usize| array::lock(m).unwrap().undo_slot(pids[p]).unwrap();
+                match st {
+                    Step::Undo { p, num, delta, marking } => {
+                        let slot = slot(p);
+                        let op = SemOp { num, op: delta, flg: crate::sem::ops::SEM_UNDO | crate::sem::ops::IPC_NOWAIT };
+                        let want = model_call(&values, &adj[p], &[op]);
+                        let done = unsafe { undo_word(m, slot, op, || marking) }
+                            || matches!(array::lock(m).unwrap().semop(&[op], &[num], pids[p], Some(slot)), Ok(Outcome::Proceed));
+                        prop_assert_eq!(done, want.is_some(), "{:?}", st);
+                        if let Some((v, a)) = want {
+                            values = v;
+                            adj[p] = a.try_into().unwrap();
+                        }
+                    }
+                    Step::Pair { p, d0, d1, undo0, undo1 } => {
+                        let slot = slot(p);
+                        let flg = |u: bool| crate::sem::ops::IPC_NOWAIT | if u { crate::sem::ops::SEM_UNDO } else { 0 };
+                        let ops = [SemOp { num: 0, op: d0, flg: flg(undo0) }, SemOp { num: 1, op: d1, flg: flg(undo1) }];
+                        let want = model_call(&values, &adj[p], &ops);
+                        let got = array::lock(m).unwrap().semop(&ops, &[0, 1], pids[p], Some(slot)).unwrap();
+                        prop_assert_eq!(got == Outcome::Proceed, want.is_some(), "{:?}", st);
+                        if let Some((v, a)) = want {
+                            values = v;
+                            adj[p] = a.try_into().unwrap();
+                        }
+                    }
+                    Step::SetVal { num, value } => {
+                        array::lock(m).unwrap().set_values(&[(num, value)], 1).unwrap();
+                        values[num as usize] = value as i32;
+                        for a in adj.iter_mut() {
+                            a[num as usize] = 0;
+                        }
+                    }
+                    Step::Die { p } => {
+                        prop_assert!(array::lock(m).unwrap().process_died(pids[p]));
+                        for n in 0..NSEMS {
+                            values[n] = (values[n] + adj[p][n]).clamp(0, SEMVMX);
+                        }
+                        adj[p] = [0; NSEMS];
+                        pids[p] = next_pid;
+                        next_pid += 1;
+                    }
+                }
+                for n in 0..NSEMS {
+                    prop_assert_eq!(m.value(n), values[n], "value {} after {:?}", n, st);
+                    prop_assert_eq!(m.word(n).load(Relaxed) & (FROZEN | MARK), 0);
+                }
+                // Without claiming slots: a dead process's slot stays free until a process
+                // that operates claims it.
+                for p in 0..3 {
+                    let Some(slot) = (0..m.geo.undo_slots as usize).find(|&s| m.undo_pid(s).load(Relaxed) == pids[p]) else {
+                        prop_assert_eq!(adj[p], [0; NSEMS]);
+                        continue;
+                    };
+                    for n in 0..NSEMS {
+                        prop_assert_eq!(m.adj(slot, n), adj[p][n], "adjustment of process {} on {} after {:?}", p, n, st);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -417,6 +417,35 @@ impl SetMem {
     }
 }
 
+/// A set in anonymous shared memory, for tests.
+#[cfg(test)]
+pub mod test_set {
+    use super::*;
+
+    pub struct TestSet {
+        pub ptr: *mut u8,
+        pub len: usize,
+        pub mem: SetMem,
+    }
+
+    impl Drop for TestSet {
+        fn drop(&mut self) {
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
+
+    /// A set of `nsems` with 4 waiter and 4 undo slots.
+    pub fn new_set(nsems: u32) -> TestSet {
+        let geo = Geometry::new(nsems, 8, 4, 4).unwrap();
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), geo.size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let mem = unsafe { SetMem::init(ptr as *mut u8, geo, 1) }.unwrap();
+        TestSet { ptr: ptr as *mut u8, len: geo.size, mem }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
