@@ -12,14 +12,15 @@
 //!
 //! Hazard slots: each thread has a small stack of slots (`Hazards`, registered in a global
 //! list on its first call, given back for reuse by a TLS destructor at thread exit). A call
-//! claims its next slot (PENDING, a plain store), reads the array, and puts the pointer it
-//! read in the slot; a signal handler calling in meanwhile pushes above it, so nested calls
-//! keep every outer handle pinned. The retiring side, once the handle is out of the array,
-//! runs `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every thread's earlier
-//! slot stores visible, before it looks at the slots: a slot still PENDING may come to hold
-//! anything, so that sweep frees nothing; a reader whose claim it does not see reads the
-//! array after the handle left it and never uses it. (Claiming first spares a second read
-//! of the array and its compare, 4 ns of a 40 ns semop pair; the price: a thread stalled
+//! claims its next slot (raising its depth, a plain store), reads the array, and puts the
+//! pointer it read in the slot; a signal handler calling in meanwhile pushes above it, so
+//! nested calls keep every outer handle pinned. The retiring side, once the handle is out
+//! of the array, runs `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every
+//! thread's earlier stores visible, before it looks at the slots: a claimed slot still
+//! empty may come to hold anything, so that sweep frees nothing; a reader whose claim it
+//! does not see reads the array after the handle left it and never uses it. (Claiming
+//! first spares a second read of the array and its compare: 3 ns of a 38 ns semop pair,
+//! though msg_64 pairs came out 5 ns slower, unexplained; the price: a thread stalled
 //! between the claim and the pointer's store, a few instructions, postpones every free of
 //! its process until it goes on.) Without membarrier (an old kernel, a seccomp filter)
 //! both sides use a SeqCst fence instead.
@@ -180,29 +181,28 @@ pub fn pin<T>(slot: &AtomicPtr<T>) -> Option<Pinned<T>> {
         return (!p.is_null()).then(|| Pinned { handle: unsafe { &*p }, rec, level: SLOTS });
     }
     // Depth first: a signal handler calling in between the two stores uses the next slot.
+    // The depth is also the claim, made before the array is read: a sweep that sees a
+    // slot below the depth still empty frees nothing, and one that does not see the claim
+    // ran its barrier before our read, which then finds the array without the handles it
+    // retired.
     r.depth.store(level + 1, Relaxed);
-    compiler_fence(SeqCst);
-    // Claimed before the array is read: a sweep that sees the claim frees nothing, and
-    // one that does not see it ran its barrier before our read, which then finds the
-    // array without the handles it retired.
-    let hazard = &r.slots[level];
-    hazard.store(PENDING, Relaxed);
     if r.fence {
         fence(SeqCst);
     } else {
         compiler_fence(SeqCst);
     }
     let p = slot.load(Acquire);
-    hazard.store(p as *mut (), Relaxed);
     if p.is_null() {
         compiler_fence(SeqCst);
         r.depth.store(level, Relaxed);
         return None;
     }
+    r.slots[level].store(p as *mut (), Relaxed);
     Some(Pinned { handle: unsafe { &*p }, rec, level })
 }
 
-/// A hazard slot's value while its call reads the array: it may come to hold any handle.
+/// What `hazards` reports for a claimed slot still empty: its call is reading the array
+/// and may come to hold any handle.
 const PENDING: *mut () = 1 as *mut ();
 
 impl<T> Pinned<T> {
@@ -233,10 +233,15 @@ fn hazards() -> Vec<*mut ()> {
     let mut p = ALL.load(Acquire) as *const Hazards;
     while !p.is_null() {
         let r = unsafe { &*p };
-        for s in &r.slots {
+        // Slots below the depth are claimed (an empty one: its call is reading the array);
+        // those above it are empty.
+        let depth = r.depth.load(Acquire).min(SLOTS);
+        for (i, s) in r.slots.iter().enumerate() {
             let h = s.load(Acquire);
             if !h.is_null() {
                 out.push(h);
+            } else if i < depth {
+                out.push(PENDING);
             }
         }
         p = r.next;
@@ -364,9 +369,9 @@ mod tests {
         }
     }
 
-    /// A handle pinned, or a slot claimed and not yet filled (PENDING: its call is reading
-    /// the array, and may come to hold any handle), is not freed; once the pin is over, the
-    /// next sweep frees it. (No grace period under test.)
+    /// A handle pinned is not freed, nor any while a slot is claimed and not yet filled
+    /// (its call is reading the array, and may come to hold any handle); once the pin is
+    /// over, the next sweep frees them. (No grace period under test.)
     #[test]
     fn pinned_and_pending_handles_outlive_their_retirement() {
         static DROPPED: AtomicU32 = AtomicU32::new(0);
@@ -379,13 +384,13 @@ mod tests {
         RETIRED.install(&slot, new());
         assert_eq!(DROPPED.load(SeqCst), 0, "pinned: kept");
         drop(pinned);
-        // A claim in progress: this thread's next slot PENDING, as between the claim and
-        // the pointer's store of a call that a signal handler interrupted.
+        // A claim in progress: this thread's next slot claimed and still empty, as between
+        // the claim and the pointer's store of a call that a signal handler interrupted.
         let r = unsafe { &*mine() };
-        r.slots[0].store(PENDING, SeqCst);
+        r.depth.store(1, SeqCst);
         RETIRED.install(&slot, new());
         assert_eq!(DROPPED.load(SeqCst), 0, "a pending claim: nothing freed");
-        r.slots[0].store(std::ptr::null_mut(), SeqCst);
+        r.depth.store(0, SeqCst);
         RETIRED.install(&slot, new());
         assert_eq!(DROPPED.load(SeqCst), 3, "all retired once no slot holds them");
     }
