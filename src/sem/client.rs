@@ -811,10 +811,8 @@ mod tests {
             let s = new_set(NSEMS as u32);
             let m = &s.mem;
             let mut values = start.clone();
-            let mut g = array::lock(m).unwrap();
             let init: Vec<(u16, u16)> = start.iter().enumerate().map(|(n, &v)| (n as u16, v as u16)).collect();
-            g.set_values(&init, 1).unwrap();
-            drop(g);
+            array::lock(m).unwrap().set_values(&init, 1).unwrap();
             let mut pids = [40, 41, 42];
             let mut next_pid = 43;
             let mut adj = [[0i32; NSEMS]; 3];
