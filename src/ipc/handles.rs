@@ -118,7 +118,7 @@ fn barrier() -> bool {
 /// This thread's record (a forked child's is its parent's thread's, kept by `after_fork`).
 #[inline(always)]
 fn mine() -> *const Hazards {
-    let rec = words().hazards.get() as *const Hazards;
+    let rec = super::thread::hazards_word() as *const Hazards;
     if rec.is_null() {
         return register();
     }
