@@ -2,8 +2,8 @@
  * adjustments (the kernel keeps one undo list per process), so the units every thread
  * still holds when the process ends come back at its exit, whichever thread took them.
  * Four threads take and give back units of two semaphores with single operations (under
- * ipcshim, the lock-free path of the process that is resident on the word, or of one that
- * is not: both run here) and with two-operation calls (the locked path); each ends holding
+ * ipcshim, through the lock: a process with several threads does not become resident on a
+ * word, see docs/architecture.md) and with two-operation calls; each ends holding
  * one unit of semaphore 0 and two of semaphore 1. While the child lives the values show
  * exactly what it holds; once it has exited (and, in a second round, been SIGKILLed
  * instead) they are back at their start. */

@@ -74,8 +74,12 @@ impl Drop for GiveBack {
     fn drop(&mut self) {
         let rec = words().hazards.replace(std::ptr::null()) as *const Hazards;
         if !rec.is_null() {
-            // Every pin of this thread is over: its slots are null.
-            unsafe { &*rec }.free.store(true, Release);
+            // Every pin of this thread is over: its slots are null. Its depth too, unless
+            // the thread left a call from a signal handler (pthread_exit) between a claim
+            // and its pointer: that claim would otherwise stop every sweep for good.
+            let r = unsafe { &*rec };
+            r.depth.store(0, Relaxed);
+            r.free.store(true, Release);
         }
     }
 }
@@ -220,34 +224,53 @@ impl<T> Drop for Pinned<T> {
             // Release: whatever this call did (an `InUse` count) is seen by a sweep that
             // finds the slot empty.
             r.slots[self.level].store(std::ptr::null_mut(), Release);
-            compiler_fence(SeqCst);
-            r.depth.store(self.level, Relaxed);
+            // Release too: a sweep that reads the lower depth (and so skips the slot) also
+            // sees everything this call did, where stores may pass each other.
+            r.depth.store(self.level, Release);
         }
     }
 }
 
 /// Every pointer some thread's hazard slot holds now (after a `barrier`); PENDING among
-/// them if some call is reading the array.
+/// them if some call is reading the array. A claim lasts a few instructions: a record that
+/// shows one is read again for a while before it counts as pending, so that a thread
+/// calling in a tight loop does not hold up every sweep.
 fn hazards() -> Vec<*mut ()> {
     let mut out = Vec::new();
     let mut p = ALL.load(Acquire) as *const Hazards;
     while !p.is_null() {
         let r = unsafe { &*p };
-        // Slots below the depth are claimed (an empty one: its call is reading the array);
-        // those above it are empty.
-        let depth = r.depth.load(Acquire).min(SLOTS);
-        for (i, s) in r.slots.iter().enumerate() {
-            let h = s.load(Acquire);
-            if !h.is_null() {
-                out.push(h);
-            } else if i < depth {
-                out.push(PENDING);
+        let mut pending = true;
+        for _ in 0..CLAIM_LOOKS {
+            let held = out.len();
+            // Slots below the depth are claimed (an empty one: its call is reading the
+            // array); those above it are empty.
+            let depth = r.depth.load(Acquire).min(SLOTS);
+            pending = false;
+            for (i, s) in r.slots.iter().enumerate() {
+                let h = s.load(Acquire);
+                if !h.is_null() {
+                    out.push(h);
+                } else if i < depth {
+                    pending = true;
+                }
             }
+            if !pending {
+                break;
+            }
+            out.truncate(held);
+            std::hint::spin_loop();
+        }
+        if pending {
+            out.push(PENDING);
         }
         p = r.next;
     }
     out
 }
+
+/// How many times `hazards` reads a record that shows a claim before it counts as pending.
+const CLAIM_LOOKS: usize = 1000;
 
 /// In a forked child: the other threads' records are the parent's threads', which do not
 /// exist here; their slots would pin handles forever.

@@ -320,10 +320,10 @@ fn single_op(h: &Handle, op: SemOp) -> Option<Result<()>> {
 /// lock holder does not hold, by a process whose undo slot in the set is known. The word
 /// and the adjustment must change together even if we are killed half way.
 ///
-/// When the word names our slot as resident, or names no resident with an adjustment
-/// (layout.rs), that is one compare-and-swap: the value and our share of the adjustment
-/// are both in the word. Otherwise (another process's share is in the word), in a process
-/// with one thread:
+/// When the word names our slot as resident (layout.rs), that is one compare-and-swap: the
+/// value and our share of the adjustment are both in the word, and threads may share this
+/// path. Otherwise (becoming resident, or another process's share is in the word), in a
+/// process with one thread:
 ///
 /// 1. compare-and-swap the word from its value to the same value plus a mark: our undo
 ///    slot and a tag, the opposite of the tag our adjustment cell carries now. While it is
@@ -395,15 +395,16 @@ unsafe fn undo_word(mem: &SetMem, slot: usize, op: SemOp, single_threaded: impl 
     }
 }
 
-/// `undo_op` on a word that does not name us resident, once: Err(Some(word)) if the word
-/// changed meanwhile (look again), Err(None) to take the lock. Out of line: the resident's
-/// path is the common one and keeps its registers.
+/// `undo_op` on a word that does not name us resident, once (steps 1-3): Err(Some(word))
+/// if the word changed meanwhile (look again), Err(None) to take the lock. Out of line: the
+/// resident's path is the common one and keeps its registers.
 ///
-/// A word without a resident share becomes ours (one compare-and-swap), if our cell is
-/// within RESIDENT_ADJ_MAX. A lock holder that changed the cell since we read it changed
-/// the word too (its value, or the resident it folded), and the exchange fails; but for a
-/// SETVAL that left the word as it was and zeroed the cell, where the share alone is the
-/// adjustment. Otherwise, steps 1-3.
+/// A word that names nobody with a share becomes ours: step 2 writes nothing, and step 3
+/// stores the new value with us resident, if our cell is within RESIDENT_ADJ_MAX. Checked
+/// under the mark, as the cell cannot change then (a lock holder waits for the mark to go):
+/// a plain compare-and-swap would let one of our own locked calls (another thread, a signal
+/// handler) change the cell and leave the word as it was between the check and the swap.
+/// Killed before step 3, the cell's tag is not the mark's: nothing happened.
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
@@ -419,18 +420,18 @@ fn undo_not_resident(
 ) -> std::result::Result<(), Option<u64>> {
     // `undo_word`'s caller checked both indexes.
     let cell = unsafe { mem.cell_unchecked(slot, num) };
-    if resident_adj(w) == 0 {
-        if delta.abs() > RESIDENT_ADJ_MAX || cell_adj(cell.load(Acquire)).abs() > RESIDENT_ADJ_MAX {
-            return Err(None);
-        }
-        return word.compare_exchange(w, resident(slot, -delta) | result as u64, AcqRel, Acquire).map(|_| ()).map_err(Some);
-    }
-    if delta.abs() > CELL_OP_MAX || !single_threaded() {
+    if !single_threaded() {
         return Err(None);
     }
     let old = cell.load(Acquire);
     let adj = cell_adj(old) - delta;
-    if !(-SEMAEM - 1..=SEMAEM).contains(&adj) {
+    let becoming_resident = resident_adj(w) == 0;
+    let fits = if becoming_resident {
+        delta.abs() <= RESIDENT_ADJ_MAX && cell_adj(old).abs() <= RESIDENT_ADJ_MAX
+    } else {
+        delta.abs() <= CELL_OP_MAX && (-SEMAEM - 1..=SEMAEM).contains(&adj)
+    };
+    if !fits {
         return Err(None);
     }
     let tag = cell_tag(old) ^ 1;
@@ -441,8 +442,12 @@ fn undo_not_resident(
         word.store(w, Release);
         return Err(Some(word.load(Acquire)));
     }
-    cell.store(pending_cell(adj, delta, tag), Release);
-    word.store(w & RESIDENT | result as u64, Release);
+    if becoming_resident {
+        word.store(resident(slot, -delta) | result as u64, Release);
+    } else {
+        cell.store(pending_cell(adj, delta, tag), Release);
+        word.store(w & RESIDENT | result as u64, Release);
+    }
     Ok(())
 }
 
