@@ -109,7 +109,7 @@ case "$MODE" in
             *) IPCSHIM_LIB="$(pwd)/$IPCSHIM_LIB" ;;
         esac
         if [ ! -f "$IPCSHIM_LIB" ]; then
-            echo "$MODE: $IPCSHIM_LIB not found (cargo build --release first)" >&2
+            echo "$MODE: $IPCSHIM_LIB not found (run make first)" >&2
             echo "$MODE: 0 passed, 1 failed"
             exit 1
         fi

@@ -13,11 +13,11 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipcshim"))
 }
 
-/// The cdylib: `cargo build --release` makes it (`make check` builds before testing). A
+/// The cdylib: `make` builds it (`make check` builds before testing). A
 /// missing preload would be ignored by ld.so and the programs would talk to the kernel.
 pub fn lib() -> PathBuf {
     let lib = bin().parent().unwrap().join("libipcshim.so");
-    assert!(lib.exists(), "{} missing: run `cargo build --release` (or `make check`) first", lib.display());
+    assert!(lib.exists(), "{} missing: run `make` (or `make check`) first", lib.display());
     lib
 }
 
