@@ -198,6 +198,12 @@ impl RobustMutex {
         self.try_lock_as(my_tid())
     }
 
+    /// Whether the lock is free now (a hint: `try_lock_as` may still fail).
+    #[inline(always)]
+    pub fn looks_free(&self) -> bool {
+        self.word.load(Relaxed) == 0
+    }
+
     /// `try_lock` for a caller that knows its thread id (`my_tid`).
     #[inline]
     pub fn try_lock_as(&self, me: u32) -> Option<Result<Locked>> {

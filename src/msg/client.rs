@@ -226,8 +226,12 @@ fn lock_contended(h: &'static Handle, me: u32) -> Result<Locked> {
     let mutex = &h.queue.header().lock;
     for _ in 1..LOCK_TRIES {
         std::hint::spin_loop();
-        if let Some(r) = mutex.try_lock_as(me) {
-            return r;
+        // Look before trying: a failed exchange takes the line from the holder as surely
+        // as a successful one, and the holder needs it for its critical section.
+        if mutex.looks_free() {
+            if let Some(r) = mutex.try_lock_as(me) {
+                return r;
+            }
         }
     }
     let _in_use = InUse::new(h);
