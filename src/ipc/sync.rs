@@ -28,12 +28,10 @@ use std::time::{Duration, Instant};
 /// the holder: `holder_gone`) and by the broker's
 /// `try_lock_or_recover`. Thread ids are those of the pid namespace of the caller: the
 /// processes of one ipcshim namespace must share a pid namespace (README).
-#[repr(C, align(8))]
+#[repr(C)]
 pub struct RobustMutex {
     /// 0: free; otherwise the holder's tid, | WAITERS while someone may sleep on it.
     word: AtomicU32,
-    /// The size of the pthread mutex this replaced, so that the layouts keep their offsets.
-    _reserved: [u32; 9],
 }
 
 const WAITERS: u32 = 1 << 31;

@@ -480,6 +480,18 @@ fn cancellable<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Stores `value` into the header's `field` unless it holds it already: the pids and times
+/// share a line that both sides of a stream read on every call, which stays cached in both
+/// as long as no one writes it.
+macro_rules! store_changed {
+    ($field:expr, $value:expr) => {{
+        let value = $value;
+        if $field.load(Relaxed) != value {
+            $field.store(value, Relaxed);
+        }
+    }};
+}
+
 /// Wakes every sleeper on `seq` if there is one (call with the lock held; the wake-up
 /// itself happens when `wake_after` runs, after unlocking).
 fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
@@ -725,8 +737,8 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
         *sleep = Some(wait(guard, h, Side::Space, mtype, msgsz as u64, resume));
         return Err(SLEEPING);
     }
-    header.lspid.store(creds::own_pid(), Relaxed);
-    header.stime.store(now_secs(), Relaxed);
+    store_changed!(header.lspid, creds::own_pid());
+    store_changed!(header.stime, now_secs());
     let wake = bump(&header.msg_seq, &header.msg_waiters);
     drop(guard);
     if wake {
@@ -844,8 +856,8 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     let pid = creds::own_pid();
     let receiver = if waited { my_tid() as i32 } else { pid };
     h.read_ahead.store(header.lspid.load(Relaxed) != pid && len >= AHEAD_MIN, Relaxed);
-    header.lrpid.store(receiver, Relaxed);
-    header.rtime.store(now_secs(), Relaxed);
+    store_changed!(header.lrpid, receiver);
+    store_changed!(header.rtime, now_secs());
     let wake = bump(&header.space_seq, &header.space_waiters);
     drop(guard);
     if let Some(ahead) = ahead {

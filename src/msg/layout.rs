@@ -37,12 +37,22 @@ pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 2: the lock is ipc::sync's own robust lock, no longer a pthread mutex.
 /// 3: slots carry a generation (`Slot::gen`), the header holds the senders' stashes.
 /// 4: a free slot keeps the blocks of the text it held (`push_slot_keeping_text`).
-pub const VERSION: u32 = 4;
+/// 5: the header laid out by cache line (the lock with what its holders change), the
+/// spare slot, a slot per line.
+pub const VERSION: u32 = 5;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).
 pub const HEADER_SIZE: usize = 4096;
 const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
+
+/// A free slot just taken (`pop_slot`): its link, and the chain of blocks its last text
+/// held, `count` blocks from `first` (the taker's now, to use or give back).
+struct Popped {
+    link: u32,
+    first: u32,
+    count: u64,
+}
 
 /// How many messages `peek` looks at before it leaves the search to `find`.
 const PEEK_STEPS: usize = 16;
@@ -50,42 +60,55 @@ const PEEK_STEPS: usize = 16;
 /// What shared memory that makes no sense yields.
 const CORRUPT: Errno = Errno(libc::EIDRM);
 
-#[repr(C)]
+/// Laid out by who touches what: every send and receive takes the lock and changes the
+/// list and the counts, so these share the lock's cache line, which the critical section
+/// then finds in its cache as soon as it holds the lock (a stream's two processes pass
+/// one line to and fro, not three). What is read on every call but seldom written shares
+/// a second line, which stays cached on both sides.
+#[repr(C, align(64))]
 pub struct Header {
-    pub magic: AtomicU64,
-    pub version: AtomicU32,
+    pub lock: RobustMutex,
     /// Set by the broker at IPC_RMID: waiters fail with EIDRM.
     pub removed: AtomicU32,
-    /// Slots and blocks the memfd holds (fixed at creation).
-    pub capacity: AtomicU32,
-    _pad0: u32,
-    pub lock: RobustMutex,
-    /// msg_qbytes: written by the broker (IPC_SET), read under the lock.
-    pub qbytes: AtomicU64,
     pub qnum: AtomicU64,
     pub cbytes: AtomicU64,
-    pub lspid: AtomicI32,
-    pub lrpid: AtomicI32,
-    pub stime: AtomicI64,
-    pub rtime: AtomicI64,
-    /// Futex word of blocked senders: bumped when space may have freed.
-    pub space_seq: AtomicU32,
-    /// Senders waiting (a hint: reset to 0 by whoever wakes them all).
-    pub space_waiters: AtomicU32,
-    /// Futex word of blocked receivers: bumped when a message arrived.
-    pub msg_seq: AtomicU32,
-    pub msg_waiters: AtomicU32,
     /// First and last queued message (slot + 1).
     pub head: AtomicU32,
     pub tail: AtomicU32,
     /// Free slots and blocks (index + 1, chained through `next` / `block_next`).
     free_slot: AtomicU32,
     free_block: AtomicU32,
+    /// The slot freed last (0: none), kept out of the free list with the chain of blocks
+    /// its text held, the chain's first block and length here: a stream's sender takes
+    /// them back from this line without touching the slot's, which the receiver that
+    /// freed it has in its cache (`pop_slot`).
+    spare_slot: AtomicU32,
+    spare_first: AtomicU32,
+    spare_blocks: AtomicU32,
+    /// Senders waiting (a hint: reset to 0 by whoever wakes them all).
+    pub space_waiters: AtomicU32,
+    /// Receivers waiting (likewise).
+    pub msg_waiters: AtomicU32,
+    _pad0: u32,
+    // The second line: written seldom (the pids and times only when they change).
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    /// Slots and blocks the memfd holds (fixed at creation).
+    pub capacity: AtomicU32,
+    /// msg_qbytes: written by the broker (IPC_SET), read under the lock.
+    pub qbytes: AtomicU64,
+    pub lspid: AtomicI32,
+    pub lrpid: AtomicI32,
+    pub stime: AtomicI64,
+    pub rtime: AtomicI64,
+    /// Futex word of blocked senders: bumped when space may have freed.
+    pub space_seq: AtomicU32,
+    /// Futex word of blocked receivers: bumped when a message arrived.
+    pub msg_seq: AtomicU32,
     /// Slots and blocks ever handed out: beyond these the memory is untouched (zero), so
     /// a new queue needs no initialised free list.
     slot_hwm: AtomicU32,
     block_hwm: AtomicU32,
-    _pad1: [u32; 2],
     /// Senders' stashes (`Stash`).
     stashes: [Stash; STASHES],
 }
@@ -127,8 +150,11 @@ pub struct StashView {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::offset_of!(Header, magic) == 64 && std::mem::offset_of!(Header, stashes) == 128);
 
-#[repr(C)]
+/// One per cache line: neighbours in use by the two sides of a stream at once would
+/// otherwise pass a line to and fro.
+#[repr(C, align(64))]
 pub struct Slot {
     mtype: AtomicI64,
     /// The text's length (MSGMAX is an int: it fits).
@@ -274,22 +300,33 @@ impl Queue {
         size.saturating_add(h.cbytes.load(Relaxed)) <= qbytes && h.qnum.load(Relaxed).saturating_add(1) <= qbytes
     }
 
-    /// A free slot: the free list's first, else the one past the high-water mark.
+    /// A free slot and the blocks it kept: the spare, else the free list's first, else the
+    /// one past the high-water mark (which kept none).
     #[inline(always)]
-    fn pop_slot(&self) -> Result<Option<u32>> {
+    fn pop_slot(&self) -> Result<Option<Popped>> {
         let h = self.header();
+        let spare = h.spare_slot.load(Relaxed);
+        if spare != 0 {
+            let count = h.spare_blocks.load(Relaxed);
+            if count > self.capacity {
+                return Err(CORRUPT);
+            }
+            h.spare_slot.store(0, Relaxed);
+            return Ok(Some(Popped { link: spare, first: h.spare_first.load(Relaxed), count: count as u64 }));
+        }
         let head = h.free_slot.load(Relaxed);
         if head != 0 {
-            let next = self.slot(head)?.next.load(Relaxed);
-            h.free_slot.store(next, Relaxed);
-            return Ok(Some(head));
+            let slot = self.slot(head)?;
+            h.free_slot.store(slot.next.load(Relaxed), Relaxed);
+            let count = blocks_for(slot.size.load(Relaxed) as u64);
+            return Ok(Some(Popped { link: head, first: slot.first_block.load(Relaxed), count }));
         }
         let used = h.slot_hwm.load(Relaxed);
         if used >= self.capacity {
             return Ok(None);
         }
         h.slot_hwm.store(used + 1, Relaxed);
-        Ok(Some(used + 1))
+        Ok(Some(Popped { link: used + 1, first: 0, count: 0 }))
     }
 
     /// A chain of `n` (1 ≤ n ≤ capacity) blocks, its first returned: the free list's first
@@ -310,6 +347,7 @@ impl Queue {
     /// list. True if there were any.
     #[cold]
     fn release_kept_texts(&self) -> Result<bool> {
+        self.spare_to_free_list()?;
         let mut released = false;
         let mut link = self.header().free_slot.load(Relaxed);
         // A list longer than the slots is corrupt.
@@ -317,10 +355,10 @@ impl Queue {
             if link == 0 {
                 return Ok(released);
             }
-            let (first, count) = self.kept_text(link)?;
-            self.push_blocks(first, count)?;
-            released |= count > 0;
             let slot = self.slot(link)?;
+            let count = blocks_for(slot.size.load(Relaxed) as u64);
+            self.push_blocks(slot.first_block.load(Relaxed), count)?;
+            released |= count > 0;
             slot.size.store(0, Relaxed);
             slot.first_block.store(0, Relaxed);
             link = slot.next.load(Relaxed);
@@ -371,34 +409,43 @@ impl Queue {
         let slot = self.slot(link)?;
         slot.size.store(0, Relaxed);
         slot.first_block.store(0, Relaxed);
-        self.push_slot_keeping_text(link)
+        self.push_slot_keeping_text(link, 0, 0)
     }
 
     /// Frees a slot with the blocks of the text it held (its `size` and `first_block`
-    /// unchanged): the next `pop_slot` gets them with it, without reading or writing any
-    /// block link, so a stream's slot and blocks go back to the sender in one line.
+    /// unchanged, naming `count` blocks from `first`): the next `pop_slot` gets them with
+    /// it, without reading or writing any block link. It becomes the spare, so a stream's
+    /// slot and blocks go back to the sender in the lock's line.
     #[inline(always)]
-    fn push_slot_keeping_text(&self, link: u32) -> Result<()> {
+    fn push_slot_keeping_text(&self, link: u32, first: u32, count: u64) -> Result<()> {
+        self.slot(link)?;
+        self.spare_to_free_list()?;
         let h = self.header();
-        self.slot(link)?.next.store(h.free_slot.load(Relaxed), Relaxed);
-        h.free_slot.store(link, Relaxed);
+        h.spare_first.store(first, Relaxed);
+        h.spare_blocks.store(count as u32, Relaxed);
+        h.spare_slot.store(link, Relaxed);
         Ok(())
     }
 
-    /// The blocks a slot just popped kept: `(first, count)`. They are the caller's from
-    /// now on; the slot's fields still name them until it is linked (`link`) or freed
-    /// again (`push_slot`), which both rewrite them, and nothing reads them meanwhile.
+    /// Moves the spare slot (if any) to the free list, the blocks it kept with it (its
+    /// fields name them, as the spare's do).
     #[inline(always)]
-    fn kept_text(&self, link: u32) -> Result<(u32, u64)> {
-        let slot = self.slot(link)?;
-        Ok((slot.first_block.load(Relaxed), blocks_for(slot.size.load(Relaxed) as u64)))
+    fn spare_to_free_list(&self) -> Result<()> {
+        let h = self.header();
+        let spare = h.spare_slot.load(Relaxed);
+        if spare != 0 {
+            self.slot(spare)?.next.store(h.free_slot.load(Relaxed), Relaxed);
+            h.free_slot.store(spare, Relaxed);
+            h.spare_slot.store(0, Relaxed);
+        }
+        Ok(())
     }
 
     /// The chain of `n` blocks for a slot just popped: the blocks it kept if they are `n`,
     /// else (those given back) `take_blocks`.
     #[inline(always)]
-    fn blocks_for_slot(&self, link: u32, n: u64) -> Result<Option<u32>> {
-        let (first, count) = self.kept_text(link)?;
+    fn blocks_for_slot(&self, popped: &Popped, n: u64) -> Result<Option<u32>> {
+        let &Popped { first, count, .. } = popped;
         if count == n && n > 0 {
             return Ok(Some(first));
         }
@@ -469,9 +516,10 @@ impl Queue {
         if nblocks > self.capacity as u64 {
             return Ok(false);
         }
-        let Some(slot_link) = self.pop_slot()? else { return Ok(false) };
+        let Some(popped) = self.pop_slot()? else { return Ok(false) };
+        let slot_link = popped.link;
         // Take the blocks, then fill them; on failure give everything back.
-        let first = match self.blocks_for_slot(slot_link, nblocks)? {
+        let first = match self.blocks_for_slot(&popped, nblocks)? {
             Some(first) => first,
             None => {
                 self.push_slot(slot_link)?;
@@ -569,11 +617,10 @@ impl Queue {
         let st = self.stash(index)?;
         let want = want.clamp(1, STASH_BLOCKS);
         if st.slot.load(Relaxed) == 0 {
-            if let Some(slot) = self.pop_slot()? {
-                st.slot.store(slot, Relaxed);
+            if let Some(Popped { link, first, count }) = self.pop_slot()? {
+                st.slot.store(link, Relaxed);
                 // The blocks the slot kept join the stash if it has none and they are
                 // enough (a stream's next message is the size of the last).
-                let (first, count) = self.kept_text(slot)?;
                 if st.blocks.load(Relaxed) == 0 && (want as u64..=STASH_BLOCKS as u64).contains(&count) {
                     st.first_block.store(first, Relaxed);
                     st.blocks.store(count as u32, Relaxed);
@@ -756,7 +803,7 @@ impl Queue {
         }
         h.qnum.store(h.qnum.load(Relaxed).saturating_sub(1), Relaxed);
         h.cbytes.store(h.cbytes.load(Relaxed).saturating_sub(found.size), Relaxed);
-        self.push_slot_keeping_text(found.slot)
+        self.push_slot_keeping_text(found.slot, found.first_block, blocks_for(found.size))
     }
 
     /// After a holder of the lock died: rebuilds everything derived from the message list
@@ -814,6 +861,7 @@ impl Queue {
             }
         }
         // Everything handed out and neither in the queue nor stashed is free.
+        h.spare_slot.store(0, Relaxed);
         h.free_slot.store(0, Relaxed);
         for i in (0..slot_hwm).rev() {
             if !slot_used[i as usize] {
@@ -991,6 +1039,10 @@ mod tests {
     fn accounted(q: &Queue) -> bool {
         let h = q.header();
         let (mut slots, mut blocks) = (0u64, 0u64);
+        if h.spare_slot.load(Relaxed) != 0 {
+            slots += 1;
+            blocks += h.spare_blocks.load(Relaxed) as u64;
+        }
         let mut l = h.free_slot.load(Relaxed);
         while l != 0 && slots <= q.capacity as u64 {
             slots += 1;
@@ -1164,6 +1216,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_goes_round_one_slot_and_block_through_the_spare() {
+        let (_mem, q) = Mem::new(64, 20000);
+        for i in 0..10 {
+            assert!(send(&q, 1, &text(i, 1000)).unwrap());
+            assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(i, 1000))));
+            let h = q.header();
+            // Freed as the spare, with its block: the free lists stay empty.
+            assert_eq!((h.spare_slot.load(Relaxed), h.spare_first.load(Relaxed), h.spare_blocks.load(Relaxed)), (1, 1, 1));
+            assert_eq!((h.free_slot.load(Relaxed), h.free_block.load(Relaxed)), (0, 0));
+            assert_eq!((h.slot_hwm.load(Relaxed), h.block_hwm.load(Relaxed)), (1, 1));
+            assert!(accounted(&q));
+        }
+    }
+
+    #[test]
     fn corrupt_links_are_errors() {
         let (_mem, q) = Mem::new(8, 4000);
         assert!(send(&q, 1, &[1, 2, 3]).unwrap());
@@ -1178,6 +1245,16 @@ mod tests {
         assert_eq!(q.find(Search::Any), Err(CORRUPT));
         q.header().head.store(0, Relaxed);
         q.header().free_slot.store(77, Relaxed);
+        assert_eq!(send(&q, 1, &[1]), Err(CORRUPT));
+        q.recover(|_| true).unwrap();
+        assert!(send(&q, 1, &[1]).unwrap());
+        // A spare out of bounds, or naming more blocks than the queue has.
+        q.header().spare_slot.store(77, Relaxed);
+        assert_eq!(send(&q, 1, &[1]), Err(CORRUPT));
+        q.recover(|_| true).unwrap();
+        assert!(receive(&q, Search::Any, false).unwrap().is_some());
+        assert_ne!(q.header().spare_slot.load(Relaxed), 0);
+        q.header().spare_blocks.store(u32::MAX, Relaxed);
         assert_eq!(send(&q, 1, &[1]), Err(CORRUPT));
         q.recover(|_| true).unwrap();
         assert!(send(&q, 1, &[1]).unwrap());

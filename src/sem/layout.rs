@@ -177,6 +177,8 @@ pub struct Header {
     pub journal_count: AtomicU32,
     pub next_ticket: AtomicU64,
     pub mutex: RobustMutex,
+    /// Where the rest of the pthread mutex the lock replaced was: the offsets stay.
+    _mutex_reserved: [u32; 9],
 }
 
 #[repr(C)]
