@@ -254,6 +254,21 @@ enum Side {
     Message,
 }
 
+/// What a spinning caller on `side` watches: the other side's event count.
+fn event(h: &Header, side: Side) -> &AtomicU32 {
+    match side {
+        Side::Space => &h.received.0,
+        Side::Message => &h.sent.0,
+    }
+}
+
+/// Tells spinners that a send or a receive is done (after its critical section; a bump
+/// lost to a concurrent one still changes the value a spinner saw).
+#[inline(always)]
+fn announce(event: &AtomicU32) {
+    event.store(event.load(Relaxed).wrapping_add(1), Release);
+}
+
 fn words(h: &Header, side: Side) -> (&AtomicU32, &AtomicU32) {
     match side {
         Side::Space => (&h.space_seq, &h.space_waiters),
@@ -271,6 +286,8 @@ const SPIN: Duration = Duration::from_micros(10);
 /// spins (the peer is usually not running: each failed spin delays the peer if it waits
 /// for our CPU, and costs us our scheduler credit).
 const SPIN_BACKOFF_MAX: u32 = 1024;
+/// A sleep shorter than this ended by a peer that was busy (`Spin::slept`).
+const QUICK_WAKE: Duration = Duration::from_micros(100);
 
 /// Adaptive spinning, per queue and process: spin while spins succeed; after a failure,
 /// skip the next 1, 2, 4 … waits before trying again.
@@ -297,6 +314,18 @@ impl Spin {
             return false;
         }
         true
+    }
+
+    /// After a sleep of `length`: one this short means the peer was busy, not idle (its
+    /// wake-up came soon), so the next wait spins again. Without this, two processes that
+    /// stream through a queue fall into sleeping by turns: a spin that fails while the
+    /// peer is being woken (10-20 µs on a VM) makes the next waits skip spinning, whose
+    /// sleeps make the peer's spins fail in turn.
+    fn slept(&self, length: Duration) {
+        if length < QUICK_WAKE {
+            self.backoff.store(0, Relaxed);
+            self.skip.store(0, Relaxed);
+        }
     }
 
     fn outcome(&self, ready: bool) {
@@ -339,12 +368,11 @@ pub struct Sleep {
     /// Spinning until then; None: registered as a waiter, `expected` the futex word's value.
     until: Option<Instant>,
     expected: u32,
-    /// msgsnd: the type read before waiting (the kernel copies the message once) and the
-    /// size, which must fit.
+    /// msgsnd: the type read before waiting (the kernel copies the message once).
     mtype: i64,
-    size: u64,
-    /// msgrcv: the queue's (qnum, tail) when no message matched; a change is worth a look.
-    seen: (u64, u32),
+    /// The other side's event count (`event`) when the call found it had to wait: a
+    /// change is worth a look.
+    seen: u32,
 }
 
 pub struct Resume {
@@ -370,7 +398,8 @@ impl Sleep {
             None => {
                 let (seq, _) = words(self.handle.queue.header(), self.side);
                 let epoch = crate::client::client().broker_epoch();
-                loop {
+                let asleep_since = Instant::now();
+                let waited = loop {
                     // Bounded, to look now and then whether the broker still lives: if it was
                     // killed, the namespace was rebooted and the queue is gone with it. The
                     // look (a lock, a system call) is made with cancellation deferred.
@@ -384,7 +413,9 @@ impl Sleep {
                         Err(Errno(libc::EAGAIN)) => break Ok(()),
                         other => break other,
                     }
-                }
+                };
+                self.handle.spin.slept(asleep_since.elapsed());
+                waited
             }
         };
         Resume { sleep: self, waited }
@@ -393,22 +424,18 @@ impl Sleep {
     /// Watches the queue (read without the lock: a hint, checked again under it) until the
     /// call may proceed (true) or `until` (false).
     fn spin(&self, until: Instant) -> bool {
-        let q = &self.handle.queue;
-        let h = q.header();
+        let h = self.handle.queue.header();
+        let event = event(h, self.side);
         loop {
             for _ in 0..32 {
-                let ready = h.removed.load(Relaxed) != 0
-                    || match self.side {
-                        Side::Space => q.fits(self.size),
-                        Side::Message => (h.qnum.load(Relaxed), h.tail.load(Relaxed)) != self.seen,
-                    };
-                if ready {
+                if event.load(Relaxed) != self.seen {
                     return true;
                 }
                 std::hint::spin_loop();
             }
-            if Instant::now() >= until {
-                return false;
+            // IPC_RMID is looked for now and then only: `removed` is in the lock's line.
+            if h.removed.load(Relaxed) != 0 || Instant::now() >= until {
+                return h.removed.load(Relaxed) != 0;
             }
         }
     }
@@ -418,10 +445,10 @@ impl Sleep {
 /// and `Spin` says so, else it registers as a waiter on `side` and lets go of the lock.
 /// `waiters` counts sleepers so that wakers skip the system call when there are none; a
 /// waker resets it to 0 as it bumps the sequence and wakes everyone.
-fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, size: u64, resume: Option<Resume>) -> Sleep {
+fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, resume: Option<Resume>) -> Sleep {
     let header = h.queue.header();
     let (seq, waiters) = words(header, side);
-    let seen = (header.qnum.load(Relaxed), header.tail.load(Relaxed));
+    let seen = event(header, side).load(Relaxed);
     let until = match resume.as_ref().map(|r| r.sleep.until) {
         None if h.spin.now() => Some(Instant::now() + SPIN),
         Some(Some(until)) if Instant::now() < until => Some(until),
@@ -436,7 +463,7 @@ fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, size: u64,
         Some(r) => r.sleep._in_use,
         None => InUse::new(h),
     };
-    Sleep { handle: h, _in_use: in_use, side, until, expected, mtype, size, seen }
+    Sleep { handle: h, _in_use: in_use, side, until, expected, mtype, seen }
 }
 
 /// Back from sleeping, the lock held again: IPC_RMID gives EIDRM, a signal EINTR. The
@@ -734,13 +761,14 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::EAGAIN));
         }
-        *sleep = Some(wait(guard, h, Side::Space, mtype, msgsz as u64, resume));
+        *sleep = Some(wait(guard, h, Side::Space, mtype, resume));
         return Err(SLEEPING);
     }
     store_changed!(header.lspid, creds::own_pid());
     store_changed!(header.stime, now_secs());
     let wake = bump(&header.msg_seq, &header.msg_waiters);
     drop(guard);
+    announce(&header.sent.0);
     if wake {
         futex_wake(&header.msg_seq, i32::MAX);
     }
@@ -821,7 +849,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
         if flags & IPC_NOWAIT != 0 {
             return Err(Errno(libc::ENOMSG));
         }
-        *sleep = Some(wait(guard, h, Side::Message, 0, 0, resume));
+        *sleep = Some(wait(guard, h, Side::Message, 0, resume));
         return Err(SLEEPING);
     };
     if (bufsz as u64) < found.size && flags & MSG_NOERROR == 0 {
@@ -860,6 +888,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     store_changed!(header.rtime, now_secs());
     let wake = bump(&header.space_seq, &header.space_waiters);
     drop(guard);
+    announce(&header.received.0);
     if let Some(ahead) = ahead {
         unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) };
     }
@@ -936,4 +965,24 @@ fn read_ahead(h: &Handle, args: &Receive) -> Option<Ahead> {
 /// msgget: existing keys are found in the namespace table; creating asks the broker.
 pub fn msgget(key: i32, flags: i32) -> Result<i32> {
     crate::client::get::get(Family::Msg, key, flags, 0, |_| Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_spins_resume_after_a_quick_wake_only() {
+        let spin = Spin::new();
+        spin.outcome(false);
+        spin.outcome(false);
+        assert!(spin.skip.load(Relaxed) > 0, "failed spins make the next waits sleep at once");
+        // Woken soon: the peer was busy, and spinning would have caught it.
+        spin.slept(Duration::from_micros(30));
+        assert_eq!(spin.skip.load(Relaxed), 0);
+        // A long sleep: the peer was idle; the waits after a failure go on skipping.
+        spin.outcome(false);
+        spin.slept(Duration::from_millis(5));
+        assert!(spin.skip.load(Relaxed) > 0);
+    }
 }

@@ -39,7 +39,8 @@ pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 4: a free slot keeps the blocks of the text it held (`push_slot_keeping_text`).
 /// 5: the header laid out by cache line (the lock with what its holders change), the
 /// spare slot, a slot per line.
-pub const VERSION: u32 = 5;
+/// 6: the event counts spinners watch (`Header::sent`, `Header::received`).
+pub const VERSION: u32 = 6;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
 /// The header occupies the first page (the broker maps just this much).
@@ -109,6 +110,12 @@ pub struct Header {
     /// a new queue needs no initialised free list.
     slot_hwm: AtomicU32,
     block_hwm: AtomicU32,
+    /// Bumped by every send and every receive once its critical section is over (and by
+    /// the broker at IPC_RMID and IPC_SET): what a caller spinning for a message or for
+    /// space watches (`Sleep::spin`), each in a line of its own, so that the spinner does
+    /// not take the lock's line, again and again, from the critical section it waits for.
+    pub sent: Line<AtomicU32>,
+    pub received: Line<AtomicU32>,
     /// Senders' stashes (`Stash`).
     stashes: [Stash; STASHES],
 }
@@ -150,7 +157,11 @@ pub struct StashView {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
-const _: () = assert!(std::mem::offset_of!(Header, magic) == 64 && std::mem::offset_of!(Header, stashes) == 128);
+const _: () = assert!(std::mem::offset_of!(Header, magic) == 64 && std::mem::offset_of!(Header, sent) == 128);
+
+/// A value alone in its cache line.
+#[repr(C, align(64))]
+pub struct Line<T>(pub T);
 
 /// One per cache line: neighbours in use by the two sides of a stream at once would
 /// otherwise pass a line to and fro.

@@ -130,10 +130,18 @@ impl Queue {
     /// the removal fails with ENOMEM before anything changed.)
     fn remove(&self, h: &Header) {
         h.removed.store(1, Release);
-        for seq in [&h.space_seq, &h.msg_seq] {
-            seq.fetch_add(1, Release);
-            futex_wake(seq, i32::MAX);
-        }
+        wake_everyone(h);
+    }
+}
+
+/// Wakes every sender and receiver that waits, asleep or spinning, to look again.
+fn wake_everyone(h: &Header) {
+    for seq in [&h.space_seq, &h.msg_seq] {
+        seq.fetch_add(1, Release);
+        futex_wake(seq, i32::MAX);
+    }
+    for event in [&h.sent.0, &h.received.0] {
+        event.fetch_add(1, Release);
     }
 }
 
@@ -278,10 +286,7 @@ impl Queues {
     pub fn wake_after_set(&self, id: i32) {
         let Ok(obj) = self.registry.by_id(id) else { return };
         let Ok(h) = obj.data.header() else { return };
-        for seq in [&h.space_seq, &h.msg_seq] {
-            seq.fetch_add(1, Release);
-            futex_wake(seq, i32::MAX);
-        }
+        wake_everyone(&h);
     }
 
     /// A client process died: nothing to do (its messages stay; a lock it held is
