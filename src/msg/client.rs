@@ -639,7 +639,7 @@ impl StashState {
     /// text of AHEAD_MIN bytes or more) and the stash has room for the message. Some: the
     /// stash is taken (for `restock`), written or not.
     #[inline(always)]
-    fn write(&self, q: &Queue, text: *const u8, msgsz: usize) -> Option<Stashed<'_>> {
+    fn write(&self, q: &Queue, mtype: i64, text: *const u8, msgsz: usize) -> Option<Stashed<'_>> {
         if !self.useful.load(Relaxed) || msgsz < AHEAD_MIN {
             return None;
         }
@@ -656,7 +656,7 @@ impl StashState {
                 unsafe { std::ptr::copy_nonoverlapping(text.add(off), dst, len) };
                 Ok(())
             };
-            if q.fill_stashed(&view, msgsz as u64, fill).is_ok() {
+            if q.fill_stashed(&view, mtype, msgsz as u64, fill).is_ok() {
                 stashed.written = Some(view);
             }
         }
@@ -727,7 +727,7 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     let header = q.header();
     // The text goes into the stash before the lock is taken, as the kernel copies it
     // before taking its own; then the critical section only links it.
-    let stashed = h.stash.write(q, text, msgsz);
+    let stashed = h.stash.write(q, mtype, text, msgsz);
     let guard = lock(h)?;
     if let Some(resume) = &resume {
         woke(q, resume)?;

@@ -39,7 +39,8 @@ pub const MAGIC: u64 = 0x6970_6373_6d73_6771; // "ipcsmsgq"
 /// 4: a free slot keeps the blocks of the text it held (`push_slot_keeping_text`).
 /// 5: the header laid out by cache line (the lock with what its holders change), the
 /// spare slot, a slot per line.
-/// 6: the event counts spinners watch (`Header::sent`, `Header::received`).
+/// 6: the event counts spinners watch (`Header::sent`, `Header::received`); an unlink
+/// leaves the slot's generation as it is.
 pub const VERSION: u32 = 6;
 /// Bytes of message text per data block.
 pub const BLOCK: usize = 1024;
@@ -170,10 +171,13 @@ pub struct Slot {
     mtype: AtomicI64,
     /// The text's length (MSGMAX is an int: it fits).
     size: AtomicU32,
-    /// Odd while the slot holds a queued message, and a new value each time it is linked
-    /// or unlinked (under the lock): a receiver that read a message without the lock
-    /// (`peek`) knows, finding the same value under it, that the message stayed queued
-    /// meanwhile, so what it read was that message, whole and unchanged.
+    /// A new odd value each time the slot is linked (under the lock; 0 before the first
+    /// time): a receiver that read a message without the lock (`peek`) knows, finding the
+    /// slot in the queue under the lock with the same value, that the message stayed
+    /// queued meanwhile, so what it read was that message, whole and unchanged (to be
+    /// found again after an unlink, a slot must be linked again). An unlink leaves it as
+    /// it is, so that the receiver's critical section need not take the slot's line for
+    /// writing; a peek that finds a freed slot is caught by the check under the lock.
     gen: AtomicU32,
     next: AtomicU32,
     first_block: AtomicU32,
@@ -654,10 +658,19 @@ impl Queue {
     /// Writes a message's text into the stash that `view` describes (its owner, without the
     /// lock), run of blocks by run; `commit_stashed` then links it.
     #[inline(always)]
-    pub fn fill_stashed(&self, view: &StashView, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<()> {
-        if view.slot == 0 || blocks_for(size) > view.blocks as u64 {
+    pub fn fill_stashed(&self, view: &StashView, mtype: i64, size: u64, fill: impl FnMut(*mut u8, usize, usize) -> Result<()>) -> Result<()> {
+        let n = blocks_for(size);
+        if view.slot == 0 || n > view.blocks as u64 {
             return Err(CORRUPT);
         }
+        // The slot's fields as `link` will write them: its line, which the receiver that
+        // freed the slot last read, comes to this CPU now rather than in the critical
+        // section. (Only a stale `peek` reads a stashed slot, and `same` rejects it.)
+        let slot = self.slot(view.slot)?;
+        slot.mtype.store(mtype, Relaxed);
+        slot.size.store(size as u32, Relaxed);
+        slot.first_block.store(if n == 0 { 0 } else { view.first_block }, Relaxed);
+        slot.next.store(0, Relaxed);
         self.runs(view.first_block, size as usize, fill)
     }
 
@@ -808,7 +821,6 @@ impl Queue {
             self.slot(found.prev)?.next.store(next, Release);
         }
         on_commit();
-        slot.gen.store(slot.gen.load(Relaxed).wrapping_add(1), Release);
         if h.tail.load(Relaxed) == found.slot {
             h.tail.store(found.prev, Relaxed);
         }
@@ -1100,7 +1112,7 @@ mod tests {
                         id += 1;
                         let data = text(id, size);
                         if let Some(view) = stocked(&q, pid, size, &alive) {
-                            q.fill_stashed(&view, size as u64, |dst, off, len| {
+                            q.fill_stashed(&view, 1, size as u64, |dst, off, len| {
                                 unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(off), dst, len) };
                                 Ok(())
                             })
@@ -1130,7 +1142,7 @@ mod tests {
                         let bytes: usize = model.iter().map(|m| m.1.len()).sum();
                         if bytes + size <= 20000 {
                             if let Some(view) = stocked(&q, pid, size, &alive) {
-                                q.fill_stashed(&view, size as u64, |dst, off, len| {
+                                q.fill_stashed(&view, 1, size as u64, |dst, off, len| {
                                     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(off), dst, len) };
                                     Ok(())
                                 })
