@@ -421,8 +421,8 @@ impl Sleep {
         Resume { sleep: self, waited }
     }
 
-    /// Watches the queue (read without the lock: a hint, checked again under it) until the
-    /// call may proceed (true) or `until` (false).
+    /// Watches the other side's event count until it moves (true: the call looks at the
+    /// queue again, under the lock) or `until` (false).
     fn spin(&self, until: Instant) -> bool {
         let h = self.handle.queue.header();
         let event = event(h, self.side);
@@ -433,7 +433,8 @@ impl Sleep {
                 }
                 std::hint::spin_loop();
             }
-            // IPC_RMID is looked for now and then only: `removed` is in the lock's line.
+            // `removed` now and then only, as a backstop (it is in the lock's line, and the
+            // broker bumps both event counts at IPC_RMID).
             if h.removed.load(Relaxed) != 0 || Instant::now() >= until {
                 return h.removed.load(Relaxed) != 0;
             }

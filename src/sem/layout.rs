@@ -181,6 +181,9 @@ pub struct Header {
     _mutex_reserved: [u32; 9],
 }
 
+// The lock where the pthread mutex was, the header's size unchanged (layout version).
+const _: () = assert!(std::mem::offset_of!(Header, mutex) == 80 && std::mem::size_of::<Header>() == 128);
+
 #[repr(C)]
 pub struct Waiter {
     pub state: AtomicU32,
