@@ -323,15 +323,19 @@ impl Spin {
     /// sleeps make the peer's spins fail in turn.
     fn slept(&self, length: Duration) {
         if length < QUICK_WAKE {
-            self.backoff.store(0, Relaxed);
-            self.skip.store(0, Relaxed);
+            self.reset();
         }
+    }
+
+    /// Spin at the next wait, and after a failure skip one wait only.
+    fn reset(&self) {
+        self.backoff.store(0, Relaxed);
+        self.skip.store(0, Relaxed);
     }
 
     fn outcome(&self, ready: bool) {
         if ready {
-            self.backoff.store(0, Relaxed);
-            self.skip.store(0, Relaxed);
+            self.reset();
         } else {
             let b = (self.backoff.load(Relaxed) * 2).clamp(1, SPIN_BACKOFF_MAX);
             self.backoff.store(b, Relaxed);
@@ -435,8 +439,11 @@ impl Sleep {
             }
             // `removed` now and then only, as a backstop (it is in the lock's line, and the
             // broker bumps both event counts at IPC_RMID).
-            if h.removed.load(Relaxed) != 0 || Instant::now() >= until {
-                return h.removed.load(Relaxed) != 0;
+            if h.removed.load(Relaxed) != 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
             }
         }
     }

@@ -433,7 +433,7 @@ impl Queue {
     /// slot and blocks go back to the sender in the lock's line.
     #[inline(always)]
     fn push_slot_keeping_text(&self, link: u32, first: u32, count: u64) -> Result<()> {
-        self.slot(link)?;
+        self.slot(link)?; // bounds: only a valid link becomes the spare
         self.spare_to_free_list()?;
         let h = self.header();
         h.spare_first.store(first, Relaxed);
