@@ -282,9 +282,9 @@ fn words(h: &Header, side: Side) -> (&AtomicU32, &AtomicU32) {
 /// usually sends or receives well within this. A spinning caller is not counted as a
 /// waiter, so its peer makes no system call either.
 const SPIN: Duration = Duration::from_micros(10);
-/// How long a call that must wait spins instead when this process woke a sleeper on the
-/// queue in the last WAKE_SPIN: the peer it woke is coming (a VM takes tens of µs to run
-/// a woken vCPU), and meanwhile a stream's sender fills the queue, or its receiver
+/// How long a call that must wait spins instead when this process woke sleepers on the
+/// queue that have not gone on yet: the peer it woke is coming (a VM takes tens of µs to
+/// run a woken vCPU), and meanwhile a stream's sender fills the queue, or its receiver
 /// empties it, well within that. With only SPIN, the two processes of a stream fall into
 /// sleeping by turns once one of them was held up: each fills or drains the queue while
 /// the other is being woken, spins in vain, sleeps, and is woken in turn (on a 2-vCPU VM
@@ -347,30 +347,48 @@ struct Spin {
     /// two CPUs). Its quick wakes do not reset this backoff, only a long spin that
     /// succeeds does.
     long_spins: Backoff,
-    /// When this process last woke a sleeper on the queue (`monotonic_ns`; 0: never).
-    woke_at: AtomicU64,
+    /// The sleepers this process woke on the queue last, until its next wait: the event
+    /// count they bump when they go on (`Header::received` for receivers, bit 32 set,
+    /// `Header::sent` for senders) as it was then, bit 33 set (0: none).
+    woken: AtomicU64,
 }
+
+/// `Spin::woken`'s flags.
+const WOKEN: u64 = 1 << 33;
+const WOKEN_RECEIVERS: u64 = 1 << 32;
 
 impl Spin {
     fn new() -> Spin {
-        Spin { spins: Backoff::new(), long_spins: Backoff::new(), woke_at: AtomicU64::new(0) }
+        Spin { spins: Backoff::new(), long_spins: Backoff::new(), woken: AtomicU64::new(0) }
     }
 
-    /// How long the next wait should spin before it sleeps (None: not at all).
-    fn length(&self) -> Option<Duration> {
+    /// How long the next wait should spin before it sleeps (None: not at all): WAKE_SPIN
+    /// if the sleepers this process woke last have not gone on yet (`Header::sent`,
+    /// `Header::received`: the queue's event counts).
+    fn length(&self, sent: &AtomicU32, received: &AtomicU32) -> Option<Duration> {
+        let woken = self.woken.load(Relaxed);
+        if woken != 0 {
+            self.woken.store(0, Relaxed);
+        }
         if !spinning_helps() || !self.spins.try_now() {
             return None;
         }
-        let woke_at = self.woke_at.load(Relaxed);
-        if woke_at != 0 && monotonic_ns().wrapping_sub(woke_at) < WAKE_SPIN.as_nanos() as u64 && self.long_spins.try_now() {
-            return Some(WAKE_SPIN);
+        if woken != 0 {
+            let count = if woken & WOKEN_RECEIVERS != 0 { received } else { sent };
+            if count.load(Relaxed) == woken as u32 && self.long_spins.try_now() {
+                return Some(WAKE_SPIN);
+            }
         }
         Some(SPIN)
     }
 
-    /// This process woke the sleepers on the queue's other side.
-    fn woke(&self) {
-        self.woke_at.store(monotonic_ns(), Relaxed);
+    /// This process woke the sleepers on `side`, which bump `count` when they go on.
+    fn woke(&self, side: Side, count: &AtomicU32) {
+        let receivers = match side {
+            Side::Message => WOKEN_RECEIVERS,
+            Side::Space => 0,
+        };
+        self.woken.store(WOKEN | receivers | count.load(Relaxed) as u64, Relaxed);
     }
 
     /// After a sleep of `length`: one this short means the peer was busy, not idle (its
@@ -391,13 +409,6 @@ impl Spin {
             self.long_spins.outcome(ready);
         }
     }
-}
-
-/// CLOCK_MONOTONIC in ns (through the vDSO; `Instant` cannot be kept in an atomic).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Whether this process may run on more than one CPU (asked once): spinning only helps if
@@ -516,7 +527,7 @@ fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, resume: Op
     let (seq, waiters) = words(header, side);
     let seen = event(header, side).load(Relaxed);
     let (until, long) = match resume.as_ref().map(|r| (r.sleep.until, r.sleep.long)) {
-        None => match h.spin.length() {
+        None => match h.spin.length(&header.sent.0, &header.received.0) {
             Some(length) => (Some(Instant::now() + length), length == WAKE_SPIN),
             None => (None, false),
         },
@@ -839,7 +850,7 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     drop(guard);
     announce(&header.sent.0);
     if wake {
-        h.spin.woke();
+        h.spin.woke(Side::Message, &header.received.0);
         futex_wake(&header.msg_seq, i32::MAX);
     }
     Ok(())
@@ -963,7 +974,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
         unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) };
     }
     if wake {
-        h.spin.woke();
+        h.spin.woke(Side::Space, &header.sent.0);
         futex_wake(&header.space_seq, i32::MAX);
     }
     Ok(len)
@@ -1063,21 +1074,27 @@ mod tests {
             return; // one CPU: nothing spins
         }
         let spin = Spin::new();
-        assert_eq!(spin.length(), Some(SPIN), "no wake yet");
-        spin.woke();
-        assert_eq!(spin.length(), Some(WAKE_SPIN));
-        // A long spin that failed: the next waits after a wake spin SPIN only, even once a
-        // quick wake has ended the skipping of spins.
+        let (sent, received) = (AtomicU32::new(7), AtomicU32::new(9));
+        let length = || spin.length(&sent, &received);
+        assert_eq!(length(), Some(SPIN), "no wake yet");
+        spin.woke(Side::Message, &received);
+        assert_eq!(length(), Some(WAKE_SPIN), "the receivers woken have not received");
+        assert_eq!(length(), Some(SPIN), "one long spin a wake");
+        spin.woke(Side::Space, &sent);
+        sent.fetch_add(1, Relaxed);
+        assert_eq!(length(), Some(SPIN), "the senders woken have sent");
+        // A long spin that failed: the next wait after a wake spins SPIN only, even once
+        // a quick wake has ended the skipping of spins.
+        spin.woke(Side::Space, &sent);
+        assert_eq!(length(), Some(WAKE_SPIN));
         spin.outcome(false, true);
         spin.slept(Duration::from_micros(30));
-        spin.woke();
-        assert_eq!(spin.length(), Some(SPIN));
-        assert_eq!(spin.length(), Some(WAKE_SPIN), "one chance skipped after one failure");
+        spin.woke(Side::Space, &sent);
+        assert_eq!(length(), Some(SPIN), "one chance skipped after one failure");
+        spin.woke(Side::Space, &sent);
+        assert_eq!(length(), Some(WAKE_SPIN));
         spin.outcome(true, true);
-        spin.woke();
-        assert_eq!(spin.length(), Some(WAKE_SPIN), "a long spin that succeeded resets the backoff");
-        // Long after the wake: SPIN.
-        spin.woke_at.store(monotonic_ns() - 2 * WAKE_SPIN.as_nanos() as u64, Relaxed);
-        assert_eq!(spin.length(), Some(SPIN));
+        spin.woke(Side::Message, &received);
+        assert_eq!(length(), Some(WAKE_SPIN), "a long spin that succeeded resets the backoff");
     }
 }
