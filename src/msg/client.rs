@@ -46,6 +46,9 @@ struct Handle {
     /// worth it (and a look at the queue before the lock does not steal lines from the
     /// sender).
     read_ahead: AtomicBool,
+    /// The message that followed the one this process received here last (its slot's
+    /// link; 0: none): where `read_ahead` looks first (`Queue::peek`).
+    next_hint: AtomicU32,
 }
 
 const READ: u32 = 1;
@@ -188,7 +191,7 @@ fn open(id: i32, access: u32) -> Result<()> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new(), stash: StashState::default(), read_ahead: AtomicBool::new(false) });
+    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new(), stash: StashState::default(), read_ahead: AtomicBool::new(false), next_hint: AtomicU32::new(0) });
     RETIRED.install(&HANDLES[index_of(id)], h);
     Ok(())
 }
@@ -959,7 +962,8 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     }
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
-    q.unlink(&found, store_type)?;
+    let next = q.unlink(&found, store_type)?;
+    h.next_hint.store(next, Relaxed);
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
     let pid = creds::own_pid();
@@ -1025,7 +1029,7 @@ fn read_ahead(h: &Handle, args: &Receive) -> Option<Ahead> {
         return None;
     }
     let taken = AHEAD_BUFFER.busy.take()?;
-    let peeked = q.peek(args.search)?;
+    let peeked = q.peek(args.search, h.next_hint.load(Relaxed))?;
     if (args.bufsz as u64) < peeked.size && args.flags & MSG_NOERROR == 0 {
         return None;
     }

@@ -757,10 +757,14 @@ impl Queue {
     /// at once. What it reads may be changing: it gives up (None) after PEEK_STEPS messages
     /// or on anything odd, and the caller may trust the result only once `same` confirms
     /// it under the lock. Copying from it is bounds-checked like any other read.
+    /// It starts at `start` if not 0: the message that followed the one the caller took
+    /// last (`unlink`), which for a stream's receiver is the head, found without reading
+    /// the lock's line, which the sender is about to take (a hint: a message found from
+    /// there that is not the one `find` picks fails `same`).
     #[inline(always)]
-    pub fn peek(&self, search: Search) -> Option<Found> {
+    pub fn peek(&self, search: Search, start: u32) -> Option<Found> {
         let mut prev = 0u32;
-        let mut link = self.header().head.load(Acquire);
+        let mut link = if start != 0 { start } else { self.header().head.load(Acquire) };
         for _ in 0..PEEK_STEPS {
             if link == 0 {
                 return None;
@@ -808,9 +812,9 @@ impl Queue {
     /// Removes `found` (just returned by `find`, the lock held since) from the queue.
     /// `on_commit` runs right after the store that removes it (msgrcv stores the type
     /// there, so that a receiver killed in between loses or duplicates nothing but a few
-    /// instructions' worth of chance).
+    /// instructions' worth of chance). Ok: the message that followed it (0: none).
     #[inline(always)]
-    pub fn unlink(&self, found: &Found, on_commit: impl FnOnce()) -> Result<()> {
+    pub fn unlink(&self, found: &Found, on_commit: impl FnOnce()) -> Result<u32> {
         let h = self.header();
         let slot = self.slot(found.slot)?;
         let next = slot.next.load(Relaxed);
@@ -826,7 +830,8 @@ impl Queue {
         }
         h.qnum.store(h.qnum.load(Relaxed).saturating_sub(1), Relaxed);
         h.cbytes.store(h.cbytes.load(Relaxed).saturating_sub(found.size), Relaxed);
-        self.push_slot_keeping_text(found.slot, found.first_block, blocks_for(found.size))
+        self.push_slot_keeping_text(found.slot, found.first_block, blocks_for(found.size))?;
+        Ok(next)
     }
 
     /// After a holder of the lock died: rebuilds everything derived from the message list
@@ -1251,6 +1256,32 @@ mod tests {
             assert_eq!((h.slot_hwm.load(Relaxed), h.block_hwm.load(Relaxed)), (1, 1));
             assert!(accounted(&q));
         }
+    }
+
+    #[test]
+    fn a_peek_from_a_hint_is_confirmed_only_while_the_hint_is_the_message_found() {
+        let (_mem, q) = Mem::new(16, 20000);
+        for i in 0..3 {
+            assert!(send(&q, 1, &text(i, 600)).unwrap());
+        }
+        let first = q.find(Search::Any).unwrap().unwrap();
+        let next = q.unlink(&first, || {}).unwrap();
+        assert_ne!(next, 0, "the second message follows the first");
+        // The hint is the head: the peek is the message found.
+        let peeked = q.peek(Search::Any, next).unwrap();
+        let found = q.find(Search::Any).unwrap().unwrap();
+        assert!(Queue::same(&peeked, &found));
+        assert_eq!(q.unlink(&found, || {}).unwrap(), q.find(Search::Any).unwrap().unwrap().slot);
+        // A stale hint: the slot was freed and linked again behind the third message.
+        assert!(send(&q, 1, &text(9, 600)).unwrap());
+        let stale = q.peek(Search::Any, next).unwrap();
+        let found = q.find(Search::Any).unwrap().unwrap();
+        assert!(!Queue::same(&stale, &found));
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(2, 600))));
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(9, 600))));
+        // A hint out of bounds: no peek.
+        assert_eq!(q.peek(Search::Any, 1000), None);
+        assert!(accounted(&q));
     }
 
     #[test]
