@@ -46,9 +46,46 @@ struct Handle {
     /// worth it (and a look at the queue before the lock does not steal lines from the
     /// sender).
     read_ahead: AtomicBool,
-    /// The message that followed the one this process received here last (its slot's
-    /// link; 0: none): where `read_ahead` looks first (`Queue::peek`).
-    next_hint: AtomicU32,
+    /// Where `read_ahead` looks first (`NextHint`).
+    next_hint: NextHint,
+}
+
+/// Where a receiver's read-ahead looks first (`Queue::peek`): the message that followed
+/// the one this process received here last, as long as such hints prove right. With
+/// several receivers on the queue, or a process that changes searches, the message after
+/// ours is often taken by another; a peek from there would then be rejected every time
+/// (`Queue::same`: a copy for nothing) where one from the head would not.
+struct NextHint {
+    /// The slot's link (0: none).
+    link: AtomicU32,
+    /// Whether the last hint named the message `find` then picked.
+    right: AtomicBool,
+}
+
+impl NextHint {
+    fn new() -> NextHint {
+        NextHint { link: AtomicU32::new(0), right: AtomicBool::new(true) }
+    }
+
+    /// Where the read-ahead starts (0: the head).
+    #[inline(always)]
+    fn start(&self) -> u32 {
+        if self.right.load(Relaxed) {
+            self.link.load(Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// `find` picked the message in slot `found`: whether the hint named it decides
+    /// whether the next ones are used.
+    #[inline(always)]
+    fn judge(&self, found: u32) {
+        let link = self.link.load(Relaxed);
+        if link != 0 && self.right.load(Relaxed) != (link == found) {
+            self.right.store(link == found, Relaxed);
+        }
+    }
 }
 
 const READ: u32 = 1;
@@ -191,7 +228,7 @@ fn open(id: i32, access: u32) -> Result<()> {
     }
     let map = Mapping::map(fd.as_raw_fd(), st.st_size as usize, true)?;
     let queue = unsafe { Queue::new(map.as_ptr(), map.len())? };
-    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new(), stash: StashState::default(), read_ahead: AtomicBool::new(false), next_hint: AtomicU32::new(0) });
+    let h = Box::new(Handle { id, queue, _map: map, rights: AtomicU64::new(0), users: AtomicU32::new(0), spin: Spin::new(), stash: StashState::default(), read_ahead: AtomicBool::new(false), next_hint: NextHint::new() });
     RETIRED.install(&HANDLES[index_of(id)], h);
     Ok(())
 }
@@ -347,8 +384,9 @@ struct Spin {
     spins: Backoff,
     /// WAKE_SPIN's, backed off apart: when CPUs are overcommitted, a woken peer waits for
     /// one, and a long spin keeps it waiting (a stream 6× slower with six busy loops on
-    /// two CPUs). Its quick wakes do not reset this backoff, only a long spin that
-    /// succeeds does.
+    /// two CPUs). Its quick wakes do not reset this backoff; a call that completes after
+    /// a long spin does, and one that sleeps after it counts as a failure (an event seen
+    /// is not enough: a receiver of one type sees the messages of others go by).
     long_spins: Backoff,
     /// The sleepers this process woke on the queue last, until its next wait: the event
     /// count they bump when they go on (`Header::received` for receivers, bit 32 set,
@@ -385,13 +423,14 @@ impl Spin {
         Some(SPIN)
     }
 
-    /// This process woke the sleepers on `side`, which bump `count` when they go on.
-    fn woke(&self, side: Side, count: &AtomicU32) {
+    /// This process woke the sleepers on `side` (the lock held: they have not gone on),
+    /// which bump an event count, now at `count`, when they go on.
+    fn woke(&self, side: Side, count: u32) {
         let receivers = match side {
             Side::Message => WOKEN_RECEIVERS,
             Side::Space => 0,
         };
-        self.woken.store(WOKEN | receivers | count.load(Relaxed) as u64, Relaxed);
+        self.woken.store(WOKEN | receivers | count as u64, Relaxed);
     }
 
     /// After a sleep of `length`: one this short means the peer was busy, not idle (its
@@ -405,12 +444,14 @@ impl Spin {
         }
     }
 
-    /// After a spin `long` (WAKE_SPIN) or not: whether it saw what it waited for.
-    fn outcome(&self, ready: bool, long: bool) {
+    /// After a spin: whether it saw what it waited for.
+    fn outcome(&self, ready: bool) {
         self.spins.outcome(ready);
-        if long {
-            self.long_spins.outcome(ready);
-        }
+    }
+
+    /// A call that spun long (WAKE_SPIN) completed (true) or goes to sleep (false).
+    fn long_spin_over(&self, completed: bool) {
+        self.long_spins.outcome(completed);
     }
 }
 
@@ -468,7 +509,7 @@ impl Sleep {
         let waited = match self.until {
             Some(until) => {
                 let ready = self.spin(until);
-                self.handle.spin.outcome(ready, self.long);
+                self.handle.spin.outcome(ready);
                 Ok(())
             }
             None => {
@@ -535,7 +576,12 @@ fn wait(guard: Guard<'_>, h: &'static Handle, side: Side, mtype: i64, resume: Op
             None => (None, false),
         },
         Some((Some(until), long)) if Instant::now() < until => (Some(until), long),
-        _ => (None, false),
+        Some((_, long)) => {
+            if long {
+                h.spin.long_spin_over(false);
+            }
+            (None, false)
+        }
     };
     let expected = seq.load(Relaxed);
     if until.is_none() {
@@ -850,11 +896,18 @@ fn send(h: &'static Handle, mtype: i64, text: *const u8, msgsz: usize, flags: i3
     store_changed!(header.lspid, creds::own_pid());
     store_changed!(header.stime, now_secs());
     let wake = bump(&header.msg_seq, &header.msg_waiters);
+    if wake {
+        h.spin.woke(Side::Message, header.received.0.load(Relaxed));
+    }
     drop(guard);
     announce(&header.sent.0);
     if wake {
-        h.spin.woke(Side::Message, &header.received.0);
         futex_wake(&header.msg_seq, i32::MAX);
+    }
+    if let Some(resume) = &resume {
+        if resume.sleep.long {
+            h.spin.long_spin_over(true);
+        }
     }
     Ok(())
 }
@@ -963,7 +1016,8 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
     let next = q.unlink(&found, store_type)?;
-    h.next_hint.store(next, Relaxed);
+    h.next_hint.judge(found.slot());
+    h.next_hint.link.store(next, Relaxed);
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
     let pid = creds::own_pid();
@@ -972,14 +1026,21 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     store_changed!(header.lrpid, receiver);
     store_changed!(header.rtime, now_secs());
     let wake = bump(&header.space_seq, &header.space_waiters);
+    if wake {
+        h.spin.woke(Side::Space, header.sent.0.load(Relaxed));
+    }
     drop(guard);
     announce(&header.received.0);
     if let Some(ahead) = ahead {
         unsafe { std::ptr::copy_nonoverlapping(ahead.text(), text, len) };
     }
     if wake {
-        h.spin.woke(Side::Space, &header.sent.0);
         futex_wake(&header.space_seq, i32::MAX);
+    }
+    if let Some(resume) = &resume {
+        if resume.sleep.long {
+            h.spin.long_spin_over(true);
+        }
     }
     Ok(len)
 }
@@ -1029,7 +1090,7 @@ fn read_ahead(h: &Handle, args: &Receive) -> Option<Ahead> {
         return None;
     }
     let taken = AHEAD_BUFFER.busy.take()?;
-    let peeked = q.peek(args.search, h.next_hint.load(Relaxed))?;
+    let peeked = q.peek(args.search, h.next_hint.start())?;
     if (args.bufsz as u64) < peeked.size && args.flags & MSG_NOERROR == 0 {
         return None;
     }
@@ -1060,14 +1121,14 @@ mod tests {
     #[test]
     fn skipped_spins_resume_after_a_quick_wake_only() {
         let spin = Spin::new();
-        spin.outcome(false, false);
-        spin.outcome(false, false);
+        spin.outcome(false);
+        spin.outcome(false);
         assert!(spin.spins.skip.load(Relaxed) > 0, "failed spins make the next waits sleep at once");
         // Woken soon: the peer was busy, and spinning would have caught it.
         spin.slept(Duration::from_micros(30));
         assert_eq!(spin.spins.skip.load(Relaxed), 0);
         // A long sleep: the peer was idle; the waits after a failure go on skipping.
-        spin.outcome(false, false);
+        spin.outcome(false);
         spin.slept(Duration::from_millis(5));
         assert!(spin.spins.skip.load(Relaxed) > 0);
     }
@@ -1081,24 +1142,51 @@ mod tests {
         let (sent, received) = (AtomicU32::new(7), AtomicU32::new(9));
         let length = || spin.length(&sent, &received);
         assert_eq!(length(), Some(SPIN), "no wake yet");
-        spin.woke(Side::Message, &received);
+        spin.woke(Side::Message, received.load(Relaxed));
         assert_eq!(length(), Some(WAKE_SPIN), "the receivers woken have not received");
         assert_eq!(length(), Some(SPIN), "one long spin a wake");
-        spin.woke(Side::Space, &sent);
+        spin.woke(Side::Space, sent.load(Relaxed));
         sent.fetch_add(1, Relaxed);
         assert_eq!(length(), Some(SPIN), "the senders woken have sent");
-        // A long spin that failed: the next wait after a wake spins SPIN only, even once
-        // a quick wake has ended the skipping of spins.
-        spin.woke(Side::Space, &sent);
+        // A call that slept after its long spin: the next wait after a wake spins SPIN
+        // only, even once a quick wake has ended the skipping of spins.
+        spin.woke(Side::Space, sent.load(Relaxed));
         assert_eq!(length(), Some(WAKE_SPIN));
-        spin.outcome(false, true);
+        spin.outcome(false);
+        spin.long_spin_over(false);
         spin.slept(Duration::from_micros(30));
-        spin.woke(Side::Space, &sent);
+        spin.woke(Side::Space, sent.load(Relaxed));
         assert_eq!(length(), Some(SPIN), "one chance skipped after one failure");
-        spin.woke(Side::Space, &sent);
+        spin.woke(Side::Space, sent.load(Relaxed));
         assert_eq!(length(), Some(WAKE_SPIN));
-        spin.outcome(true, true);
-        spin.woke(Side::Message, &received);
-        assert_eq!(length(), Some(WAKE_SPIN), "a long spin that succeeded resets the backoff");
+        // An event seen does not reset the backoff; a call completed does.
+        spin.outcome(true);
+        spin.long_spin_over(false);
+        spin.woke(Side::Message, received.load(Relaxed));
+        assert_eq!(length(), Some(SPIN));
+        spin.woke(Side::Message, received.load(Relaxed));
+        assert_eq!(length(), Some(SPIN), "two chances skipped after two failures");
+        spin.woke(Side::Message, received.load(Relaxed));
+        assert_eq!(length(), Some(WAKE_SPIN));
+        spin.long_spin_over(true);
+        spin.woke(Side::Message, received.load(Relaxed));
+        assert_eq!(length(), Some(WAKE_SPIN), "a call completed after a long spin resets the backoff");
+    }
+
+    #[test]
+    fn a_hint_is_used_while_it_names_the_message_found() {
+        let hint = NextHint::new();
+        assert_eq!(hint.start(), 0, "no hint yet: the head");
+        hint.judge(5);
+        hint.link.store(6, Relaxed);
+        assert_eq!(hint.start(), 6);
+        // Another receiver took slot 6: the next read-aheads start at the head ...
+        hint.judge(7);
+        hint.link.store(8, Relaxed);
+        assert_eq!(hint.start(), 0);
+        // ... until a hint would have been right again.
+        hint.judge(8);
+        hint.link.store(9, Relaxed);
+        assert_eq!(hint.start(), 9);
     }
 }

@@ -227,6 +227,13 @@ pub struct Found {
     gen: u32,
 }
 
+impl Found {
+    /// Its slot's link (what `unlink` returns of the message after it).
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
 /// A view of a mapped queue. All operations but `header`'s atomics need the lock.
 pub struct Queue {
     base: *mut u8,
@@ -760,7 +767,8 @@ impl Queue {
     /// It starts at `start` if not 0: the message that followed the one the caller took
     /// last (`unlink`), which for a stream's receiver is the head, found without reading
     /// the lock's line, which the sender is about to take (a hint: a message found from
-    /// there that is not the one `find` picks fails `same`).
+    /// there that is not the one `find` picks fails `same`; its `prev` is 0 whatever
+    /// precedes it, unused as only `find`'s result is unlinked).
     #[inline(always)]
     pub fn peek(&self, search: Search, start: u32) -> Option<Found> {
         let mut prev = 0u32;
@@ -1281,6 +1289,33 @@ mod tests {
         assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(9, 600))));
         // A hint out of bounds: no peek.
         assert_eq!(q.peek(Search::Any, 1000), None);
+        assert!(accounted(&q));
+    }
+
+    #[test]
+    fn a_peek_is_confirmed_only_at_the_generation_it_read() {
+        let (_mem, q) = Mem::new(16, 20000);
+        // The slot read is taken, freed, and linked again at the head for a message of the
+        // same size in the same block: only its generation tells them apart.
+        assert!(send(&q, 1, &text(1, 600)).unwrap());
+        let peeked = q.peek(Search::Any, 0).unwrap();
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(1, 600))));
+        assert!(send(&q, 1, &text(2, 600)).unwrap());
+        let found = q.find(Search::Any).unwrap().unwrap();
+        assert_eq!((found.slot, found.first_block, found.size), (peeked.slot, peeked.first_block, peeked.size));
+        assert!(!Queue::same(&peeked, &found));
+        // A hint at a slot freed and not linked again, the message after it queued.
+        assert!(send(&q, 1, &text(3, 600)).unwrap());
+        assert!(send(&q, 1, &text(4, 600)).unwrap());
+        let first = q.find(Search::Any).unwrap().unwrap();
+        let next = q.unlink(&first, || {}).unwrap();
+        let second = q.find(Search::Any).unwrap().unwrap();
+        assert_eq!(second.slot, next);
+        q.unlink(&second, || {}).unwrap();
+        let stale = q.peek(Search::Any, next).unwrap();
+        let found = q.find(Search::Any).unwrap().unwrap();
+        assert!(!Queue::same(&stale, &found));
+        assert_eq!(receive(&q, Search::Any, false).unwrap(), Some((1, text(4, 600))));
         assert!(accounted(&q));
     }
 
