@@ -77,14 +77,16 @@ impl NextHint {
         }
     }
 
-    /// `find` picked the message in slot `found`: whether the hint named it decides
-    /// whether the next ones are used.
+    /// This process took the message in slot `found` (as `find` picked it), and `next`
+    /// followed it: whether the hint named `found` decides whether the next ones are
+    /// used, and `next` is the next hint.
     #[inline(always)]
-    fn judge(&self, found: u32) {
+    fn taken(&self, found: u32, next: u32) {
         let link = self.link.load(Relaxed);
         if link != 0 && self.right.load(Relaxed) != (link == found) {
             self.right.store(link == found, Relaxed);
         }
+        self.link.store(next, Relaxed);
     }
 }
 
@@ -1016,8 +1018,7 @@ fn receive(h: &'static Handle, args: &Receive, resume: Option<Resume>, sleep: &m
     // The text first, then the removal, then at once the type: the receive counts as done
     // from the removal on, and a receiver killed in between loses only that one message.
     let next = q.unlink(&found, store_type)?;
-    h.next_hint.judge(found.slot());
-    h.next_hint.link.store(next, Relaxed);
+    h.next_hint.taken(found.slot(), next);
     // Linux records the process id of a receiver, except when it hands a message to a
     // receiver that was blocked (pipelined_send): then the receiving thread's id.
     let pid = creds::own_pid();
@@ -1177,16 +1178,16 @@ mod tests {
     fn a_hint_is_used_while_it_names_the_message_found() {
         let hint = NextHint::new();
         assert_eq!(hint.start(), 0, "no hint yet: the head");
-        hint.judge(5);
-        hint.link.store(6, Relaxed);
+        hint.taken(5, 6);
         assert_eq!(hint.start(), 6);
         // Another receiver took slot 6: the next read-aheads start at the head ...
-        hint.judge(7);
-        hint.link.store(8, Relaxed);
+        hint.taken(7, 8);
         assert_eq!(hint.start(), 0);
         // ... until a hint would have been right again.
-        hint.judge(8);
-        hint.link.store(9, Relaxed);
+        hint.taken(8, 9);
         assert_eq!(hint.start(), 9);
+        // The queue ran empty: no hint, the head.
+        hint.taken(9, 0);
+        assert_eq!(hint.start(), 0);
     }
 }
