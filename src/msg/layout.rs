@@ -557,14 +557,24 @@ impl Queue {
         Ok(true)
     }
 
-    /// Appends the message in slot `slot_link` (taken, its text in the chain at `first`).
+    /// A message's fields, written into its slot before `link`.
     #[inline(always)]
-    fn link(&self, slot_link: u32, mtype: i64, size: u32, first: u32) -> Result<()> {
+    fn write_slot(&self, slot_link: u32, mtype: i64, size: u32, first: u32) -> Result<&Slot> {
         let slot = self.slot(slot_link)?;
         slot.mtype.store(mtype, Relaxed);
         slot.size.store(size, Relaxed);
         slot.first_block.store(first, Relaxed);
         slot.next.store(0, Relaxed);
+        Ok(slot)
+    }
+
+    /// Appends the message in slot `slot_link` (taken, its text in the chain at `first`).
+    /// The fields are written again here even after `fill_stashed` wrote them: under the
+    /// lock, so that what is linked is what the lock holder decided (the line is already
+    /// in this CPU's cache then).
+    #[inline(always)]
+    fn link(&self, slot_link: u32, mtype: i64, size: u32, first: u32) -> Result<()> {
+        let slot = self.write_slot(slot_link, mtype, size, first)?;
         // A new odd generation, seen by whoever sees the link below.
         slot.gen.store((slot.gen.load(Relaxed) + 1) | 1, Release);
         // The commit: one store makes the message part of the queue.
@@ -673,11 +683,7 @@ impl Queue {
         // The slot's fields as `link` will write them: its line, which the receiver that
         // freed the slot last read, comes to this CPU now rather than in the critical
         // section. (Only a stale `peek` reads a stashed slot, and `same` rejects it.)
-        let slot = self.slot(view.slot)?;
-        slot.mtype.store(mtype, Relaxed);
-        slot.size.store(size as u32, Relaxed);
-        slot.first_block.store(if n == 0 { 0 } else { view.first_block }, Relaxed);
-        slot.next.store(0, Relaxed);
+        self.write_slot(view.slot, mtype, size as u32, if n == 0 { 0 } else { view.first_block })?;
         self.runs(view.first_block, size as usize, fill)
     }
 
