@@ -84,23 +84,52 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Word `i`, or EINVAL if the message is too short.
+    /// The message's words, read with their bounds checked.
+    pub fn args(&self) -> Words<'_> {
+        Words(&self.words)
+    }
+
     pub fn word(&self, i: usize) -> Result<i64> {
-        self.words.get(i).copied().ok_or(Errno(libc::EINVAL))
+        self.args().word(i)
+    }
+
+    pub fn int(&self, i: usize) -> Result<i32> {
+        self.args().int(i)
+    }
+
+    pub fn tail(&self, count_at: usize, max: usize) -> Result<&[i64]> {
+        self.args().tail(count_at, max)
+    }
+}
+
+/// A request's words (from the socket or a mailbox), each read checked: a short or
+/// out-of-range request is EINVAL.
+#[derive(Clone, Copy, Debug)]
+pub struct Words<'a>(pub &'a [i64]);
+
+impl<'a> Words<'a> {
+    /// Word `i`, or EINVAL if the message is too short.
+    pub fn word(self, i: usize) -> Result<i64> {
+        self.0.get(i).copied().ok_or(Errno(libc::EINVAL))
     }
 
     /// Word `i` as an i32, EINVAL when out of range.
-    pub fn int(&self, i: usize) -> Result<i32> {
+    pub fn int(self, i: usize) -> Result<i32> {
         i32::try_from(self.word(i)?).map_err(|_| Errno(libc::EINVAL))
     }
 
     /// Words from `i` on, at most `max`, checked against the count stored at word `i - 1`.
-    pub fn tail(&self, count_at: usize, max: usize) -> Result<&[i64]> {
+    pub fn tail(self, count_at: usize, max: usize) -> Result<&'a [i64]> {
         let n = usize::try_from(self.word(count_at)?).map_err(|_| Errno(libc::EINVAL))?;
-        if n > max || count_at + 1 + n > self.words.len() {
+        if n > max || count_at + 1 + n > self.0.len() {
             return Err(Errno(libc::EINVAL));
         }
-        Ok(&self.words[count_at + 1..count_at + 1 + n])
+        Ok(&self.0[count_at + 1..count_at + 1 + n])
+    }
+
+    /// The words from `i` on (none if there are fewer).
+    pub fn from(self, i: usize) -> &'a [i64] {
+        self.0.get(i..).unwrap_or(&[])
     }
 }
 
@@ -419,10 +448,10 @@ pub mod ring {
             m.sleeping.store(0, Relaxed);
         }
 
-        /// Broker: claims the waiting request, if any: its number and words. A length past
-        /// the mailbox gives no words (an invalid request). A claimed request must be
-        /// answered.
-        pub fn take_request(&self) -> Option<(u32, Vec<i64>)> {
+        /// Broker: claims the waiting request, if any: appends its words to `words` and
+        /// returns its number. A length past the mailbox gives no words (an invalid
+        /// request). A claimed request must be answered.
+        pub fn take_request(&self, words: &mut Vec<i64>) -> Option<u32> {
             let m = self.mailbox();
             let state = m.state.load(Acquire);
             if state == 0 || state & 1 != 0 || m.state.compare_exchange(state, state | 1, AcqRel, Relaxed).is_err() {
@@ -430,8 +459,10 @@ pub mod ring {
             }
             // Claimed: the client no longer writes the words.
             let len = m.request_len.load(Relaxed) as usize;
-            let words = if len <= MAILBOX_WORDS { m.request[..len].iter().map(|w| w.load(Relaxed)).collect() } else { Vec::new() };
-            Some((state >> 1, words))
+            if len <= MAILBOX_WORDS {
+                words.extend(m.request[..len].iter().map(|w| w.load(Relaxed)));
+            }
+            Some(state >> 1)
         }
 
         /// Broker: whether a request waits unclaimed. (As it stops polling a mailbox, the
@@ -499,10 +530,14 @@ pub mod ring {
             let fd = crate::sys::sealed_memfd("mailbox-test", SIZE as u64, 0).unwrap();
             let client = Ring::map(fd.as_raw_fd()).unwrap();
             let broker = Ring::map(fd.as_raw_fd()).unwrap();
-            assert_eq!(broker.take_request(), None);
+            let take = || {
+                let mut words = Vec::new();
+                broker.take_request(&mut words).map(|seq| (seq, words))
+            };
+            assert_eq!(take(), None);
             let seq = client.post(&[2, 1, 77, 0o600, 1]);
             assert!(broker.has_request());
-            assert_eq!(broker.take_request(), Some((seq, vec![2, 1, 77, 0o600, 1])));
+            assert_eq!(take(), Some((seq, vec![2, 1, 77, 0o600, 1])));
             assert!(!broker.has_request(), "claimed once");
             assert!(!client.take_back(seq), "the broker has it");
             assert_eq!(client.answer(seq), None);
@@ -510,17 +545,17 @@ pub mod ring {
             assert_eq!(client.answer(seq), Some(Answer::Words(vec![5])));
             // Too long to fit, or with a descriptor: the answer is on the socket.
             let seq = client.post(&[7]);
-            broker.take_request().unwrap();
+            take().unwrap();
             broker.answer_request(seq, Some(&[0; MAILBOX_WORDS + 1]));
             assert_eq!(client.answer(seq), Some(Answer::OnSocket));
             // Taken back before the broker looked: the broker never sees it.
             let seq = client.post(&[9]);
             assert!(client.take_back(seq));
-            assert_eq!(broker.take_request(), None);
+            assert_eq!(take(), None);
             // A scribbled length gives an empty (invalid) request, never a read past the box.
             let seq = client.post(&[1]);
             client.mailbox().request_len.store(u32::MAX - 1, Relaxed);
-            assert_eq!(broker.take_request(), Some((seq, vec![])));
+            assert_eq!(take(), Some((seq, vec![])));
             broker.answer_request(seq, Some(&[0]));
             assert_eq!(client.answer(seq), Some(Answer::Words(vec![0])));
             // Numbers round without reaching 0 (no request) or clashing with the taken bit.

@@ -23,7 +23,7 @@ use crate::shm::segment::Segments;
 use registry::Change;
 use crate::sys::{self, Mapping};
 use crate::wire::ring::{self, Ring};
-use crate::wire::{self, Frame, Op};
+use crate::wire::{self, Frame, Op, Words};
 use process::{peer_creds, Process};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -130,7 +130,22 @@ struct MailboxRequest {
     creds: Rc<Creds>,
     ring: Rc<Ring>,
     seq: u32,
-    frame: Frame,
+    /// Where its words are in the batch's `Claimed::words`.
+    words: std::ops::Range<usize>,
+}
+
+/// The requests claimed from the mailboxes in one batch; kept from batch to batch, so that
+/// claiming allocates nothing.
+#[derive(Default)]
+struct Claimed {
+    requests: Vec<MailboxRequest>,
+    words: Vec<i64>,
+}
+
+impl Claimed {
+    fn args(&self, r: &MailboxRequest) -> Words<'_> {
+        Words(&self.words[r.words.clone()])
+    }
 }
 
 impl MailboxRequest {
@@ -138,8 +153,8 @@ impl MailboxRequest {
     /// answer: whether it needs the look at epoll after its claim (a system call). The
     /// semaphore sets' and queues' `*get` and IPC_RMID do not: deaths, closes and notices
     /// change attachments and semaphore values, never which keys and ids exist.
-    fn may_see_events(&self) -> bool {
-        let w = &self.frame.words;
+    fn may_see_events(&self, w: Words) -> bool {
+        let w = w.0;
         let family = w.get(1).copied().and_then(Family::from_i64);
         let sem_or_msg = matches!(family, Some(Family::Sem | Family::Msg));
         match w.first().copied().and_then(Op::from_i64) {
@@ -177,6 +192,10 @@ pub struct Broker {
     spare: Option<OwnedFd>,
     /// The mailboxes the broker polls (wire::ring): those of connections active lately.
     polled: Vec<Polled>,
+    /// Buffers kept from one request to the next, so that answering allocates nothing:
+    /// the batch's claimed mailbox requests, and an answer's words.
+    claimed: Claimed,
+    answer_words: Vec<i64>,
 }
 
 /// A polled mailbox, and when its connection last asked something.
@@ -303,6 +322,8 @@ impl Broker {
             stop: false,
             spare: spare_descriptor(),
             polled: Vec::new(),
+            claimed: Claimed::default(),
+            answer_words: Vec::new(),
         };
         b.watch(b.listener.as_raw_fd(), LISTENER)?;
         Ok(b)
@@ -350,8 +371,8 @@ impl Broker {
         // Requests in mailboxes are claimed after the harvest; what happened before they
         // were posted (a death, a close, a socket notice) may have become ready since: one
         // more look, so that the answers come after it, as the kernel's would.
-        let posted = self.take_mailbox_requests();
-        if posted.iter().any(|r| r.may_see_events()) {
+        let mut posted = self.take_mailbox_requests();
+        if posted.requests.iter().any(|r| r.may_see_events(posted.args(r))) {
             let m = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) };
             if m > 0 {
                 self.harvest(&events[..m as usize], &mut requests, &mut closed, &mut deaths);
@@ -369,9 +390,12 @@ impl Broker {
         for (fd, frame) in requests {
             self.answer(fd, frame);
         }
-        for posted in posted {
-            self.answer_mailbox(posted);
+        for r in &posted.requests {
+            self.answer_mailbox(r, posted.args(r));
         }
+        posted.requests.clear();
+        posted.words.clear();
+        self.claimed = posted;
         self.ns.sem.after_answers(&self.ns.limits, &mut self.ns.names);
         Ok(())
     }
@@ -506,14 +530,16 @@ impl Broker {
     }
 
     /// Claims the requests waiting in polled mailboxes; each is answered in this batch.
-    fn take_mailbox_requests(&mut self) -> Vec<MailboxRequest> {
-        let mut taken = Vec::new();
-        let now = std::time::Instant::now();
+    fn take_mailbox_requests(&mut self) -> Claimed {
+        let mut taken = std::mem::take(&mut self.claimed);
+        let mut now = None;
         for p in self.polled.iter_mut() {
             let Some(conn) = self.conns.get(&p.fd) else { continue };
-            if let Some((seq, words)) = p.ring.take_request() {
-                p.last = now;
-                taken.push(MailboxRequest { fd: p.fd, creds: conn.creds.clone(), ring: p.ring.clone(), seq, frame: Frame { words, ..Frame::default() } });
+            let start = taken.words.len();
+            if let Some(seq) = p.ring.take_request(&mut taken.words) {
+                p.last = *now.get_or_insert_with(std::time::Instant::now);
+                let words = start..taken.words.len();
+                taken.requests.push(MailboxRequest { fd: p.fd, creds: conn.creds.clone(), ring: p.ring.clone(), seq, words });
             }
         }
         taken
@@ -798,11 +824,11 @@ impl Broker {
         if frame.words.first() == Some(&(Op::Ring as i64)) {
             return self.give_ring(fd);
         }
-        let (words, out_fd) = match self.request(&creds, &frame) {
-            Ok((words, out_fd)) => (words, out_fd),
-            Err(Errno(e)) => (vec![-(e as i64)], None),
-        };
-        if wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_err() {
+        let mut words = std::mem::take(&mut self.answer_words);
+        let out_fd = self.request(&creds, frame.args(), &mut words);
+        let sent = wire::send(fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd()));
+        self.answer_words = words;
+        if sent.is_err() {
             // The client is gone or does not read: the pidfd, not this, decides its fate.
             self.connection_closed(fd);
         }
@@ -811,18 +837,26 @@ impl Broker {
     /// Answers a request claimed from a connection's mailbox (even if the connection has
     /// closed since: the process asked, and may wait): in the mailbox, or over the socket
     /// when the answer carries a descriptor or does not fit.
-    fn answer_mailbox(&mut self, r: MailboxRequest) {
+    fn answer_mailbox(&mut self, r: &MailboxRequest, args: Words) {
         // Only the requests a client may send this way (Op::uses_mailbox).
-        let (words, out_fd) = match Op::from_i64(r.frame.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
-            Some(_) => self.request(&r.creds, &r.frame).unwrap_or_else(|Errno(e)| (vec![-(e as i64)], None)),
-            None => (vec![-(libc::EINVAL as i64)], None),
+        let mut words = std::mem::take(&mut self.answer_words);
+        let out_fd = match Op::from_i64(args.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
+            Some(_) => self.request(&r.creds, args, &mut words),
+            None => {
+                words.clear();
+                words.push(-(libc::EINVAL as i64));
+                None
+            }
         };
         if out_fd.is_none() && words.len() <= ring::MAILBOX_WORDS {
-            return r.ring.answer_request(r.seq, Some(&words));
+            r.ring.answer_request(r.seq, Some(&words));
+            self.answer_words = words;
+            return;
         }
         let open = self.conns.contains_key(&r.fd);
         let sent = open && wire::send(r.fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_ok();
         r.ring.answer_request(r.seq, None);
+        self.answer_words = words;
         if open && !sent {
             self.connection_closed(r.fd);
         }
@@ -847,8 +881,22 @@ impl Broker {
         }
     }
 
-    fn request(&mut self, creds: &Creds, frame: &Frame) -> Result<(Vec<i64>, Option<OwnedFd>)> {
-        let op = Op::from_i64(frame.word(0)?).ok_or(Errno(libc::EINVAL))?;
+    /// Serves a request: its answer's words go into `out` (a negative first word is an
+    /// errno), with the descriptor it carries, if any.
+    fn request(&mut self, creds: &Creds, w: Words, out: &mut Vec<i64>) -> Option<OwnedFd> {
+        out.clear();
+        match self.serve(creds, w, out) {
+            Ok(fd) => fd,
+            Err(Errno(e)) => {
+                out.clear();
+                out.push(-(e as i64));
+                None
+            }
+        }
+    }
+
+    fn serve(&mut self, creds: &Creds, req: Words, out: &mut Vec<i64>) -> Result<Option<OwnedFd>> {
+        let op = Op::from_i64(req.word(0)?).ok_or(Errno(libc::EINVAL))?;
         // A Stop granted earlier in this batch: the namespace is going, nothing more is
         // made or changed in it (a create would outlive its check that none is left).
         if self.stop {
@@ -856,7 +904,7 @@ impl Broker {
         }
         match op {
             Op::Hello => {
-                let inherited: Vec<i32> = frame.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
+                let inherited: Vec<i32> = req.tail(1, wire::MAX_WORDS)?.iter().map(|&v| v as i32).collect();
                 // A process that says hello again has let go of its older connections'
                 // rings (it maps only its current one): apply what they hold and drop them.
                 self.drain_orphan_rings(creds.pid);
@@ -865,11 +913,12 @@ impl Broker {
                 }
                 self.count_inherited(creds.pid, &inherited);
                 let ro = sys::reopen_read_only(self.ns.table_fd.as_raw_fd())?;
-                Ok((vec![0, crate::ipc::table::VERSION as i64, TABLE_SIZE as i64], Some(ro)))
+                out.extend([0, crate::ipc::table::VERSION as i64, TABLE_SIZE as i64]);
+                Ok(Some(ro))
             }
             Op::Get => {
-                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
-                let (key, flags, size) = (frame.int(2)?, frame.int(3)?, frame.word(4)?);
+                let family = Family::from_i64(req.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (key, flags, size) = (req.int(2)?, req.int(3)?, req.word(4)?);
                 let (limits, names) = (&self.ns.limits, &mut self.ns.names);
                 let (id, change) = match family {
                     Family::Shm => self.ns.shm.get(key, size as u64, flags, creds, limits, names)?,
@@ -877,11 +926,12 @@ impl Broker {
                     Family::Msg => self.ns.msg.get(key, size, flags, creds, limits, names)?,
                 };
                 self.ns.publish(family, change);
-                Ok((vec![id as i64], None))
+                out.push(id as i64);
+                Ok(None)
             }
             Op::Open => {
-                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
-                let (id, access) = (frame.int(2)?, frame.word(3)? as u32 & (S_IRUGO | S_IWUGO | S_IXUGO));
+                let family = Family::from_i64(req.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (id, access) = (req.int(2)?, req.word(3)? as u32 & (S_IRUGO | S_IWUGO | S_IXUGO));
                 match family {
                     Family::Shm => {
                         let obj = self.ns.shm.registry.by_id(id)?;
@@ -889,24 +939,26 @@ impl Broker {
                             return Err(Errno(libc::EACCES));
                         }
                         let fd = obj.data.memfd.open(access & S_IWUGO == 0)?;
-                        Ok((vec![0, obj.data.size as i64], Some(fd)))
+                        out.extend([0, obj.data.size as i64]);
+                        Ok(Some(fd))
                     }
-                    Family::Sem => self.ns.sem.open(id, access, creds, &self.ns.limits, &mut self.ns.names).map(|(mut w, fd)| {
-                        w.insert(0, 0);
-                        (w, Some(fd))
-                    }),
-                    Family::Msg => self.ns.msg.open(id, access, creds).map(|(mut w, fd)| {
-                        w.insert(0, 0);
-                        (w, Some(fd))
-                    }),
+                    Family::Sem | Family::Msg => {
+                        let (words, fd) = match family {
+                            Family::Sem => self.ns.sem.open(id, access, creds, &self.ns.limits, &mut self.ns.names)?,
+                            _ => self.ns.msg.open(id, access, creds)?,
+                        };
+                        out.push(0);
+                        out.extend(words);
+                        Ok(Some(fd))
+                    }
                 }
             }
             Op::Ctl => {
-                let family = Family::from_i64(frame.word(1)?).ok_or(Errno(libc::EINVAL))?;
-                let (id, cmd) = (frame.int(2)?, frame.int(3)?);
-                let args = &frame.words[4..];
+                let family = Family::from_i64(req.word(1)?).ok_or(Errno(libc::EINVAL))?;
+                let (id, cmd) = (req.int(2)?, req.int(3)?);
+                let args = req.from(4);
                 let limits = &self.ns.limits;
-                let (ret, mut fields, change) = match family {
+                let (ret, fields, change) = match family {
                     Family::Shm => self.ns.shm.ctl(id, cmd, args, creds, limits)?,
                     Family::Sem => self.ns.sem.ctl(id, cmd, args, creds, limits)?,
                     Family::Msg => self.ns.msg.ctl(id, cmd, args, creds, limits)?,
@@ -917,11 +969,12 @@ impl Broker {
                 }
                 // The reply is [return value, fields…]; a negative return value would read
                 // as an errno.
-                fields.insert(0, ret.max(0));
-                Ok((fields, None))
+                out.push(ret.max(0));
+                out.extend(fields);
+                Ok(None)
             }
-            Op::Status => Ok((
-                vec![
+            Op::Status => {
+                out.extend([
                     0,
                     std::process::id() as i64,
                     self.ns.object_count() as i64,
@@ -931,19 +984,20 @@ impl Broker {
                     self.ns.sem.registry.in_use() as i64,
                     self.ns.shm.registry.in_use() as i64,
                     self.ns.memory_held() as i64,
-                ],
-                None,
-            )),
+                ]);
+                Ok(None)
+            }
             Op::Stop => {
                 let me = unsafe { libc::geteuid() };
                 if creds.uid != 0 && creds.uid != me {
                     return Err(Errno(libc::EPERM));
                 }
-                if frame.word(1).unwrap_or(0) == 0 && self.ns.object_count() > 0 {
+                if req.word(1).unwrap_or(0) == 0 && self.ns.object_count() > 0 {
                     return Err(Errno(libc::EBUSY));
                 }
                 self.stop = true;
-                Ok((vec![0], None))
+                out.push(0);
+                Ok(None)
             }
             _ => Err(Errno(libc::EINVAL)),
         }
