@@ -89,14 +89,17 @@ impl Frame {
         Words(&self.words)
     }
 
+    /// As `Words::word`.
     pub fn word(&self, i: usize) -> Result<i64> {
         self.args().word(i)
     }
 
+    /// As `Words::int`.
     pub fn int(&self, i: usize) -> Result<i32> {
         self.args().int(i)
     }
 
+    /// As `Words::tail`.
     pub fn tail(&self, count_at: usize, max: usize) -> Result<&[i64]> {
         self.args().tail(count_at, max)
     }

@@ -603,7 +603,7 @@ impl Broker {
                                 self.drain_ring(fd);
                             }
                             if let Some(pid) = self.conns.get(&fd).map(|c| c.creds.pid) {
-                                self.notice(pid, op, &frame);
+                                self.notice(pid, op, frame.args());
                             }
                             if first {
                                 if let Some(c) = self.conns.get_mut(&fd) {
@@ -654,7 +654,7 @@ impl Broker {
     fn apply_ring_notices(&mut self, pid: i32, notices: Vec<[i64; 2]>) {
         for words in notices {
             if let Some(op) = Op::from_i64(words[0]).filter(|op| op.is_one_way()) {
-                self.notice(pid, op, &Frame { words: words.to_vec(), ..Frame::default() });
+                self.notice(pid, op, Words(&words));
             }
         }
     }
@@ -720,15 +720,15 @@ impl Broker {
     }
 
     /// A one-way notice from process `pid`.
-    fn notice(&mut self, pid: i32, op: Op, frame: &Frame) {
+    fn notice(&mut self, pid: i32, op: Op, notice: Words) {
         match op {
             Op::ShmAttached => {
-                if let Ok(id) = frame.int(1) {
+                if let Ok(id) = notice.int(1) {
                     self.attach(pid, id, pid);
                 }
             }
             Op::ShmDetached => {
-                let Ok(id) = frame.int(1) else { return };
+                let Ok(id) = notice.int(1) else { return };
                 let held = self.procs.get_mut(&pid).and_then(|p| p.attachments.get_mut(&id));
                 if let Some(n) = held {
                     if *n > 0 {
@@ -738,7 +738,7 @@ impl Broker {
                 }
             }
             Op::ShmInherited => {
-                let (Ok(child), Ok(ids)) = (frame.int(1), frame.tail(2, wire::MAX_WORDS)) else { return };
+                let (Ok(child), Ok(ids)) = (notice.int(1), notice.tail(2, wire::MAX_WORDS)) else { return };
                 let ids: Vec<i32> = ids.iter().map(|&v| v as i32).collect();
                 // Only a parent may speak for its child.
                 if parent_of(child) != Some(pid) {
