@@ -13,6 +13,10 @@ pub mod shm;
 pub mod sys;
 pub mod wire;
 
+/// malloc, marked per thread while a call is inside it (ipc/alloc.rs).
+#[global_allocator]
+static ALLOCATOR: ipc::alloc::MarkedMalloc = ipc::alloc::MarkedMalloc;
+
 /// At load time: the fork handlers must be in place before the program's first fork, so
 /// that a child never mistakes its parent's connection or pid for its own.
 #[used]

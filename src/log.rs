@@ -20,7 +20,11 @@ struct Config {
     fd: RawFd,
 }
 
-static CONFIG: Lazy<Config> = Lazy::new(|| {
+/// Made at the first line or the first call's question (`tracing`), with the thread marked
+/// (`not_reentrant`): a signal handler's call meanwhile must not wait for it (`config`).
+static CONFIG: Lazy<Config> = Lazy::new(|| crate::ipc::thread::not_reentrant(make_config));
+
+fn make_config() -> Config {
     let level = match std::env::var("IPCSHIM_LOG").as_deref() {
         Ok("off") | Ok("0") | Ok("none") => Level::Off,
         Ok("trace") => Level::Trace,
@@ -39,10 +43,20 @@ static CONFIG: Lazy<Config> = Lazy::new(|| {
         _ => 2,
     };
     Config { level, fd }
-});
+}
+
+/// The configuration; None in a signal handler's call that interrupted its making (which
+/// then says nothing).
+fn config() -> Option<&'static Config> {
+    match Lazy::get(&CONFIG) {
+        Some(c) => Some(c),
+        None if crate::ipc::thread::may_enter().is_err() => None,
+        None => Some(&CONFIG),
+    }
+}
 
 pub fn level() -> Level {
-    CONFIG.level
+    config().map_or(Level::Off, |c| c.level)
 }
 
 /// `tracing()`'s answer: 0 until first asked, then 1 (no) or 2 (yes).
@@ -60,13 +74,14 @@ pub fn tracing() -> bool {
 
 #[cold]
 fn tracing_first() -> bool {
-    let on = CONFIG.level == Level::Trace;
+    let Some(config) = config() else { return false };
+    let on = config.level == Level::Trace;
     TRACING.store(if on { 2 } else { 1 }, Relaxed);
     on
 }
 
 pub fn enabled() -> bool {
-    CONFIG.level >= Level::Warn
+    level() >= Level::Warn
 }
 
 pub fn warn(msg: &str) {
@@ -77,11 +92,64 @@ pub fn warn(msg: &str) {
 
 /// Writes `ipcshim[PID]: …` with one write(2): lines from several processes sharing a file
 /// do not interleave, nothing is buffered, and a closed stderr is no panic. errno is kept.
+/// The line is made on the stack (cut at LINE_MAX bytes, "…" at its end): it may be
+/// written from a signal handler's call, which must not allocate.
 pub fn write_line(msg: fmt::Arguments) {
+    let Some(config) = config() else { return };
     let errno = unsafe { *libc::__errno_location() };
-    let line = format!("ipcshim[{}]: {msg}\n", std::process::id());
+    let mut line = StackLine { buf: [0; LINE_MAX], len: 0 };
+    let end = match fmt::write(&mut line, format_args!("ipcshim[{}]: {msg}\n", std::process::id())) {
+        Ok(()) => "",
+        Err(_) => "…\n",
+    };
+    line.buf[line.len..line.len + end.len()].copy_from_slice(end.as_bytes());
     unsafe {
-        libc::write(CONFIG.fd, line.as_ptr() as *const libc::c_void, line.len());
+        libc::write(config.fd, line.buf.as_ptr() as *const libc::c_void, line.len + end.len());
         *libc::__errno_location() = errno;
+    }
+}
+
+/// The longest line `write_line` writes.
+const LINE_MAX: usize = 1024;
+
+/// A line being formatted on the stack: `len` bytes of `buf` written, and room kept at its
+/// end for the mark of a cut line.
+struct StackLine {
+    buf: [u8; LINE_MAX],
+    len: usize,
+}
+
+impl fmt::Write for StackLine {
+    /// As much of `s` as fits (whole characters), Err if not all of it.
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = LINE_MAX - "…\n".len() - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            return Err(fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StackLine;
+    use std::fmt::Write;
+
+    #[test]
+    fn a_line_too_long_is_cut_at_a_character() {
+        let mut line = StackLine { buf: [0; super::LINE_MAX], len: 0 };
+        let long = "é".repeat(super::LINE_MAX);
+        assert!(write!(line, "{long}").is_err());
+        assert!(line.len <= super::LINE_MAX - "…\n".len());
+        assert!(std::str::from_utf8(&line.buf[..line.len]).unwrap().chars().all(|c| c == 'é'));
+        let mut short = StackLine { buf: [0; super::LINE_MAX], len: 0 };
+        assert!(write!(short, "a {} b", 7).is_ok());
+        assert_eq!(&short.buf[..short.len], b"a 7 b");
     }
 }

@@ -45,9 +45,8 @@ impl Drop for Mapping {
 }
 
 pub fn page_size() -> usize {
-    static PAGE: once_cell::sync::Lazy<usize> =
-        once_cell::sync::Lazy::new(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize });
-    *PAGE
+    static PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    crate::ipc::thread::computed_once(&PAGE, || unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize })
 }
 
 pub fn round_up_to_page(n: u64) -> Option<u64> {

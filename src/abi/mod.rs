@@ -35,10 +35,12 @@ pub(crate) fn call<T>(fail: T, f: impl FnOnce() -> Result<T>) -> T {
     // The thread's errno is at one address for its whole life: asked once per call.
     let errno = unsafe { libc::__errno_location() };
     let saved = unsafe { *errno };
-    let (v, e) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => (v, saved),
-        Ok(Err(Errno(e))) => (fail, e),
-        Err(_) => (fail, libc::EIO),
+    // A signal handler's call that interrupted a malloc of ours must not allocate.
+    let entered = crate::ipc::thread::may_enter();
+    let (v, e) = match entered.map(|()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))) {
+        Ok(Ok(Ok(v))) => (v, saved),
+        Ok(Ok(Err(Errno(e)))) | Err(Errno(e)) => (fail, e),
+        Ok(Err(_)) => (fail, libc::EIO),
     };
     unsafe { *errno = e };
     v

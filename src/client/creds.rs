@@ -3,7 +3,7 @@
 //! invalidate the cache, and a generation number lets callers cache decisions made with it.
 
 use crate::ipc::perm::Creds;
-use parking_lot::Mutex;
+use crate::ipc::thread::Exclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -20,7 +20,7 @@ pub fn own_pid() -> i32 {
     PID.store(pid, Ordering::Relaxed);
     pid
 }
-static CACHE: Mutex<Option<(u64, Creds)>> = Mutex::new(None);
+static CACHE: Exclusive<Option<(u64, Creds)>> = Exclusive::new(None);
 
 /// Changes whenever the credentials may have changed.
 pub fn generation() -> u64 {
@@ -87,8 +87,6 @@ fn effective_caps() -> u64 {
 /// exist here.
 pub(crate) fn after_fork() {
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
-    if CACHE.is_locked() {
-        unsafe { CACHE.force_unlock() };
-    }
+    CACHE.unlock_after_fork();
     invalidate();
 }

@@ -7,10 +7,10 @@
 //! that the broker also sees the child's connection close when it execs (and its mappings go).
 
 use super::client;
-use parking_lot::Mutex;
+use crate::ipc::thread::Exclusive;
 
 /// Attachments this process inherited and has not yet reported in a hello.
-static INHERITED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static INHERITED: Exclusive<Vec<i32>> = Exclusive::new(Vec::new());
 
 pub fn install_handlers() {
     unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
@@ -26,9 +26,7 @@ extern "C" fn in_child() {
 pub(crate) fn after_fork_in_child() {
     crate::ipc::sync::after_fork();
     crate::ipc::handles::after_fork();
-    if INHERITED.is_locked() {
-        unsafe { INHERITED.force_unlock() };
-    }
+    INHERITED.unlock_after_fork();
     super::creds::after_fork();
     client().forget_connection_after_fork();
     let ids = crate::shm::attach::attached_ids_after_fork();

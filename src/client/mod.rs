@@ -10,7 +10,7 @@ pub mod reserve;
 pub mod spawn;
 
 use crate::ipc::table::{Table, TABLE_SIZE};
-use crate::ipc::thread::{lock_held, Held, HeldGuard};
+use crate::ipc::thread::{lock_held, Exclusive, Held, HeldGuard};
 use crate::ipc::{Errno, Result};
 use crate::log;
 use crate::sys::{fd_identity, Mapping};
@@ -56,9 +56,9 @@ pub struct Client {
     /// The current broker's namespace table. Replaced (the old mapping leaked on purpose:
     /// lock-free readers may still use it) only if the broker was restarted.
     table: AtomicPtr<TableMap>,
-    table_identity: Mutex<Option<(u64, u64)>>,
+    table_identity: Exclusive<Option<(u64, u64)>>,
     /// Taken after `conn` when both are needed.
-    reserve: Mutex<Reserve>,
+    reserve: Exclusive<Reserve>,
 }
 
 /// The longest a blocked call sleeps before it looks again, and asks whether the broker
@@ -92,7 +92,8 @@ pub fn current_rights_key(family: crate::ipc::Family) -> Option<u64> {
 /// The pid whose hello the broker has seen (0 before the first, and in a forked child).
 static REGISTERED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-static CLIENT: Lazy<Client> = Lazy::new(|| Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Mutex::new(None), reserve: Mutex::new(Reserve::new()) });
+// Made with the thread marked, as a signal handler's call must not wait for it (abi::call).
+static CLIENT: Lazy<Client> = Lazy::new(|| crate::ipc::thread::not_reentrant(|| Client { conn: Mutex::new(None), table: AtomicPtr::new(std::ptr::null_mut()), table_identity: Exclusive::new(None), reserve: Exclusive::new(Reserve::new()) }));
 
 pub fn client() -> &'static Client {
     &CLIENT
@@ -432,7 +433,7 @@ impl Client {
         // The lock may have been held by another thread of the parent at fork time; the
         // child has only this thread, so take the state over without waiting.
         let slot = unsafe { &mut *self.conn.data_ptr() };
-        let reserve = unsafe { &mut *self.reserve.data_ptr() };
+        let reserve = unsafe { self.reserve.get_unlocked() };
         if let Some(c) = slot.take() {
             // Its slot stays ours, for the child's own connection.
             if c.is_ours() {
@@ -442,9 +443,7 @@ impl Client {
         if self.conn.is_locked() {
             unsafe { self.conn.force_unlock() };
         }
-        if self.reserve.is_locked() {
-            unsafe { self.reserve.force_unlock() };
-        }
+        self.reserve.unlock_after_fork();
         crate::ipc::thread::forget_held_after_fork();
     }
 }

@@ -25,8 +25,7 @@
 //! its process until it goes on.) Without membarrier (an old kernel, a seccomp filter)
 //! both sides use a SeqCst fence instead.
 
-use parking_lot::Mutex;
-use super::thread::words;
+use super::thread::{words, Exclusive};
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -291,7 +290,7 @@ pub(crate) fn after_fork() {
 }
 
 /// Handles replaced or found removed, freed once no thread can still be using them.
-pub struct Retired<T: Counted>(Mutex<List<T>>);
+pub struct Retired<T: Counted>(Exclusive<List<T>>);
 
 struct List<T>(Vec<(Instant, *mut T)>);
 // The list owns the handles on it (each came from `Box::into_raw`) and frees them from
@@ -300,7 +299,7 @@ unsafe impl<T: Send> Send for List<T> {}
 
 impl<T: Counted + Send> Retired<T> {
     pub const fn new() -> Retired<T> {
-        Retired(Mutex::new(List(Vec::new())))
+        Retired(Exclusive::new(List(Vec::new())))
     }
 
     /// Takes `h` out of `slot` and retires it, unless another thread already did (or put

@@ -2,6 +2,7 @@
 //! checks, limits, and the namespace table that clients read without asking the broker.
 
 pub mod ids;
+pub mod alloc;
 pub mod handles;
 pub mod limits;
 pub mod perm;

@@ -1,5 +1,6 @@
 //! This thread's words that the fast paths read on every call: its hazard record (handles.rs)
-//! and its cached thread id (sync.rs); and which process-wide locks it holds (`lock_held`).
+//! and its cached thread id (sync.rs); which process-wide locks it holds (`lock_held`); and
+//! whether it is inside malloc (`not_reentrant`).
 //! They live in initial-exec TLS made by a few lines of C (thread_words.c): two
 //! instructions away on x86_64, a call elsewhere. Rust's
 //! `thread_local!` in a shared library goes through `__tls_get_addr`, which cost an
@@ -24,6 +25,9 @@ pub struct ThreadWords {
     /// Which of the process-wide locks that calls hold across system calls this thread
     /// holds or waits for (`Held`): a signal handler's call then must not wait for them.
     pub held: Cell<u8>,
+    /// How deep the thread is in sections that a signal handler's call must not enter
+    /// (`not_reentrant`).
+    pub not_reentrant: Cell<u8>,
 }
 
 /// A process-wide lock held across system calls (the broker connection's, shmat's and
@@ -76,6 +80,127 @@ pub fn lock_held<G>(which: Held, lock: impl FnOnce() -> G) -> crate::ipc::Result
     held.set(held.get() | which as u8);
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     Ok(HeldGuard { guard: std::mem::ManuallyDrop::new(lock()), which })
+}
+
+/// Runs `f` (a call of malloc, free or realloc: alloc.rs) with the thread marked, so that
+/// a signal handler's call into the library meanwhile fails at its entry (`may_enter`)
+/// instead of calling malloc again: malloc is not async-signal-safe, and the heap was
+/// corrupted ("double free detected"). The mark is written and read with volatile
+/// accesses: the compiler knows malloc reads no memory of ours, and could otherwise move
+/// the writes across the call.
+#[inline(always)]
+pub fn not_reentrant<R>(f: impl FnOnce() -> R) -> R {
+    mark_not_reentrant(1);
+    let r = f();
+    mark_not_reentrant(u8::MAX);
+    r
+}
+
+/// Adds `delta` (1, or u8::MAX to take 1 away) to the thread's `not_reentrant` depth, with
+/// compiler fences on the inside of the section.
+#[inline(always)]
+fn mark_not_reentrant(delta: u8) {
+    let mark = words().not_reentrant.as_ptr();
+    if delta != 1 {
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+    // A handler that interrupts us between the read and the write leaves the word as it
+    // found it: its own sections end before it returns.
+    unsafe { mark.write_volatile(mark.read_volatile().wrapping_add(delta)) };
+    if delta == 1 {
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// At the entry of a call that may allocate: EDEADLK when it comes from a signal handler
+/// that interrupted this thread inside a `not_reentrant` section (README).
+#[inline(always)]
+pub fn may_enter() -> crate::ipc::Result<()> {
+    if unsafe { words().not_reentrant.as_ptr().read_volatile() } != 0 {
+        return Err(crate::ipc::Errno(libc::EDEADLK));
+    }
+    Ok(())
+}
+
+/// A process-wide lock held for a moment, never across a wait. While a thread holds it, a
+/// signal handler's call into the library fails with EDEADLK at its entry (`may_enter`,
+/// as inside malloc): waiting for the lock would never end, and the nested call cannot know
+/// beforehand whether it will need it (a parking_lot mutex with the thread marked).
+pub struct Exclusive<T>(parking_lot::Mutex<T>);
+
+/// The guard of an `Exclusive`: the mark goes after the lock is let go.
+pub struct ExclusiveGuard<'a, T>(std::mem::ManuallyDrop<parking_lot::MutexGuard<'a, T>>);
+
+impl<T> Exclusive<T> {
+    pub const fn new(value: T) -> Exclusive<T> {
+        Exclusive(parking_lot::Mutex::new(value))
+    }
+
+    pub fn lock(&self) -> ExclusiveGuard<'_, T> {
+        mark_not_reentrant(1);
+        ExclusiveGuard(std::mem::ManuallyDrop::new(self.0.lock()))
+    }
+
+    pub fn try_lock(&self) -> Option<ExclusiveGuard<'_, T>> {
+        mark_not_reentrant(1);
+        let guard = self.0.try_lock();
+        if guard.is_none() {
+            mark_not_reentrant(u8::MAX);
+        }
+        guard.map(|g| ExclusiveGuard(std::mem::ManuallyDrop::new(g)))
+    }
+
+    /// In a forked child, whose parent's other threads may have held it: free again.
+    pub fn unlock_after_fork(&self) {
+        if self.0.is_locked() {
+            unsafe { self.0.force_unlock() };
+        }
+    }
+
+    /// The value, without the lock.
+    ///
+    /// # Safety
+    /// Only when no other thread can be using it (in a forked child, or in a fork handler).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_unlocked(&self) -> &mut T {
+        &mut *self.0.data_ptr()
+    }
+}
+
+impl<T> std::ops::Deref for ExclusiveGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for ExclusiveGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T> Drop for ExclusiveGuard<'_, T> {
+    fn drop(&mut self) {
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
+        mark_not_reentrant(u8::MAX);
+    }
+}
+
+/// `*cell`, computed by `f` the first time (0: not yet; `f` must not return 0). Without a
+/// lock: a signal handler's call (or another thread) that comes while the value is being
+/// computed computes it too, where a once-cell would have the handler wait for ever for
+/// the call it interrupted.
+#[inline]
+pub fn computed_once(cell: &std::sync::atomic::AtomicUsize, f: impl FnOnce() -> usize) -> usize {
+    match cell.load(Relaxed) {
+        0 => {
+            let v = f();
+            cell.store(v, Relaxed);
+            v
+        }
+        v => v,
+    }
 }
 
 /// In a forked child: its one thread holds none of its parent's threads' locks.

@@ -20,7 +20,7 @@ use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
 /// One queue mapped in this process, found by its id's index in `HANDLES` (no lock: a call
@@ -620,9 +620,10 @@ const PTHREAD_CANCEL_ASYNCHRONOUS: libc::c_int = 1;
 /// glibc's pthread_setcanceltype, looked up once (not declared: the C header is generated
 /// from our declarations).
 fn setcanceltype() -> Option<SetCancelType> {
-    static FN: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
-    let f = *FN.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_setcanceltype".as_ptr()) as usize });
-    (f != 0).then(|| unsafe { std::mem::transmute::<usize, SetCancelType>(f) })
+    static FN: AtomicUsize = AtomicUsize::new(0);
+    // 1: not found.
+    let f = crate::ipc::thread::computed_once(&FN, || unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_setcanceltype".as_ptr()) as usize }.max(1));
+    (f != 1).then(|| unsafe { std::mem::transmute::<usize, SetCancelType>(f) })
 }
 
 /// msgsnd and msgrcv are cancellation points: asleep, the thread accepts asynchronous

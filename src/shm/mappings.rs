@@ -7,7 +7,7 @@
 use crate::client::{client, creds};
 use crate::sys::fd_identity;
 use once_cell::sync::OnceCell;
-use parking_lot::Mutex;
+use crate::ipc::thread::Exclusive;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// A file mapping: its range, its offset in the file, and the file's (st_dev, st_ino).
@@ -58,13 +58,11 @@ const MAPS: &std::ffi::CStr = c"/proc/self/maps";
 /// Our kept descriptor of /proc/self/maps: its number, its identity (checked before each
 /// use: a program may have closed it) and the process it describes (a forked child
 /// inherits its parent's).
-static KEPT: Mutex<Option<(RawFd, (u64, u64), i32)>> = Mutex::new(None);
+static KEPT: Exclusive<Option<(RawFd, (u64, u64), i32)>> = Exclusive::new(None);
 
 /// In a forked child: another thread of the parent may have held the lock.
 pub(crate) fn after_fork() {
-    if KEPT.is_locked() {
-        unsafe { KEPT.force_unlock() };
-    }
+    KEPT.unlock_after_fork();
 }
 
 impl Mappings {
