@@ -1,6 +1,7 @@
 //! This thread's words that the fast paths read on every call: its hazard record (handles.rs)
 //! and its cached thread id (sync.rs); which process-wide locks it holds (`lock_held`); and
-//! whether it is inside malloc (`not_reentrant`).
+//! whether it is inside malloc or a short lock (`not_reentrant`), where a signal handler's
+//! call must not come in (docs/architecture.md, "Calls from signal handlers").
 //! They live in initial-exec TLS made by a few lines of C (thread_words.c): two
 //! instructions away on x86_64, a call elsewhere. Rust's
 //! `thread_local!` in a shared library goes through `__tls_get_addr`, which cost an
@@ -122,10 +123,11 @@ pub fn may_enter() -> crate::ipc::Result<()> {
     Ok(())
 }
 
-/// A process-wide lock held for a moment, never across a wait. While a thread holds it, a
-/// signal handler's call into the library fails with EDEADLK at its entry (`may_enter`,
-/// as inside malloc): waiting for the lock would never end, and the nested call cannot know
-/// beforehand whether it will need it (a parking_lot mutex with the thread marked).
+/// A process-wide lock held for a moment (a few system calls at most). While a thread holds
+/// it, a signal handler's call into the library fails with EDEADLK at its entry
+/// (`may_enter`, as inside malloc): waiting for the lock would never end, and the nested
+/// call cannot know beforehand whether it will need it (a parking_lot mutex with the
+/// thread marked).
 pub struct Exclusive<T>(parking_lot::Mutex<T>);
 
 /// The guard of an `Exclusive`: the mark goes after the lock is let go.
