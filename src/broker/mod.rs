@@ -124,6 +124,12 @@ struct Conn {
     ring_used: bool,
 }
 
+/// An answer that is an error: the one word -errno.
+fn error_answer(out: &mut Vec<i64>, errno: i32) {
+    out.clear();
+    out.push(-(errno as i64));
+}
+
 /// A request claimed from a connection's mailbox, with what answering it needs.
 struct MailboxRequest {
     fd: RawFd,
@@ -840,24 +846,23 @@ impl Broker {
     fn answer_mailbox(&mut self, r: &MailboxRequest, args: Words) {
         // Only the requests a client may send this way (Op::uses_mailbox).
         let mut words = std::mem::take(&mut self.answer_words);
-        let out_fd = match Op::from_i64(args.word(0).unwrap_or(0)).filter(|op| op.uses_mailbox()) {
-            Some(_) => self.request(&r.creds, args, &mut words),
-            None => {
-                words.clear();
-                words.push(-(libc::EINVAL as i64));
-                None
-            }
+        let out_fd = if Op::from_i64(args.word(0).unwrap_or(0)).is_some_and(|op| op.uses_mailbox()) {
+            self.request(&r.creds, args, &mut words)
+        } else {
+            error_answer(&mut words, libc::EINVAL);
+            None
         };
-        if out_fd.is_none() && words.len() <= ring::MAILBOX_WORDS {
+        let lost = if out_fd.is_none() && words.len() <= ring::MAILBOX_WORDS {
             r.ring.answer_request(r.seq, Some(&words));
-            self.answer_words = words;
-            return;
-        }
-        let open = self.conns.contains_key(&r.fd);
-        let sent = open && wire::send(r.fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_ok();
-        r.ring.answer_request(r.seq, None);
+            false
+        } else {
+            let open = self.conns.contains_key(&r.fd);
+            let sent = open && wire::send(r.fd, &words, out_fd.as_ref().map(|f| f.as_raw_fd())).is_ok();
+            r.ring.answer_request(r.seq, None);
+            open && !sent
+        };
         self.answer_words = words;
-        if open && !sent {
+        if lost {
             self.connection_closed(r.fd);
         }
     }
@@ -888,8 +893,7 @@ impl Broker {
         match self.serve(creds, w, out) {
             Ok(fd) => fd,
             Err(Errno(e)) => {
-                out.clear();
-                out.push(-(e as i64));
+                error_answer(out, e);
                 None
             }
         }
