@@ -1,8 +1,8 @@
 //! What the three families share, as the kernel's ipc/util.c: ids, `ipc_perm` and its
 //! checks, limits, and the namespace table that clients read without asking the broker.
 
-pub mod ids;
 pub mod alloc;
+pub mod ids;
 pub mod handles;
 pub mod limits;
 pub mod perm;
@@ -68,10 +68,10 @@ pub const IPC_INFO: i32 = 3;
 /// a `cmd` with it is unknown (EINVAL), and glibc does not set it there. Traces name it.
 pub const IPC_64: i32 = 0x100;
 
-/// Seconds since the epoch, as the kernel's `ktime_get_real_seconds`.
+/// Seconds since the epoch, as the kernel's `ktime_get_real_seconds`: the coarse clock
+/// that time() reads (through the vDSO: no system call). The precise clock may already be
+/// a second ahead of it, and a program comparing an object's times with time() would see
+/// them in its future.
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    unsafe { libc::time(std::ptr::null_mut()) as i64 }
 }

@@ -16,7 +16,7 @@ use crate::ipc::ids::MAX_INDEX;
 use crate::ipc::perm::{Perm, S_IRUGO, S_IWUGO};
 use crate::ipc::sync::{futex_wait, futex_wake, my_tid, Locked};
 use crate::ipc::usercopy::check_user;
-use crate::ipc::{Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
+use crate::ipc::{now_secs, Errno, Family, Result, IPC_INFO, IPC_NOWAIT};
 use crate::sys::Mapping;
 use crate::wire::Op;
 use std::os::fd::AsRawFd;
@@ -117,10 +117,6 @@ fn cached(id: i32) -> Option<Pinned<Handle>> {
 }
 
 /// The kernel's `ktime_get_real_seconds` (the coarse clock `time` reads, too).
-fn now_secs() -> i64 {
-    unsafe { libc::time(std::ptr::null_mut()) as i64 }
-}
-
 /// The namespace's MSGMAX, asked once (0: not yet known).
 static MSGMAX: AtomicU64 = AtomicU64::new(0);
 

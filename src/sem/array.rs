@@ -440,7 +440,7 @@ impl Guard<'_> {
         for t in touched {
             self.mem.sempid(t.num as usize).store(pid, Relaxed);
         }
-        self.mem.header().otime.store(crate::sem::now(), Relaxed);
+        self.mem.header().otime.store(crate::ipc::now_secs(), Relaxed);
     }
 
     /// A semop call by `pid` (ops already checked against nsems). On Proceed it is done;
@@ -656,7 +656,7 @@ impl Guard<'_> {
         for &(n, _) in values {
             self.mem.sempid(n as usize).store(pid, Relaxed);
         }
-        self.mem.header().ctime.store(crate::sem::now(), Relaxed);
+        self.mem.header().ctime.store(crate::ipc::now_secs(), Relaxed);
         self.update_queue();
         Ok(())
     }
@@ -727,7 +727,7 @@ impl Guard<'_> {
             }
             // exit_sem counts as an operation on every set the process kept an undo record
             // for, whether or not an adjustment was left (do_smart_update with otime set).
-            self.mem.header().otime.store(crate::sem::now(), Relaxed);
+            self.mem.header().otime.store(crate::ipc::now_secs(), Relaxed);
         }
         self.update_queue();
         true

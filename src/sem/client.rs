@@ -461,7 +461,7 @@ fn record_op(h: &Handle, num: u16, pid: i32) {
         sempid.store(pid, Relaxed);
     }
     let otime = &h.mem.header().otime;
-    let now = super::now();
+    let now = crate::ipc::now_secs();
     if otime.load(Relaxed) != now {
         otime.store(now, Relaxed);
     }

@@ -32,7 +32,3 @@ pub const SEMMNU: i64 = 1_024_000_000;
 pub const SEMUME: i64 = 500;
 pub const SEMUSZ: i64 = 20;
 
-/// Seconds since the epoch, as `ktime_get_real_seconds` (the vDSO's time(): no system call).
-pub fn now() -> i64 {
-    unsafe { libc::time(std::ptr::null_mut()) as i64 }
-}

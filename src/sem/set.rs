@@ -11,7 +11,7 @@ use crate::broker::registry::{Change, Lookup, Registry};
 use crate::ipc::ids::{make_id, split_id};
 use crate::ipc::limits::Limits;
 use crate::ipc::perm::{Creds, Perm, S_IRUGO, S_IWUGO};
-use crate::ipc::{Family, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
+use crate::ipc::{now_secs, Family, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use crate::broker::fdstore::ObjectFd;
 use crate::broker::MemfdNames;
 use crate::sys::{sealed_memfd, Mapping};
@@ -132,7 +132,7 @@ impl SemSets {
             return Err(Errno(libc::ENOSPC));
         }
         let geo = geometry(nsems as u32, limits).ok_or(Errno(libc::EINVAL))?;
-        let set = SemSet { nsems: nsems as u64, geo, ctime: now(), mapped: None };
+        let set = SemSet { nsems: nsems as u64, geo, ctime: now_secs(), mapped: None };
         let (index, id) = self.registry.insert(limits.semmni as usize, Perm::new(key, flags as u32, creds), set)?;
         self.used_sems += nsems as u64;
         Ok((id, Change::Updated(index)))
@@ -222,8 +222,8 @@ impl SemSets {
                     }
                     obj.perm.set(uid as u32, gid as u32, mode as u32);
                     match obj.data.mem() {
-                        Some(m) => m.header().ctime.store(now(), Relaxed),
-                        None => obj.data.ctime = now(),
+                        Some(m) => m.header().ctime.store(now_secs(), Relaxed),
+                        None => obj.data.ctime = now_secs(),
                     }
                     return Ok((0, vec![], Change::Updated(index)));
                 }
