@@ -292,14 +292,24 @@ pub(crate) fn after_fork() {
 /// Handles replaced or found removed, freed once no thread can still be using them.
 pub struct Retired<T: Counted>(Exclusive<List<T>>);
 
-struct List<T>(Vec<(Instant, *mut T)>);
+struct List<T> {
+    /// In the order retired, so the first is the oldest.
+    entries: Vec<(Instant, *mut T)>,
+    /// When the last sweep was: sweeps come at most every SWEEP_EVERY, each freeing all
+    /// that are due, not one per retirement (a process that makes and removes queues in a
+    /// loop retires thousands a second: a walk of the list and a membarrier each was most
+    /// of its time).
+    swept: Option<Instant>,
+}
 // The list owns the handles on it (each came from `Box::into_raw`) and frees them from
 // whichever thread sweeps.
 unsafe impl<T: Send> Send for List<T> {}
 
+const SWEEP_EVERY: Duration = if cfg!(test) { Duration::ZERO } else { Duration::from_millis(250) };
+
 impl<T: Counted + Send> Retired<T> {
     pub const fn new() -> Retired<T> {
-        Retired(Exclusive::new(List(Vec::new())))
+        Retired(Exclusive::new(List { entries: Vec::new(), swept: None }))
     }
 
     /// Takes `h` out of `slot` and retires it, unless another thread already did (or put
@@ -325,27 +335,30 @@ impl<T: Counted + Send> Retired<T> {
     fn push(&self, p: *mut T) {
         // try_lock: in a child forked while another thread held the list, the lock stays
         // held forever; the handle is then simply never freed.
-        if let Some(mut r) = self.0.try_lock() {
-            r.0.push((Instant::now(), p));
-            let now = Instant::now();
-            let due = |&(when, _): &(Instant, *mut T)| now.duration_since(when) >= GRACE;
-            if !r.0.iter().any(due) || !barrier() {
-                return;
-            }
-            // Slots first, then users: a call counts itself in users while pinned, then
-            // unpins (Release), so a sweep that finds its slot empty sees its count.
-            let pinned = hazards();
-            if pinned.contains(&PENDING) {
-                return;
-            }
-            r.0.retain(|e| {
-                if !due(e) || pinned.contains(&(e.1 as *mut ())) || unsafe { &*e.1 }.users().load(Acquire) > 0 {
-                    return true;
-                }
-                drop(unsafe { Box::from_raw(e.1) });
-                false
-            });
+        let Some(mut r) = self.0.try_lock() else { return };
+        let now = Instant::now();
+        r.entries.push((now, p));
+        let due = |&(when, _): &(Instant, *mut T)| now.duration_since(when) >= GRACE;
+        if !r.entries.first().is_some_and(due) || r.swept.is_some_and(|t| now.duration_since(t) < SWEEP_EVERY) {
+            return;
         }
+        r.swept = Some(now);
+        if !barrier() {
+            return;
+        }
+        // Slots first, then users: a call counts itself in users while pinned, then
+        // unpins (Release), so a sweep that finds its slot empty sees its count.
+        let pinned = hazards();
+        if pinned.contains(&PENDING) {
+            return;
+        }
+        r.entries.retain(|e| {
+            if !due(e) || pinned.contains(&(e.1 as *mut ())) || unsafe { &*e.1 }.users().load(Acquire) > 0 {
+                return true;
+            }
+            drop(unsafe { Box::from_raw(e.1) });
+            false
+        });
     }
 }
 
