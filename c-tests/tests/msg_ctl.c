@@ -283,9 +283,34 @@ static void test_info(void) {
     }
 }
 
+/* IPC_SET on a queue that never held a message: its msg_qbytes limits the first sends
+ * (ipcshim makes a queue's memory at its first use). */
+static void test_set_before_use(void) {
+    struct msqid_ds ds;
+    struct mbuf b;
+    memset(&b, 'f', sizeof b);
+    b.mtype = 1;
+    int fresh = EXPECT_OK(msgget(IPC_PRIVATE, 0600));
+    EXPECT_OK(msgctl(fresh, IPC_STAT, &ds));
+    ds.msg_qbytes = 100;
+    EXPECT_OK(msgctl(fresh, IPC_SET, &ds));
+    EXPECT_OK(msgsnd(fresh, &b, 60, IPC_NOWAIT));
+    EXPECT_ERR(msgsnd(fresh, &b, 60, IPC_NOWAIT), EAGAIN);
+    memset(&ds, 0, sizeof ds);
+    EXPECT_OK(msgctl(fresh, IPC_STAT, &ds));
+    CHECK(ds.msg_qbytes == 100 && ds.msg_qnum == 1 && ds.msg_cbytes == 60 && ds.msg_lspid == getpid());
+    /* and once in use, IPC_SET still changes the limit the senders see */
+    ds.msg_qbytes = 200;
+    EXPECT_OK(msgctl(fresh, IPC_SET, &ds));
+    EXPECT_OK(msgsnd(fresh, &b, 60, IPC_NOWAIT));
+    EXPECT_ERR(msgsnd(fresh, &b, 100, IPC_NOWAIT), EAGAIN);
+    EXPECT_OK(msgctl(fresh, IPC_RMID, NULL));
+}
+
 int main(void) {
     alarm(20);
     test_stat_set();
+    test_set_before_use();
     test_errors();
     test_info();
     return TEST_DONE();

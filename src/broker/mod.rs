@@ -106,7 +106,7 @@ impl Namespace {
         };
         self.shm.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
             + self.sem.registry.iter().filter_map(|(_, o)| o.data.memfd()).map(held).sum::<u64>()
-            + self.msg.registry.iter().map(|(_, o)| held(&o.data.memfd)).sum::<u64>()
+            + self.msg.registry.iter().filter_map(|(_, o)| o.data.memfd()).map(held).sum::<u64>()
     }
 }
 
@@ -403,6 +403,7 @@ impl Broker {
         posted.words.clear();
         self.claimed = posted;
         self.ns.sem.after_answers(&self.ns.limits, &mut self.ns.names);
+        self.ns.msg.after_answers(&self.ns.limits, &mut self.ns.names);
         Ok(())
     }
 
@@ -949,7 +950,7 @@ impl Broker {
                     Family::Sem | Family::Msg => {
                         let (words, fd) = match family {
                             Family::Sem => self.ns.sem.open(id, access, creds, &self.ns.limits, &mut self.ns.names)?,
-                            _ => self.ns.msg.open(id, access, creds)?,
+                            _ => self.ns.msg.open(id, access, creds, &self.ns.limits, &mut self.ns.names)?,
                         };
                         out.push(0);
                         out.extend(words);

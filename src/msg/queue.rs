@@ -1,12 +1,13 @@
 //! The broker's side of message queues: msgget (`newque`) and the msgctl commands
 //! (`msgctl_info`, `msgctl_stat`, `msgctl_down`). The messages and the counters that change
-//! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory;
-//! the broker maps a queue's header to read them (under the queue's lock when it can
-//! have it at once: a stopped client holding it must not stall the whole namespace) and to
-//! set msg_qbytes and the removed flag. It keeps at most KEPT_HEADERS of these mappings
-//! and maps other headers only while it uses them: a mapping per queue would take 32,000
-//! of the broker's 65,530 (vm.max_map_count) at the kernel's default MSGMNI, next to the
-//! semaphore sets' 32,000.
+//! with them (qnum, cbytes, lspid, lrpid, stime, rtime) live in the queue's shared memory,
+//! made when a client first opens the queue (until then they are all zero, and the broker
+//! keeps msg_qbytes). The broker maps a queue's header to read them (under the queue's lock
+//! when it can have it at once: a stopped client holding it must not stall the whole
+//! namespace) and to set msg_qbytes and the removed flag. It keeps at most KEPT_HEADERS of
+//! these mappings and maps other headers only while it uses them: a mapping per queue would
+//! take 32,000 of the broker's 65,530 (vm.max_map_count) at the kernel's default MSGMNI,
+//! next to the semaphore sets' 32,000.
 
 use super::layout::{self, Header, HEADER_SIZE};
 use super::{MSG_INFO, MSG_STAT, MSG_STAT_ANY};
@@ -19,7 +20,7 @@ use crate::ipc::{Family, now_secs, Errno, Result, IPC_INFO, IPC_RMID, IPC_SET, I
 use crate::broker::fdstore::ObjectFd;
 use crate::broker::MemfdNames;
 use crate::sys::Mapping;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::*;
 
 /// Fixed values `msgctl(IPC_INFO)` reports (include/uapi/linux/msg.h).
@@ -30,8 +31,13 @@ const MSGMNB_DEFAULT: i64 = 16384;
 
 #[derive(Debug)]
 pub struct Queue {
-    pub memfd: ObjectFd,
     pub ctime: i64,
+    /// msg_qbytes while no client has opened the queue (then the header's).
+    qbytes: u64,
+    /// The queue's memfd, made (from a spare) when a client first opens the queue: until
+    /// then nobody can have sent, received or waited, so a queue made and removed unused
+    /// costs no memfd, as a semaphore set does not.
+    memfd: Option<ObjectFd>,
     /// The broker's mapping of the header, kept once made while fewer than KEPT_HEADERS
     /// queues keep theirs; beyond, the header is mapped only while it is used.
     kept: once_cell::unsync::OnceCell<Mapping>,
@@ -68,21 +74,65 @@ impl std::ops::Deref for HeaderMap<'_> {
 }
 
 impl Queue {
-    fn new(memfd: ObjectFd) -> Queue {
-        Queue { memfd, ctime: now_secs(), kept: Default::default() }
+    fn new(qbytes: u64) -> Queue {
+        Queue { ctime: now_secs(), qbytes, memfd: None, kept: Default::default() }
     }
 
-    /// Maps the header (ENOMEM if it cannot be mapped now).
+    /// The queue's memfd, if a client ever opened the queue.
+    pub fn memfd(&self) -> Option<&ObjectFd> {
+        self.memfd.as_ref()
+    }
+
+    /// Gives the queue its memory from `spare` at its first open, with the header's
+    /// msg_qbytes set to what IPC_SET may have made of it until then.
+    fn open_memory(&mut self, spare: Spare) -> Result<&ObjectFd> {
+        if self.memfd.is_none() {
+            let Spare { memfd, header } = spare;
+            let h = unsafe { &*(header.as_ptr() as *const Header) };
+            h.qbytes.store(self.qbytes, Relaxed);
+            // The header mapping is kept, as `header` would keep it, while there is room.
+            if KEPT.fetch_add(1, Relaxed) < KEPT_HEADERS {
+                let _ = self.kept.set(header);
+            } else {
+                KEPT.fetch_sub(1, Relaxed);
+            }
+            self.memfd = Some(ObjectFd::keep(memfd)?);
+        }
+        Ok(self.memfd.as_ref().unwrap())
+    }
+
+    /// Maps the header (ENOMEM if it cannot be mapped now; EINVAL if the queue has no
+    /// memory yet, which callers look at first).
     fn header(&self) -> Result<HeaderMap<'_>> {
         if let Some(m) = self.kept.get() {
             return Ok(HeaderMap::Kept(m));
         }
-        let map = self.memfd.map(HEADER_SIZE, true).map_err(|_| Errno(libc::ENOMEM))?;
+        let memfd = self.memfd.as_ref().ok_or(Errno(libc::EINVAL))?;
+        let map = memfd.map(HEADER_SIZE, true).map_err(|_| Errno(libc::ENOMEM))?;
         if KEPT.fetch_add(1, Relaxed) >= KEPT_HEADERS {
             KEPT.fetch_sub(1, Relaxed);
             return Ok(HeaderMap::Made(map));
         }
         Ok(HeaderMap::Kept(self.kept.get_or_init(|| map)))
+    }
+
+    /// What IPC_STAT and MSG_INFO report of the queue's state: qbytes, qnum, cbytes,
+    /// lspid, lrpid, stime, rtime (an unopened queue's are all 0 but qbytes).
+    fn counters(&self) -> Result<[i64; 7]> {
+        if self.memfd.is_none() {
+            return Ok([self.qbytes as i64, 0, 0, 0, 0, 0, 0]);
+        }
+        self.settled(|h| {
+            [
+                h.qbytes.load(Relaxed) as i64,
+                h.qnum.load(Relaxed) as i64,
+                h.cbytes.load(Relaxed) as i64,
+                h.lspid.load(Relaxed) as i64,
+                h.lrpid.load(Relaxed) as i64,
+                h.stime.load(Relaxed),
+                h.rtime.load(Relaxed),
+            ]
+        })
     }
 
     /// Runs `read` on the header under the queue's lock when it can be had at once (a
@@ -113,7 +163,8 @@ impl Queue {
 
     /// Rebuilds the counters and free lists after a client died holding the lock.
     fn repair(&self) {
-        let full = self.memfd.with_fd(|fd| {
+        let Some(memfd) = &self.memfd else { return };
+        let full = memfd.with_fd(|fd| {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             if unsafe { libc::fstat(fd, &mut st) } != 0 {
                 return Err(Errno::last());
@@ -128,11 +179,47 @@ impl Queue {
 
     /// IPC_RMID: waiters wake up and fail with EIDRM. (If the header cannot be mapped,
     /// the removal fails with ENOMEM before anything changed.)
-    fn remove(&self, h: &Header) {
-        h.removed.store(1, Release);
-        wake_everyone(h);
+    fn mark_removed(&self) -> Result<()> {
+        if self.memfd.is_some() {
+            let h = self.header()?;
+            h.removed.store(1, Release);
+            wake_everyone(&h);
+        }
+        Ok(())
+    }
+
+    /// IPC_SET's msg_qbytes.
+    fn set_qbytes(&mut self, qbytes: u64) -> Result<()> {
+        if self.memfd.is_none() {
+            self.qbytes = qbytes;
+            return Ok(());
+        }
+        self.header()?.qbytes.store(qbytes, Release);
+        Ok(())
     }
 }
+
+/// A queue's memory made ahead, off the answers' path: a sized memfd whose header is laid
+/// out and mapped.
+#[derive(Debug)]
+struct Spare {
+    memfd: OwnedFd,
+    header: Mapping,
+}
+
+impl Spare {
+    fn make(limits: &Limits, names: &mut MemfdNames) -> Result<Spare> {
+        let capacity = capacity(limits);
+        // Sized once for `capacity`; pages are allocated only as messages use them.
+        let memfd = crate::sys::sealed_memfd(&names.next(Family::Msg), layout::memfd_len(capacity) as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
+        let header = Mapping::map(memfd.as_raw_fd(), HEADER_SIZE, true).map_err(|_| Errno(libc::ENOMEM))?;
+        unsafe { layout::Queue::init(header.as_ptr(), capacity, limits.msgmnb)? };
+        Ok(Spare { memfd, header })
+    }
+}
+
+/// Spares kept ready (see `Queues::spares`).
+const SPARES: usize = 4;
 
 /// Wakes every sender and receiver that waits, asleep or spinning, to look again.
 fn wake_everyone(h: &Header) {
@@ -148,6 +235,11 @@ fn wake_everyone(h: &Header) {
 #[derive(Debug, Default)]
 pub struct Queues {
     pub registry: Registry<Queue>,
+    /// Memory for the next queues that clients open, made after the answers.
+    spares: Vec<Spare>,
+    /// Queues removed in this batch: their mappings and memfds (and pages) are freed after
+    /// the answers.
+    removed: Vec<Queue>,
 }
 
 /// Slots and blocks of a new queue: room for four times MSGMNB (so that IPC_SET may raise
@@ -163,29 +255,50 @@ impl Queues {
         if let Lookup::Found(id) = self.registry.get(key, flags, creds, |_| Ok(()))? {
             return Ok((id, Change::None));
         }
-        // newque()
+        // newque(): the memory comes at the first open. That there is a spare for it says
+        // the memfd can be had: a broker that cannot size one fails here with ENOMEM, as
+        // the kernel's newque without memory, not at the first msgsnd.
         if self.registry.in_use() >= limits.msgmni as usize {
             return Err(Errno(libc::ENOSPC));
         }
-        let capacity = capacity(limits);
-        // Sized once for `capacity`; pages are allocated only as messages use them.
-        let memfd = crate::sys::sealed_memfd(&names.next(Family::Msg), layout::memfd_len(capacity) as u64, 0).map_err(|_| Errno(libc::ENOMEM))?;
-        let queue = Queue::new(ObjectFd::keep(memfd)?);
-        unsafe { layout::Queue::init(&*queue.header()? as *const Header as *mut u8, capacity, limits.msgmnb)? };
-        let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), queue)?;
+        if self.spares.is_empty() {
+            self.spares.push(Spare::make(limits, names)?);
+        }
+        let (index, id) = self.registry.insert(limits.msgmni as usize, Perm::new(key, flags as u32, creds), Queue::new(limits.msgmnb))?;
         Ok((id, Change::Updated(index)))
     }
 
     /// The queue's memfd (read-write: receiving changes the queue too) for a client that may
-    /// read or write it. Reply words after status: none.
-    pub fn open(&self, id: i32, access: u32, creds: &Creds) -> Result<(Vec<i64>, OwnedFd)> {
-        let obj = self.registry.by_id(id)?;
+    /// read or write it, made at the first open. Reply words after status: none.
+    pub fn open(&mut self, id: i32, access: u32, creds: &Creds, limits: &Limits, names: &mut MemfdNames) -> Result<(Vec<i64>, OwnedFd)> {
+        let obj = self.registry.by_id_mut(id)?;
         let access = if access & (S_IRUGO | S_IWUGO) == 0 { S_IRUGO } else { access & (S_IRUGO | S_IWUGO) };
         if !obj.perm.allows(creds, access) {
             return Err(Errno(libc::EACCES));
         }
-        let fd = obj.data.memfd.open(false)?;
-        Ok((vec![], fd))
+        let memfd = match &obj.data.memfd {
+            Some(memfd) => memfd,
+            None => {
+                let spare = match self.spares.pop() {
+                    Some(spare) => spare,
+                    None => Spare::make(limits, names)?,
+                };
+                obj.data.open_memory(spare)?
+            }
+        };
+        Ok((vec![], memfd.open(false)?))
+    }
+
+    /// Work kept off the answers' path, done once a batch is answered: freeing the memory
+    /// of removed queues, making spares.
+    pub fn after_answers(&mut self, limits: &Limits, names: &mut MemfdNames) {
+        self.removed.clear();
+        while self.spares.len() < SPARES {
+            match Spare::make(limits, names) {
+                Ok(spare) => self.spares.push(spare),
+                Err(_) => break,
+            }
+        }
     }
 
     /// msgctl commands. `args` are IPC_SET's uid, gid, mode, msg_qbytes. Returns (return
@@ -201,9 +314,9 @@ impl Queues {
                 let (pool, map, tql) = if cmd == MSG_INFO {
                     let (mut msgs, mut bytes) = (0u64, 0u64);
                     for (_, obj) in self.registry.iter() {
-                        let (n, b) = obj.data.settled(|h| (h.qnum.load(Relaxed), h.cbytes.load(Relaxed)))?;
-                        msgs += n;
-                        bytes += b;
+                        let [_, qnum, cbytes, ..] = obj.data.counters()?;
+                        msgs += qnum as u64;
+                        bytes += cbytes as u64;
                     }
                     (self.registry.in_use() as i64, msgs.min(i32::MAX as u64) as i64, bytes.min(i32::MAX as u64) as i64)
                 } else {
@@ -231,17 +344,7 @@ impl Queues {
                 let ret = if cmd == IPC_STAT { 0 } else { make_id(index, obj.seq) as i64 };
                 let p = &obj.perm;
                 let mut fields = vec![p.key as i64, p.uid as i64, p.gid as i64, p.cuid as i64, p.cgid as i64, p.mode as i64, obj.seq as i64];
-                fields.extend(obj.data.settled(|h| {
-                    [
-                        h.qbytes.load(Relaxed) as i64,
-                        h.qnum.load(Relaxed) as i64,
-                        h.cbytes.load(Relaxed) as i64,
-                        h.lspid.load(Relaxed) as i64,
-                        h.lrpid.load(Relaxed) as i64,
-                        h.stime.load(Relaxed),
-                        h.rtime.load(Relaxed),
-                    ]
-                })?);
+                fields.extend(obj.data.counters()?);
                 fields.push(obj.data.ctime);
                 Ok((ret, fields, Change::None))
             }
@@ -251,10 +354,11 @@ impl Queues {
                     return Err(Errno(libc::EPERM));
                 }
                 let index = split_id(id).unwrap().0;
-                let h = obj.data.header()?;
                 if cmd == IPC_RMID {
-                    obj.data.remove(&h);
-                    self.registry.remove(index);
+                    obj.data.mark_removed()?;
+                    if let Some(obj) = self.registry.remove(index) {
+                        self.removed.push(obj.data);
+                    }
                     return Ok((0, vec![], Change::Removed(index)));
                 }
                 let [uid, gid, mode, qbytes] = args.get(..4).and_then(|a| <[i64; 4]>::try_from(a).ok()).ok_or(Errno(libc::EINVAL))?;
@@ -268,9 +372,9 @@ impl Queues {
                 if uid as u32 == u32::MAX || gid as u32 == u32::MAX {
                     return Err(Errno(libc::EINVAL));
                 }
+                // First what may fail (the header's mapping): nothing changes then.
+                obj.data.set_qbytes(qbytes as i64 as u64)?;
                 obj.perm.set(uid as u32, gid as u32, mode as u32);
-                h.qbytes.store(qbytes as i64 as u64, Release);
-                drop(h);
                 obj.data.ctime = now_secs();
                 // The blocked callers are woken by `wake_after_set`, once the table shows
                 // the new rights.
@@ -285,6 +389,9 @@ impl Queues {
     /// before the table changed, they would check the old rights and sleep on.
     pub fn wake_after_set(&self, id: i32) {
         let Ok(obj) = self.registry.by_id(id) else { return };
+        if obj.data.memfd.is_none() {
+            return;
+        }
         let Ok(h) = obj.data.header() else { return };
         wake_everyone(&h);
     }
@@ -305,7 +412,6 @@ impl Queues {
 mod tests {
     use super::*;
     use crate::ipc::IPC_CREAT;
-    use std::os::fd::AsRawFd;
 
     fn user(uid: u32, caps: u64) -> Creds {
         Creds { pid: 10, uid, gid: uid, groups: vec![], caps }
@@ -343,11 +449,24 @@ mod tests {
         assert_eq!(f, vec![512000, 16384, 8192, 16384, 2, 16, 16384, 0xffff]);
         let (_, f, _) = qs.ctl(0, MSG_INFO, &[], &other, &limits).unwrap();
         assert_eq!((f[0], f[1], f[6]), (2, 0, 0));
-        // IPC_RMID marks the shared header removed (waiters see EIDRM), the id is gone.
-        let keep = qs.registry.by_id(id).unwrap().data.memfd.open(false).unwrap();
-        let map = Mapping::map(keep.as_raw_fd(), HEADER_SIZE, false).unwrap();
-        qs.ctl(id, IPC_RMID, &[], &owner, &limits).unwrap();
+        // The first open gives the queue its memory, with msg_qbytes as IPC_SET left it; from
+        // then on IPC_SET and IPC_STAT use the header.
+        assert!(qs.registry.by_id(id).unwrap().data.memfd().is_none());
+        assert_eq!(qs.open(id, S_IWUGO, &other, &limits, &mut names).unwrap_err(), Errno(libc::EACCES));
+        let (_, keep) = qs.open(id, S_IWUGO, &owner, &limits, &mut names).unwrap();
+        let map = Mapping::map(keep.as_raw_fd(), HEADER_SIZE, true).unwrap();
         let h = unsafe { &*(map.as_ptr() as *const Header) };
+        assert_eq!(h.qbytes.load(Relaxed), big as u64);
+        qs.ctl(id, IPC_SET, &[1000, 1000, 0o600, 100], &owner, &limits).unwrap();
+        assert_eq!(h.qbytes.load(Relaxed), 100);
+        h.qnum.store(3, Relaxed);
+        let (_, f, _) = qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap();
+        assert_eq!((f[7], f[8]), (100, 3));
+        let (_, f, _) = qs.ctl(0, MSG_INFO, &[], &other, &limits).unwrap();
+        assert_eq!(f[1], 3);
+        h.qnum.store(0, Relaxed);
+        // IPC_RMID marks the shared header removed (waiters see EIDRM), the id is gone.
+        qs.ctl(id, IPC_RMID, &[], &owner, &limits).unwrap();
         assert_eq!(h.removed.load(Relaxed), 1);
         assert_eq!(qs.ctl(id, IPC_STAT, &[], &owner, &limits).unwrap_err(), Errno(libc::EINVAL));
         assert_eq!(qs.ctl(-1, IPC_INFO, &[], &owner, &limits).unwrap_err(), Errno(libc::EINVAL));
