@@ -52,7 +52,7 @@ broker=${broker:-0}
 
 echo "== lookup and IPC_STAT as a family grows (ns/op; kernel | ipcshim), broker memory per object (KiB)"
 printf '%-6s %8s %10s %10s %10s %10s %10s %10s %8s %8s %8s\n' family objects \
-    "get k" "get shim" "stat k" "stat shim" "create k" "create shim" RSS/obj PSS/obj memfd/obj
+    "get k" "get shim" "stat k" "stat shim" "make+use k" "make+use" RSS/obj PSS/obj memfd/obj
 for family in msg sem shm; do
     k_out=$(kernel scale "$family")
     s_out=$(shim scale "$family")
