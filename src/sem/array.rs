@@ -14,7 +14,9 @@
 //! a lock-free SEM_UNDO operation belongs to that operation for a few instructions: the lock
 //! holder waits for the mark to go before freezing it, and if it does not go (its owner is
 //! preempted, stopped or dead), gives up the lock (`Busy`) and tries again, so that the
-//! broker, which resolves the marks of the dead, can take it.
+//! broker, which resolves the marks of the dead, can take it. A mark of the holder's own
+//! thread (a signal handler's call on the semaphore whose operation it interrupted) never
+//! goes while it waits: that call fails with EDEADLK.
 //!
 //! A word's resident adjustment (layout.rs) is part of its resident's adjustment: every
 //! journal that writes a word (which clears the resident) moves that share into the
@@ -27,10 +29,27 @@ use crate::ipc::sync::Locked;
 use crate::ipc::{Errno, Result};
 use std::sync::atomic::Ordering::*;
 
-/// A word the caller needs is marked by a lock-free SEM_UNDO operation that did not finish
-/// within a few microseconds: release the lock (nothing was changed) and try again.
+/// A word the caller needs is marked by a lock-free SEM_UNDO operation that will not finish
+/// while the caller waits. Nothing was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Busy;
+pub enum Busy {
+    /// By another process's, which did not finish within a few microseconds (preempted,
+    /// stopped or dead): release the lock and try again.
+    Marked,
+    /// By this thread's own operation, which a signal handler interrupted to make this
+    /// call: it cannot go on before the handler returns, so the call fails with EDEADLK.
+    Nested,
+}
+
+impl Busy {
+    /// For a caller that retries: Err(EDEADLK) when retrying cannot help.
+    pub fn retry(self) -> Result<()> {
+        match self {
+            Busy::Marked => Ok(()),
+            Busy::Nested => Err(Errno(libc::EDEADLK)),
+        }
+    }
+}
 
 /// How long a lock holder waits for a mark to go before it reports `Busy`.
 const MARK_SPINS: u32 = 100;
@@ -148,13 +167,19 @@ impl Guard<'_> {
         loop {
             if w & MARK != 0 {
                 if !self.strip_impossible_mark(num, w) {
+                    // At once: a handler that spent the spins here would take longer than
+                    // a fast timer's tick, and the next one would come before the
+                    // interrupted call could go on.
+                    if waited == 0 && self.marked_by_this_thread(w) {
+                        return Err(Busy::Nested);
+                    }
                     waited += 1;
                     if waited > MARK_SPINS + MARK_YIELDS {
                         if self.owner_gone(w) {
                             waited = 0;
                             continue;
                         }
-                        return Err(Busy);
+                        return Err(Busy::Marked);
                     }
                     if waited > MARK_SPINS {
                         std::thread::yield_now();
@@ -210,6 +235,15 @@ impl Guard<'_> {
     /// Whether the owner of a mark that stays is gone (dead, a zombie, or a pid no process
     /// has: garbage): then its marks are resolved now, without waiting for the broker. Our
     /// own marks are never gone: a signal handler may have interrupted us in the window.
+    /// Whether a mark was made by the thread that finds it: our pid's, in a process that
+    /// has one thread (a lock-free operation marks only then, and a process once
+    /// multi-threaded stays so). Its operation is then interrupted below us, by the signal
+    /// handler that made this call.
+    fn marked_by_this_thread(&self, w: u64) -> bool {
+        let Some(slot) = mark_slot(w) else { return false };
+        crate::ipc::thread::single_threaded() && self.mem.undo_pid(slot).load(Acquire) == unsafe { libc::getpid() }
+    }
+
     fn owner_gone(&self, w: u64) -> bool {
         let Some(slot) = mark_slot(w) else { return true };
         let pid = self.mem.undo_pid(slot).load(Acquire);
@@ -927,9 +961,9 @@ mod tests {
         let slot = lock(m).unwrap().undo_slot(unsafe { libc::getpid() }).unwrap();
         m.word(1).store(3 | mark(slot, 1), Relaxed);
         let mut g = lock(m).unwrap();
-        assert_eq!(g.semop(&[op(0, 1, 0), op(1, -1, 0)], &[0, 1], 51, None), Err(Busy));
+        assert_eq!(g.semop(&[op(0, 1, 0), op(1, -1, 0)], &[0, 1], 51, None), Err(Busy::Marked));
         assert_eq!(m.word(0).load(Relaxed), 0, "nothing frozen or changed");
-        assert_eq!(g.set_values(&[(1, 9)], 51), Err(Busy));
+        assert_eq!(g.set_values(&[(1, 9)], 51), Err(Busy::Marked));
         m.word(1).store(2, Relaxed);
         assert_eq!(g.semop(&[op(0, 1, 0), op(1, -1, 0)], &[0, 1], 51, None), Ok(Outcome::Proceed));
         assert_eq!(values(m), vec![1, 1]);

@@ -566,11 +566,15 @@ fn semop_locked(h: &'static Handle, ops: &[SemOp], timeout: Option<Duration>) ->
             return Err(Errno(libc::EIDRM));
         }
         let undo = if wants_undo { Some(undo_slot(h, &g, pid)?) } else { None };
-        let Ok(outcome) = g.semop(ops, nums, pid, undo) else {
-            drop(g);
-            array::back_off(busy);
-            busy += 1;
-            continue;
+        let outcome = match g.semop(ops, nums, pid, undo) {
+            Ok(outcome) => outcome,
+            Err(b) => {
+                drop(g);
+                b.retry()?;
+                array::back_off(busy);
+                busy += 1;
+                continue;
+            }
         };
         match outcome {
             Outcome::Proceed => return Ok(()),
@@ -699,17 +703,20 @@ pub fn setval(id: i32, semnum: i32, value: u16) -> Result<()> {
     set_values(h, &[(semnum as u16, value)])
 }
 
-/// SETVAL/SETALL under the lock, again after a `Busy`.
+/// SETVAL/SETALL under the lock, again after a `Busy::Marked`.
 fn set_values(h: &Handle, values: &[(u16, u16)]) -> Result<()> {
     for attempt in 0.. {
         let mut g = array::lock(&h.mem)?;
         if g.removed() {
             return Err(Errno(libc::EIDRM));
         }
-        if g.set_values(values, creds::own_pid()).is_ok() {
-            break;
+        match g.set_values(values, creds::own_pid()) {
+            Ok(()) => break,
+            Err(b) => {
+                drop(g);
+                b.retry()?;
+            }
         }
-        drop(g);
         array::back_off(attempt);
     }
     Ok(())
