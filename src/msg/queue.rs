@@ -88,6 +88,8 @@ impl Queue {
     fn open_memory(&mut self, spare: Spare) -> Result<&ObjectFd> {
         if self.memfd.is_none() {
             let Spare { memfd, header } = spare;
+            // First what may fail (no keeper can take the descriptor): nothing changes then.
+            let memfd = ObjectFd::keep(memfd)?;
             let h = unsafe { &*(header.as_ptr() as *const Header) };
             h.qbytes.store(self.qbytes, Relaxed);
             // The header mapping is kept, as `header` would keep it, while there is room.
@@ -96,7 +98,7 @@ impl Queue {
             } else {
                 KEPT.fetch_sub(1, Relaxed);
             }
-            self.memfd = Some(ObjectFd::keep(memfd)?);
+            self.memfd = Some(memfd);
         }
         Ok(self.memfd.as_ref().unwrap())
     }
